@@ -1,0 +1,52 @@
+# AnySync developer commands. `make run` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test check unit integration proto proto-check clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+# Install, initialise ~/.AnySync on first run, serve on 0.0.0.0:65065.
+run: install
+	$(BIN)/anysync-server run
+
+# Everything CI runs: lint, types, import rules, then every test.
+test: check
+	$(BIN)/pytest -q
+
+unit: install
+	$(BIN)/pytest -q tests/unit
+
+integration: install
+	$(BIN)/pytest -q tests/integration
+
+check: install
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(MAKE) --no-print-directory proto-check
+
+# Regenerate the wire code from proto/ (committed, so users need no protoc).
+proto: install
+	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=src --grpc_python_out=src \
+		--pyi_out=src proto/anysync/v1/anysync.proto
+
+proto-check: install
+	@tmp=$$(mktemp -d) && $(BIN)/python -m grpc_tools.protoc -I proto --python_out=$$tmp \
+		--grpc_python_out=$$tmp --pyi_out=$$tmp proto/anysync/v1/anysync.proto && \
+		for f in anysync_pb2.py anysync_pb2_grpc.py anysync_pb2.pyi; do \
+			cmp -s $$tmp/anysync/v1/$$f src/anysync/v1/$$f || \
+			{ echo "src/anysync/v1/$$f is stale: run make proto"; rm -rf $$tmp; exit 1; }; \
+		done; rm -rf $$tmp
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache src/*.egg-info

@@ -1,0 +1,52 @@
+"""anysync snapshots: list every backup snapshot of the account, oldest first."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from anysync.cli import common
+from anysync.progress import human_bytes
+from anysync.repo import history
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("snapshots", help="list snapshots")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_password_option(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    with common.open_session(args) as s:
+        snaps = history.snapshots(s.repo, s.state)
+    if args.json:
+        common.print_json(
+            [
+                {
+                    "id": sn.id.hex(),
+                    "time": sn.commit.time_ns / 1e9,
+                    "hostname": sn.commit.hostname,
+                    "device": sn.commit.device,
+                    "paths": list(sn.commit.paths),
+                    "parents": [p.hex() for p in sn.commit.parents],
+                    "message": sn.commit.message,
+                    "stats": sn.commit.stats,
+                }
+                for sn in snaps
+            ]
+        )
+        return 0
+    rows = [
+        [
+            sn.id.short(),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(sn.commit.time_ns / 1e9)),
+            sn.commit.hostname,
+            human_bytes(sn.commit.stats.get("bytes", 0)),
+            ", ".join(sn.commit.paths),
+        ]
+        for sn in snaps
+    ]
+    common.print_table(["ID", "TIME", "HOST", "SIZE", "PATHS"], rows)
+    print(f"{len(snaps)} snapshots")
+    return 0

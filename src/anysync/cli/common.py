@@ -1,0 +1,120 @@
+"""What the commands share: passwords, prompts, an open repository, output."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from anysync.errors import UsageError
+from anysync.keys import MasterKeys
+from anysync.progress import Progress
+from anysync.remote import Remote
+from anysync.repo.repository import Repository
+from anysync.session import ClientConfig, ClientHome, default_home
+from anysync.statedb import StateDB
+
+
+def add_password_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--password-file",
+        type=Path,
+        help="read the password from this file (first line); "
+        "default: $ANYSYNC_PASSWORD or a prompt",
+    )
+
+
+def read_password(
+    args: argparse.Namespace,
+    *,
+    env: str = "ANYSYNC_PASSWORD",
+    file_attr: str = "password_file",
+    prompt: str = "Password: ",
+    confirm: bool = False,
+) -> str:
+    """From --password-file, then the environment, then the terminal. Never from argv."""
+    path: Path | None = getattr(args, file_attr, None)
+    if path is not None:
+        try:
+            return path.read_text("utf-8").splitlines()[0] if path.stat().st_size else ""
+        except OSError as exc:
+            raise UsageError(f"cannot read the password file {path}: {exc.strerror}") from None
+    value = os.environ.get(env)
+    if value is not None:
+        return value
+    if not sys.stdin.isatty():
+        raise UsageError(f"no password given: set {env} or use --{file_attr.replace('_', '-')}")
+    first = getpass.getpass(prompt)
+    if confirm and getpass.getpass("Repeat: ") != first:
+        raise UsageError("the passwords do not match")
+    return first
+
+
+def interactive_confirm() -> Callable[[str], bool] | None:
+    """A yes/no prompt on the terminal, or None when there is no one to ask."""
+    if not sys.stdin.isatty():
+        return None
+
+    def ask(question: str) -> bool:
+        return input(f"{question} [yes/no] ").strip().lower() in ("y", "yes")
+
+    return ask
+
+
+def home() -> ClientHome:
+    return ClientHome(default_home())
+
+
+def default_device_name() -> str:
+    return socket.gethostname()
+
+
+@dataclass
+class Session:
+    """An unlocked account: config, keys, server connection, repository, local state."""
+
+    home: ClientHome
+    config: ClientConfig
+    keys: MasterKeys
+    remote: Remote
+    repo: Repository
+    state: StateDB
+
+
+@contextlib.contextmanager
+def open_session(args: argparse.Namespace) -> Iterator[Session]:
+    h = home()
+    cfg = h.config()
+    keys = h.unlock(read_password(args))
+    remote = h.remote()
+    repo = Repository(remote, keys)
+    state = StateDB(h.state_path)
+    try:
+        yield Session(h, cfg, keys, remote, repo, state)
+    finally:
+        repo.close()
+        state.close()
+        remote.close()
+
+
+def progress(verb: str) -> Progress:
+    return Progress(verb)
+
+
+def print_json(doc: object) -> None:
+    json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())

@@ -1,0 +1,310 @@
+"""The client's side of the wire: gRPC over TLS with a pinned certificate.
+
+The only client module that imports generated protobuf code. Converts messages to
+domain types explicitly and maps gRPC status codes to anysync.errors in one place.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+
+from anysync import tls
+from anysync.errors import (
+    AlreadyExists,
+    AnySyncError,
+    AuthError,
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    QuotaExceeded,
+    RateLimited,
+    ServerUnreachable,
+    TlsMismatch,
+    UsageError,
+)
+from anysync.repo.pack import PackedBlob
+from anysync.types import BlobId, BlobLocation, KdfParams, PackId, Ref
+from anysync.v1 import anysync_pb2 as pb
+from anysync.v1 import anysync_pb2_grpc as rpc
+
+DEFAULT_PORT = 65065
+MESSAGE_LIMIT = 16 * 1024 * 1024
+STREAM_PIECE = 1024 * 1024
+TIMEOUT = 120.0
+
+T = TypeVar("T")
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """'host', 'host:port' or '[v6]:port' → (host, port)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or "]" in port:
+        return address.strip("[]"), DEFAULT_PORT
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        raise UsageError(f"not a server address: {address!r} (expected HOST:PORT)") from None
+
+
+def fetch_certificate(address: str) -> bytes:
+    """The server's certificate as PEM, before trusting it (to pin it)."""
+    host, port = split_address(address)
+    try:
+        return ssl.get_server_certificate((host, port), timeout=15).encode("ascii")
+    except (OSError, ssl.SSLError) as exc:
+        raise ServerUnreachable(
+            f"cannot reach the server at {address}: {exc.strerror or exc}; "
+            "is anysync-server running and the address right?"
+        ) from None
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    user_id: str
+    device_id: int
+    sealed_token: bytes
+    master_keys: bytes
+    kdf: KdfParams
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    id: int
+    name: str
+    created_at: int
+    last_seen_at: int
+    revoked: bool
+    current: bool
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    user_id: str
+    email: str
+    device_id: int
+    used_bytes: int
+    quota_bytes: int
+
+
+class Remote:
+    """One server connection. Thread-safe (gRPC channels are)."""
+
+    def __init__(self, address: str, cert_pem: bytes, token: bytes | None = None) -> None:
+        self.address = address
+        host, port = split_address(address)
+        creds = grpc.ssl_channel_credentials(root_certificates=cert_pem)
+        self._channel = grpc.secure_channel(
+            f"{host}:{port}" if ":" not in host else f"[{host}]:{port}",
+            creds,
+            options=[
+                # We trust exactly the pinned certificate; the name check adds nothing.
+                ("grpc.ssl_target_name_override", tls.dns_name_for_verification(cert_pem)),
+                ("grpc.max_receive_message_length", MESSAGE_LIMIT),
+                ("grpc.max_send_message_length", MESSAGE_LIMIT),
+            ],
+        )
+        self._metadata = (("authorization", f"Bearer {token.hex()}"),) if token else ()
+        self._accounts = rpc.AccountsStub(self._channel)
+        self._devices = rpc.DevicesStub(self._channel)
+        self._storage = rpc.StorageStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, method: Callable[..., T], request: Any, **kwargs: Any) -> T:
+        try:
+            return method(request, metadata=self._metadata, timeout=TIMEOUT, **kwargs)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+
+    def _error(self, exc: grpc.RpcError) -> AnySyncError:
+        code: grpc.StatusCode = exc.code()
+        details: str = exc.details() or ""
+        if code is grpc.StatusCode.UNAVAILABLE:
+            if any(w in details.lower() for w in ("handshake", "certificate", "ssl", "tls")):
+                return TlsMismatch(
+                    f"the server at {self.address} did not present the pinned certificate; "
+                    "if the server was re-installed, log in again to pin its new fingerprint"
+                )
+            return ServerUnreachable(
+                f"cannot reach the server at {self.address} ({details.strip() or 'unavailable'}); "
+                "is anysync-server running?"
+            )
+        if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+            return ServerUnreachable(f"the server at {self.address} did not answer in time")
+        simple: dict[grpc.StatusCode, type[AnySyncError]] = {
+            grpc.StatusCode.UNAUTHENTICATED: AuthError,
+            grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+            grpc.StatusCode.NOT_FOUND: NotFound,
+            grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+            grpc.StatusCode.ABORTED: Conflict,
+        }
+        if code in simple:
+            return simple[code](details)
+        if code is grpc.StatusCode.OUT_OF_RANGE:
+            return NotFound(f"the server has no such data: {details}")
+        if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return QuotaExceeded(details) if "quota" in details.lower() else RateLimited(details)
+        return AnySyncError(f"the server refused the request: {details} ({code.name})")
+
+    # ---------------------------------------------------------------- accounts
+
+    def pre_login(self, email: str) -> KdfParams:
+        resp = self._call(self._accounts.PreLogin, pb.PreLoginRequest(email=email))
+        return _kdf_from(resp.kdf)
+
+    def signup(
+        self,
+        *,
+        email: str,
+        invite: str,
+        user_id: str,
+        kdf: KdfParams,
+        login_secret: bytes,
+        master_keys: bytes,
+        device_name: str,
+        device_public_key: bytes,
+    ) -> LoginResult:
+        req = pb.SignupRequest(
+            email=email,
+            invite=invite,
+            user_id=user_id,
+            kdf=_kdf_to(kdf),
+            login_secret=login_secret,
+            master_keys=master_keys,
+            device_name=device_name,
+            device_public_key=device_public_key,
+        )
+        return _login_from(self._call(self._accounts.Signup, req))
+
+    def login(
+        self, *, email: str, login_secret: bytes, device_name: str, device_public_key: bytes
+    ) -> LoginResult:
+        req = pb.LoginRequest(
+            email=email,
+            login_secret=login_secret,
+            device_name=device_name,
+            device_public_key=device_public_key,
+        )
+        return _login_from(self._call(self._accounts.Login, req))
+
+    def change_password(
+        self,
+        *,
+        old_login_secret: bytes,
+        new_login_secret: bytes,
+        new_kdf: KdfParams,
+        new_master_keys: bytes,
+    ) -> None:
+        req = pb.ChangePasswordRequest(
+            old_login_secret=old_login_secret,
+            new_login_secret=new_login_secret,
+            new_kdf=_kdf_to(new_kdf),
+            new_master_keys=new_master_keys,
+        )
+        self._call(self._accounts.ChangePassword, req)
+
+    # ---------------------------------------------------------------- devices
+
+    def list_devices(self) -> list[DeviceInfo]:
+        resp = self._call(self._devices.ListDevices, pb.ListDevicesRequest())
+        return [
+            DeviceInfo(d.id, d.name, d.created_at, d.last_seen_at, d.revoked, d.current)
+            for d in resp.devices
+        ]
+
+    def revoke_device(self, device_id: int) -> None:
+        self._call(self._devices.RevokeDevice, pb.RevokeDeviceRequest(device_id=device_id))
+
+    def whoami(self) -> AccountInfo:
+        r = self._call(self._devices.Whoami, pb.WhoamiRequest())
+        return AccountInfo(r.user_id, r.email, r.device_id, r.used_bytes, r.quota_bytes)
+
+    # ---------------------------------------------------------------- storage
+
+    def find_blobs(self, ids: Sequence[BlobId]) -> dict[BlobId, BlobLocation]:
+        if not ids:
+            return {}
+        resp = self._call(
+            self._storage.FindBlobs, pb.FindBlobsRequest(blob_ids=[i.raw for i in ids])
+        )
+        out = {}
+        for f in resp.found:
+            bid = BlobId(f.blob_id)
+            out[bid] = BlobLocation(bid, PackId(f.pack_id), f.offset, f.length)
+        return out
+
+    def upload_pack(self, data: bytes, sha256: bytes, entries: Sequence[PackedBlob]) -> PackId:
+        header = pb.PackHeader(
+            size=len(data),
+            sha256=sha256,
+            entries=[
+                pb.PackEntry(blob_id=e.blob_id.raw, offset=e.offset, length=e.length)
+                for e in entries
+            ],
+        )
+
+        def messages() -> Iterator[pb.UploadPackRequest]:
+            yield pb.UploadPackRequest(header=header)
+            view = memoryview(data)
+            for start in range(0, len(data), STREAM_PIECE):
+                yield pb.UploadPackRequest(data=bytes(view[start : start + STREAM_PIECE]))
+
+        resp = self._call(self._storage.UploadPack, messages())
+        return PackId(resp.pack_id)
+
+    def read_pack(self, pack_id: PackId, offset: int, length: int) -> bytes:
+        req = pb.ReadPackRequest(pack_id=pack_id.raw, offset=offset, length=length)
+        try:
+            parts = [
+                m.data
+                for m in self._storage.ReadPack(req, metadata=self._metadata, timeout=TIMEOUT)
+            ]
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        data = b"".join(parts)
+        if length and len(data) != length:
+            raise NotFound(f"pack {pack_id.hex()[:8]} is shorter than its index says")
+        return data
+
+    def list_refs(self, prefix: str = "") -> list[Ref]:
+        resp = self._call(self._storage.ListRefs, pb.ListRefsRequest(prefix=prefix))
+        return [_ref_from(r) for r in resp.refs]
+
+    def get_ref(self, name: str) -> Ref | None:
+        try:
+            return _ref_from(self._call(self._storage.GetRef, pb.GetRefRequest(name=name)))
+        except NotFound:
+            return None
+
+    def update_ref(self, name: str, expected_version: int, commit_id: BlobId) -> Ref:
+        req = pb.UpdateRefRequest(
+            name=name, expected_version=expected_version, commit_id=commit_id.raw
+        )
+        return _ref_from(self._call(self._storage.UpdateRef, req))
+
+
+def _kdf_to(k: KdfParams) -> pb.KdfParams:
+    return pb.KdfParams(salt=k.salt, log_n=k.log_n, r=k.r, p=k.p)
+
+
+def _kdf_from(k: pb.KdfParams) -> KdfParams:
+    return KdfParams(k.salt, k.log_n, k.r, k.p)
+
+
+def _login_from(r: pb.LoginResponse) -> LoginResult:
+    return LoginResult(r.user_id, r.device_id, r.sealed_token, r.master_keys, _kdf_from(r.kdf))
+
+
+def _ref_from(r: pb.Ref) -> Ref:
+    return Ref(r.name, BlobId(r.commit_id), r.version, r.updated_at, r.updated_by_device)
+
+
+def default_device_name() -> str:
+    return socket.gethostname()

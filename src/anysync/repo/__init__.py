@@ -1,0 +1,1 @@
+"""The repository: blobs, packs, trees and commits on top of a remote object API."""

@@ -1,0 +1,244 @@
+"""Repository: saves and loads encrypted blobs through a remote object API.
+
+Write path: `save()` queues plaintext; `flush()` asks the server in one batch which
+queued blobs it already holds, seals the rest on a thread pool (zstd and BLAKE3 release
+the GIL), groups them into packs and uploads full packs in the background. `finish()`
+uploads the last pack and waits. Callers store a commit only after `finish()`, and move
+a ref only after the commit is stored: packs → index → commit → ref (docs/design.md).
+
+Read path: `load_many()` locates blobs through the server's index, reads coalesced byte
+ranges of packs and authenticates every blob; a bad blob is reported per ID so that one
+tampered chunk names the files it belongs to instead of aborting everything.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+from anysync.errors import IntegrityError, NotFound
+from anysync.keys import MasterKeys
+from anysync.repo import commit as commit_codec
+from anysync.repo import envelope
+from anysync.repo import tree as tree_codec
+from anysync.repo.pack import FinishedPack, PackBuilder, PackedBlob
+from anysync.types import BlobId, BlobKind, BlobLocation, PackId, Ref
+
+FIND_BATCH = 10_000
+# Flush the write queue when it holds this much plaintext or this many blobs.
+QUEUE_BYTES = 64 * 1024 * 1024
+QUEUE_BLOBS = 5_000
+# Read ranges of one pack are merged when the gap between them is small.
+COALESCE_GAP = 256 * 1024
+MAX_READ = 32 * 1024 * 1024
+MAX_UPLOADS_IN_FLIGHT = 2
+
+
+class RemoteStorage(Protocol):
+    """What the repository needs from a server; anysync.remote implements it over gRPC."""
+
+    def find_blobs(self, ids: Sequence[BlobId]) -> dict[BlobId, BlobLocation]: ...
+
+    def upload_pack(self, data: bytes, sha256: bytes, entries: Sequence[PackedBlob]) -> PackId: ...
+
+    def read_pack(self, pack_id: PackId, offset: int, length: int) -> bytes: ...
+
+    def list_refs(self, prefix: str = "") -> list[Ref]: ...
+
+    def get_ref(self, name: str) -> Ref | None: ...
+
+    def update_ref(self, name: str, expected_version: int, commit_id: BlobId) -> Ref: ...
+
+
+@dataclass
+class WriteStats:
+    blobs_new: int = 0
+    blobs_known: int = 0
+    bytes_plain_new: int = 0  # plaintext of new blobs
+    bytes_stored: int = 0  # ciphertext added on the server, pack headers included
+    packs: int = 0
+
+
+class Repository:
+    def __init__(self, remote: RemoteStorage, keys: MasterKeys, workers: int = 2) -> None:
+        self.remote = remote
+        self.keys = keys
+        self.stats = WriteStats()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="seal")
+        self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload")
+        self._uploads: list[Future[None]] = []
+        self._lock = threading.Lock()
+        self._known: set[BlobId] = set()  # on the server, or packed in this session
+        self._queue: dict[BlobId, tuple[BlobKind, bytes | memoryview]] = {}
+        self._queue_bytes = 0
+        self._confirm: set[BlobId] = set()
+        self._missing: set[BlobId] = set()
+        self._packer = PackBuilder(keys.data_key, keys.id_key)
+        self._locations: dict[BlobId, BlobLocation] = {}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._uploader.shutdown(wait=True, cancel_futures=True)
+
+    # ------------------------------------------------------------------ writing
+
+    def blob_id(self, plaintext: bytes | memoryview) -> BlobId:
+        return envelope.blob_id(self.keys.id_key, plaintext)
+
+    def save(
+        self, kind: BlobKind, plaintext: bytes | memoryview, bid: BlobId | None = None
+    ) -> BlobId:
+        """Queue a blob for upload unless the server already holds it. Returns its ID.
+
+        The caller must keep `plaintext` unchanged until the next flush().
+        """
+        bid = bid or self.blob_id(plaintext)
+        if bid in self._known or bid in self._queue:
+            self.stats.blobs_known += 1
+            return bid
+        self._queue[bid] = (kind, plaintext)
+        self._queue_bytes += len(plaintext)
+        if self._queue_bytes >= QUEUE_BYTES or len(self._queue) >= QUEUE_BLOBS:
+            self.flush()
+        return bid
+
+    def confirm(self, ids: Iterable[BlobId]) -> None:
+        """Ask (at the next flush) whether these blobs exist; see take_missing()."""
+        self._confirm.update(i for i in ids if i not in self._known)
+        if len(self._confirm) >= QUEUE_BLOBS:
+            self.flush()
+
+    def take_missing(self) -> set[BlobId]:
+        """Blobs passed to confirm() that the server turned out not to hold."""
+        missing, self._missing = self._missing, set()
+        return missing
+
+    def flush(self) -> None:
+        """Resolve the queue: skip what the server holds, seal and pack the rest."""
+        ask = [i for i in list(self._queue) + list(self._confirm) if i not in self._known]
+        found = self._find(ask)
+        self._known.update(found)
+        self._missing.update(i for i in self._confirm if i not in found)
+        self._confirm.clear()
+        todo = [(bid, kind, data) for bid, (kind, data) in self._queue.items() if bid not in found]
+        self.stats.blobs_known += len(self._queue) - len(todo)
+        self._queue.clear()
+        self._queue_bytes = 0
+        sealed = self._pool.map(
+            lambda item: envelope.seal(self.keys.data_key, item[1], item[0], item[2]), todo
+        )
+        for (bid, kind, data), ciphertext in zip(todo, sealed, strict=True):
+            self._packer.add(bid, kind, ciphertext)
+            self._known.add(bid)
+            self.stats.blobs_new += 1
+            self.stats.bytes_plain_new += len(data)
+            if self._packer.full():
+                self._upload(self._packer.finish())
+
+    def finish(self) -> None:
+        """Flush, upload the last pack and wait until every pack is stored."""
+        self.flush()
+        if len(self._packer):
+            self._upload(self._packer.finish())
+        self._wait_uploads(0)
+
+    def _upload(self, pack: FinishedPack) -> None:
+        self._wait_uploads(MAX_UPLOADS_IN_FLIGHT - 1)  # bounds memory: packs in flight
+
+        def run() -> None:
+            self.remote.upload_pack(pack.data, pack.sha256, pack.blobs)
+            with self._lock:
+                self.stats.packs += 1
+                self.stats.bytes_stored += len(pack.data)
+
+        self._uploads.append(self._uploader.submit(run))
+
+    def _wait_uploads(self, keep: int) -> None:
+        while len(self._uploads) > keep:
+            self._uploads.pop(0).result()  # re-raises the upload's error
+
+    def _find(self, ids: Sequence[BlobId]) -> dict[BlobId, BlobLocation]:
+        found: dict[BlobId, BlobLocation] = {}
+        for start in range(0, len(ids), FIND_BATCH):
+            found.update(self.remote.find_blobs(ids[start : start + FIND_BATCH]))
+        self._locations.update(found)
+        return found
+
+    def save_tree(self, entries: list[tree_codec.TreeEntry]) -> BlobId:
+        return self.save(BlobKind.TREE, tree_codec.encode(entries))
+
+    def save_commit(self, c: commit_codec.Commit) -> BlobId:
+        return self.save(BlobKind.COMMIT, commit_codec.encode(c))
+
+    # ------------------------------------------------------------------ reading
+
+    def locate(self, ids: Iterable[BlobId]) -> None:
+        """Fetch index entries for blobs not located yet (batched)."""
+        unknown = [i for i in dict.fromkeys(ids) if i not in self._locations]
+        self._find(unknown)
+
+    def load(self, kind: BlobKind, bid: BlobId) -> bytes:
+        result = self.load_many(kind, [bid])[bid]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def load_many(
+        self, kind: BlobKind, ids: Sequence[BlobId]
+    ) -> dict[BlobId, bytes | IntegrityError | NotFound]:
+        """Load and authenticate blobs; failures are returned per ID, not raised."""
+        self.locate(ids)
+        out: dict[BlobId, bytes | IntegrityError | NotFound] = {}
+        by_pack: dict[PackId, list[BlobLocation]] = defaultdict(list)
+        for bid in dict.fromkeys(ids):
+            loc = self._locations.get(bid)
+            if loc is None:
+                out[bid] = NotFound(f"blob {bid.short()} is missing from the server")
+            else:
+                by_pack[loc.pack_id].append(loc)
+        for pack_id, locs in by_pack.items():
+            for start, end, group in _coalesce(sorted(locs, key=lambda x: x.offset)):
+                try:
+                    data = self.remote.read_pack(pack_id, start, end - start)
+                except NotFound as exc:
+                    for loc in group:
+                        out[loc.blob_id] = exc
+                    continue
+                for loc in group:
+                    piece = memoryview(data)[loc.offset - start : loc.offset - start + loc.length]
+                    try:
+                        out[loc.blob_id] = envelope.open_(
+                            self.keys.data_key, self.keys.id_key, kind, loc.blob_id, piece
+                        )
+                    except IntegrityError as exc:
+                        out[loc.blob_id] = exc
+        return out
+
+    def load_tree(self, bid: BlobId) -> list[tree_codec.TreeEntry]:
+        return tree_codec.decode(self.load(BlobKind.TREE, bid))
+
+    def load_commit(self, bid: BlobId) -> commit_codec.Commit:
+        return commit_codec.decode(self.load(BlobKind.COMMIT, bid))
+
+
+def _coalesce(
+    locs: list[BlobLocation],
+) -> Iterable[tuple[int, int, list[BlobLocation]]]:
+    """Merge sorted ranges of one pack into reads of at most MAX_READ bytes."""
+    group: list[BlobLocation] = []
+    start = end = 0
+    for loc in locs:
+        loc_end = loc.offset + loc.length
+        if group and (loc.offset - end > COALESCE_GAP or loc_end - start > MAX_READ):
+            yield start, end, group
+            group = []
+        if not group:
+            start = loc.offset
+        group.append(loc)
+        end = max(end, loc_end) if len(group) > 1 else loc_end
+    if group:
+        yield start, end, group

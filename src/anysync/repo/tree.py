@@ -1,0 +1,147 @@
+"""Trees: one directory each, encoded deterministically so equal directories share an ID.
+
+Tree plaintext, version 1 (little-endian):
+
+    magic     4    b"ASTR"
+    version   1    0x01
+    count     u32
+    count × entry, sorted by name bytes, names unique:
+      entry_length u32   bytes of the entry after this field (room for new fields)
+      type         u8    1 file, 2 directory, 3 symlink
+      mode         u32   permission bits (mode & 0o7777)
+      mtime_ns     i64
+      size         u64   file size; 0 for directories and symlinks
+      name_length  u16, name bytes   (as on disk; never contains "/" or NUL)
+      file:      chunk_count u32, chunk_count × blob ID (32)
+      directory: subtree blob ID (32)
+      symlink:   target_length u16, target bytes
+
+Names come out of the repository as hostile input: decode() rejects empty names,
+"." and "..", "/" and NUL, and duplicates, before anything is written to disk.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+from anysync.errors import HostilePath, IntegrityError
+from anysync.types import BLOB_ID_SIZE, BlobId
+
+MAGIC = b"ASTR"
+VERSION = 1
+_HEAD = struct.Struct("<4sBI")
+_FIXED = struct.Struct("<BIqQH")
+_U32 = struct.Struct("<I")
+_U16 = struct.Struct("<H")
+
+
+class EntryType(enum.IntEnum):
+    FILE = 1
+    DIR = 2
+    SYMLINK = 3
+
+
+@dataclass(frozen=True, slots=True)
+class TreeEntry:
+    name: bytes
+    type: EntryType
+    mode: int
+    mtime_ns: int
+    size: int = 0
+    chunks: tuple[BlobId, ...] = ()  # files
+    subtree: BlobId | None = None  # directories
+    target: bytes = b""  # symlinks
+
+    @property
+    def display_name(self) -> str:
+        return self.name.decode("utf-8", "surrogateescape")
+
+
+def check_name(name: bytes) -> None:
+    """Raise HostilePath unless `name` is a single, ordinary path component."""
+    if not name or name in (b".", b"..") or b"/" in name or b"\0" in name or len(name) > 1024:
+        raise HostilePath(f"refusing hostile file name from the repository: {name[:80]!r}")
+
+
+def encode(entries: list[TreeEntry]) -> bytes:
+    entries = sorted(entries, key=lambda e: e.name)
+    parts = [_HEAD.pack(MAGIC, VERSION, len(entries))]
+    previous: bytes | None = None
+    for e in entries:
+        check_name(e.name)
+        if e.name == previous:
+            raise ValueError(f"duplicate name in tree: {e.name!r}")
+        previous = e.name
+        body = [_FIXED.pack(e.type, e.mode & 0o7777, e.mtime_ns, e.size, len(e.name)), e.name]
+        if e.type is EntryType.FILE:
+            body.append(_U32.pack(len(e.chunks)))
+            body.extend(c.raw for c in e.chunks)
+        elif e.type is EntryType.DIR:
+            assert e.subtree is not None
+            body.append(e.subtree.raw)
+        else:
+            body.append(_U16.pack(len(e.target)))
+            body.append(e.target)
+        raw = b"".join(body)
+        parts.append(_U32.pack(len(raw)))
+        parts.append(raw)
+    return b"".join(parts)
+
+
+def decode(data: bytes) -> list[TreeEntry]:
+    try:
+        return _decode(memoryview(data))
+    except (struct.error, ValueError) as exc:
+        raise IntegrityError(f"tree is malformed: {exc}") from None
+
+
+def _decode(data: memoryview) -> list[TreeEntry]:
+    magic, version, count = _HEAD.unpack_from(data)
+    if magic != MAGIC:
+        raise ValueError("bad magic")
+    if version != VERSION:
+        raise ValueError(f"unsupported tree version {version}")
+    pos = _HEAD.size
+    entries: list[TreeEntry] = []
+    for _ in range(count):
+        (length,) = _U32.unpack_from(data, pos)
+        pos += _U32.size
+        end = pos + length
+        if end > len(data):
+            raise ValueError("entry runs past the end")
+        kind, mode, mtime_ns, size, name_len = _FIXED.unpack_from(data, pos)
+        p = pos + _FIXED.size
+        name = bytes(data[p : p + name_len])
+        p += name_len
+        check_name(name)
+        if entries and name <= entries[-1].name:
+            raise ValueError("entries are not sorted and unique")
+        etype = EntryType(kind)
+        if etype is EntryType.FILE:
+            (n,) = _U32.unpack_from(data, p)
+            p += _U32.size
+            if p + n * BLOB_ID_SIZE > end:
+                raise ValueError("chunk list runs past the entry")
+            chunks = tuple(
+                BlobId(bytes(data[p + i * BLOB_ID_SIZE : p + (i + 1) * BLOB_ID_SIZE]))
+                for i in range(n)
+            )
+            entries.append(TreeEntry(name, etype, mode, mtime_ns, size, chunks=chunks))
+        elif etype is EntryType.DIR:
+            if p + BLOB_ID_SIZE > end:
+                raise ValueError("subtree ID runs past the entry")
+            subtree = BlobId(bytes(data[p : p + BLOB_ID_SIZE]))
+            entries.append(TreeEntry(name, etype, mode, mtime_ns, 0, subtree=subtree))
+        else:
+            (tlen,) = _U16.unpack_from(data, p)
+            p += _U16.size
+            if p + tlen > end:
+                raise ValueError("symlink target runs past the entry")
+            target = bytes(data[p : p + tlen])
+            entries.append(TreeEntry(name, etype, mode, mtime_ns, 0, target=target))
+        pos = end
+    if pos != len(data):
+        raise ValueError("trailing bytes after the last entry")
+    return entries

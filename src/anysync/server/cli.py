@@ -1,0 +1,296 @@
+"""`anysync-server`: initialise a home, run the server, administer accounts.
+
+Admin commands open the same SQLite database as a running server; WAL and the
+busy timeout make that safe. Nothing here prints a secret, except `invite create`,
+whose whole purpose is to print one invite code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from anysync import tls
+from anysync.errors import AnySyncError, UsageError
+from anysync.server import app, auth
+from anysync.server.config import format_size, parse_listen, parse_size
+from anysync.server.home import ENV_HOME, Home, init_home, resolve_home
+from anysync.server.metadata import Metadata
+
+PROG = "anysync-server"
+EXIT_CODES = "exit codes: 0 success, 1 failure, 2 usage error"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.func is cmd_run else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    home = resolve_home(getattr(args, "home", None))
+    try:
+        return int(args.func(home, args) or 0)
+    except UsageError as err:
+        return _fail(str(err), 2)
+    except AnySyncError as err:
+        return _fail(str(err), 1)
+    except (OSError, RuntimeError) as err:
+        return _fail(str(err), 1)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return code
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_init(home: Home, args: argparse.Namespace) -> int:
+    init_home(home.root)
+    print(f"initialised new server home at {home.root}")
+    print(f"TLS certificate fingerprint (SHA-256): {tls.fingerprint(home.cert_pem())}")
+    return 0
+
+
+def cmd_run(home: Home, args: argparse.Namespace) -> int:
+    if args.listen:
+        parse_listen(args.listen)
+    if not home.is_initialised():
+        init_home(home.root)
+        print(f"initialised new server home at {home.root}", flush=True)
+    app.serve(home, args.listen)
+    return 0
+
+
+def cmd_fingerprint(home: Home, args: argparse.Namespace) -> int:
+    home.require_initialised()
+    print(tls.fingerprint(home.cert_pem()))
+    return 0
+
+
+def cmd_health(home: Home, args: argparse.Namespace) -> int:
+    # Imported here: only this command is a gRPC client.
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    home.require_initialised()
+    address = args.address or _local_address(home.load_config().listen)
+    cert_pem = home.cert_pem()
+    credentials = grpc.ssl_channel_credentials(root_certificates=cert_pem)
+    options = [("grpc.ssl_target_name_override", tls.dns_name_for_verification(cert_pem))]
+    with grpc.secure_channel(address, credentials, options=options) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=args.timeout
+            )
+        except grpc.RpcError as err:
+            return _fail(f"{address}: {err.code().name}: {err.details()}", 1)
+    if reply.status != health_pb2.HealthCheckResponse.SERVING:
+        status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        return _fail(f"{address}: {status}", 1)
+    return 0
+
+
+def cmd_invite_create(home: Home, args: argparse.Namespace) -> int:
+    if not 1 <= args.expires_days <= 365:
+        raise UsageError("--expires-days must be 1 to 365")
+    code = auth.new_invite_code()
+    now = int(time.time())
+    with _db(home) as db:
+        db.add_invite(auth.invite_hash(code), now, now + args.expires_days * 86400)
+    print(code)
+    return 0
+
+
+def cmd_invite_list(home: Home, args: argparse.Namespace) -> int:
+    now = int(time.time())
+    with _db(home) as db:
+        invites = db.list_invites()
+    print(f"{'ID':<10} {'CREATED':<17} {'EXPIRES':<17} STATUS")
+    for inv in invites:
+        if inv.used_at is not None:
+            status = f"used by {inv.used_by_email} on {_date(inv.used_at)}"
+        else:
+            status = "expired" if inv.expires_at <= now else "unused"
+        # Only a prefix of the code's hash: enough to tell invites apart, useless to sign up.
+        ident = inv.code_hash.hex()[:8]
+        print(f"{ident:<10} {_date(inv.created_at):<17} {_date(inv.expires_at):<17} {status}")
+    return 0
+
+
+def cmd_user_list(home: Home, args: argparse.Namespace) -> int:
+    default_quota = home.load_config().default_quota
+    with _db(home) as db:
+        users = db.list_users()
+    if args.json:
+        rows = [
+            {
+                "email": u.email,
+                "user_id": u.user_id,
+                "devices": u.devices,
+                "used_bytes": u.used_bytes,
+                "quota_bytes": u.quota_bytes,  # null = the server's default
+                "effective_quota_bytes": _effective(u.quota_bytes, default_quota),
+                "disabled": u.disabled,
+            }
+            for u in users
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'EMAIL':<32} {'USER ID':<32} {'DEVICES':>7} {'USED':>10} {'QUOTA':<20} DISABLED")
+    for u in users:
+        quota = _quota_text(_effective(u.quota_bytes, default_quota))
+        if u.quota_bytes is None:
+            quota = f"default ({quota})"
+        print(
+            f"{u.email:<32} {u.user_id:<32} {u.devices:>7} {format_size(u.used_bytes):>10} "
+            f"{quota:<20} {'yes' if u.disabled else 'no'}"
+        )
+    return 0
+
+
+def cmd_user_disable(home: Home, args: argparse.Namespace) -> int:
+    email = auth.normalize_email(args.email)
+    with _db(home) as db:
+        db.set_disabled(email, True)
+    print(f"disabled {email}; its devices are refused until `{PROG} user enable`")
+    return 0
+
+
+def cmd_user_enable(home: Home, args: argparse.Namespace) -> int:
+    email = auth.normalize_email(args.email)
+    with _db(home) as db:
+        db.set_disabled(email, False)
+    print(f"enabled {email}")
+    return 0
+
+
+def cmd_user_quota(home: Home, args: argparse.Namespace) -> int:
+    email = auth.normalize_email(args.email)
+    word = args.size.strip().lower()
+    quota = None if word == "default" else 0 if word in ("none", "unlimited") else parse_size(word)
+    with _db(home) as db:
+        db.set_quota(email, quota)
+    shown = "the server's default" if quota is None else _quota_text(quota)
+    print(f"quota of {email}: {shown}")
+    return 0
+
+
+# ---------------------------------------------------------------- helpers
+
+
+@contextmanager
+def _db(home: Home) -> Iterator[Metadata]:
+    """The home's metadata database, open for one admin command."""
+    home.require_initialised()
+    db = Metadata.open(home.metadata_db)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def _effective(quota: int | None, default: int) -> int:
+    return default if quota is None else quota
+
+
+def _quota_text(quota: int) -> str:
+    return "unlimited" if quota == 0 else format_size(quota)
+
+
+def _date(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _local_address(listen: str) -> str:
+    """Where to reach a server listening on `listen` from this machine."""
+    host, port = parse_listen(listen)
+    if host in ("0.0.0.0", ""):  # noqa: S104 (matching, not binding)
+        host = "127.0.0.1"
+    elif host in ("[::]", "::"):
+        host = "[::1]"
+    return f"{host}:{port}"
+
+
+def _parser() -> argparse.ArgumentParser:
+    # --home is accepted before or after the subcommand.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--home",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help=f"server home (default: ${ENV_HOME}, else ~/.AnySync)",
+    )
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        parents=[common],
+        description="AnySync server: end-to-end encrypted backup and sync, self-hosted.",
+        epilog=EXIT_CODES,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+        name: str,
+        func: Callable[[Home, argparse.Namespace], int],
+        help_text: str,
+        epilog: str = EXIT_CODES,
+    ) -> argparse.ArgumentParser:
+        p = subparsers.add_parser(
+            name, parents=[common], help=help_text, description=help_text, epilog=epilog
+        )
+        p.set_defaults(func=func)
+        return p
+
+    add(sub, "init", cmd_init, "create a new server home (keys, certificate, config)")
+    p = add(
+        sub,
+        "run",
+        cmd_run,
+        "serve (initialising the home first if there is none); stop with SIGTERM or Ctrl-C",
+    )
+    p.add_argument("--listen", metavar="HOST:PORT", help="override `listen` of server.toml")
+    add(sub, "fingerprint", cmd_fingerprint, "print the TLS certificate's SHA-256 fingerprint")
+    p = add(
+        sub,
+        "health",
+        cmd_health,
+        "check that the server answers SERVING over TLS",
+        "exit codes: 0 serving, 1 not serving or unreachable, 2 usage error",
+    )
+    p.add_argument("--address", metavar="HOST:PORT", help="default: from `listen` of server.toml")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+
+    invite = sub.add_parser("invite", parents=[common], help="manage sign-up invites")
+    isub = invite.add_subparsers(dest="invite_command", required=True, metavar="COMMAND")
+    p = add(isub, "create", cmd_invite_create, "create a one-time invite code and print it")
+    p.add_argument("--expires-days", type=int, default=auth.INVITE_DAYS, metavar="N")
+    add(isub, "list", cmd_invite_list, "list invites (codes are stored hashed: not shown)")
+
+    user = sub.add_parser("user", parents=[common], help="manage accounts")
+    usub = user.add_subparsers(dest="user_command", required=True, metavar="COMMAND")
+    p = add(usub, "list", cmd_user_list, "list accounts with their usage and quota")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = add(usub, "disable", cmd_user_disable, "refuse an account's devices and logins")
+    p.add_argument("email")
+    p = add(usub, "enable", cmd_user_enable, "undo `user disable`")
+    p.add_argument("email")
+    p = add(usub, "quota", cmd_user_quota, "set an account's quota")
+    p.add_argument("email")
+    p.add_argument("size", help="e.g. 500M, 10G; `none` = unlimited; `default` = server default")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""server.toml: the template written by `init`, and a strict parser for it.
+
+Unknown keys are errors, not warnings: a misspelt `registraton = "closed"` must not
+leave a server open to sign-ups.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from anysync.errors import UsageError
+
+CONFIG_VERSION = 1
+REGISTRATION_MODES = ("open", "invite", "closed")
+
+TEMPLATE = """\
+# AnySync server configuration. Restart the server after editing.
+# Sizes are bytes or a number with a unit: K, M, G, T (powers of 1024), e.g. "500M".
+
+# Format of this file; the server refuses versions it does not know.
+version = 1
+
+# Address and port of the gRPC listener (always TLS). 0.0.0.0 = every IPv4 address.
+listen = "0.0.0.0:65065"
+
+# Who may create an account:
+#   "open"   anyone who can reach the server,
+#   "invite" only with a one-time code from `anysync-server invite create`,
+#   "closed" nobody.
+registration = "invite"
+
+[storage]
+# Where encrypted packs are stored. "local": a directory.
+kind = "local"
+# The directory; a relative path is relative to this home.
+path = "objects"
+# Quota of accounts without a quota of their own ("anysync-server user quota"); "0" = unlimited.
+default_quota = "0"
+
+[limits]
+# Failed logins allowed per e-mail, and per client address, within the window;
+# further attempts are refused until the oldest failure leaves the window.
+max_failed_logins = 5
+failed_login_window_seconds = 300
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    listen: str = "0.0.0.0:65065"
+    registration: str = "invite"
+    storage_kind: str = "local"
+    storage_path: str = "objects"
+    default_quota: int = 0  # bytes, 0 = unlimited
+    max_failed_logins: int = 5
+    failed_login_window_seconds: int = 300
+
+
+# The whitelist: section → key → expected type. "" is the top level.
+_SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "": {"version": int, "listen": str, "registration": str},
+    "storage": {"kind": str, "path": str, "default_quota": (str, int)},
+    "limits": {"max_failed_logins": int, "failed_login_window_seconds": int},
+}
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str | int) -> int:
+    """'10G' → 10 GiB in bytes; accepts 'K'/'KB'/'KiB' etc., any case, and plain integers."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value, unit = text, ""
+    else:
+        m = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(?:i?b)?\s*", str(text), re.IGNORECASE)
+        if not m:
+            raise UsageError(f"not a size: {text!r} (expected e.g. 500M, 10G or 0)")
+        value, unit = int(m.group(1)), m.group(2).upper()
+    if value < 0:
+        raise UsageError(f"not a size: {text!r} (negative)")
+    return value * _UNITS[unit]
+
+
+def format_size(n: int) -> str:
+    """Bytes for people: '1.5 GiB'."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def load_config(path: Path) -> ServerConfig:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"{path} does not exist; run `anysync-server init`") from None
+    except tomllib.TOMLDecodeError as err:
+        raise UsageError(f"{path}: {err}") from None
+    try:
+        return parse_config(data)
+    except UsageError as err:
+        raise UsageError(f"{path}: {err}") from None
+
+
+def parse_config(data: dict[str, Any]) -> ServerConfig:
+    """Validate the parsed TOML against the whitelist and return typed settings."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _SCHEMA and key != "":
+            if not isinstance(value, dict):
+                raise UsageError(f"[{key}] must be a table")
+            for sub, subvalue in value.items():
+                flat[_checked(key, sub, subvalue)] = subvalue
+        else:
+            flat[_checked("", key, value)] = value
+
+    version = flat.get("version")
+    if version != CONFIG_VERSION:
+        raise UsageError(f"unsupported config version {version!r} (this server reads 1)")
+    defaults = ServerConfig()
+    config = ServerConfig(
+        listen=flat.get("listen", defaults.listen),
+        registration=flat.get("registration", defaults.registration),
+        storage_kind=flat.get("storage.kind", defaults.storage_kind),
+        storage_path=flat.get("storage.path", defaults.storage_path),
+        default_quota=parse_size(flat.get("storage.default_quota", 0)),
+        max_failed_logins=flat.get("limits.max_failed_logins", defaults.max_failed_logins),
+        failed_login_window_seconds=flat.get(
+            "limits.failed_login_window_seconds", defaults.failed_login_window_seconds
+        ),
+    )
+    parse_listen(config.listen)
+    if config.registration not in REGISTRATION_MODES:
+        raise UsageError(
+            f"registration = {config.registration!r}: expected one of "
+            + ", ".join(f'"{m}"' for m in REGISTRATION_MODES)
+        )
+    if config.storage_kind != "local":
+        raise UsageError(f'[storage] kind = {config.storage_kind!r}: only "local" is supported')
+    if config.max_failed_logins < 1 or config.failed_login_window_seconds < 1:
+        raise UsageError("[limits] values must be at least 1")
+    return config
+
+
+def _checked(section: str, key: str, value: object) -> str:
+    name = f"{section}.{key}" if section else key
+    expected = _SCHEMA.get(section, {}).get(key)
+    if expected is None:
+        where = f"[{section}]" if section else "the top level"
+        known = ", ".join(k for k in _SCHEMA[section] if k) if section in _SCHEMA else ""
+        hint = f" (known keys: {known})" if known else ""
+        raise UsageError(f"unknown setting {key!r} in {where}{hint}")
+    if isinstance(value, bool) or not isinstance(value, expected):
+        raise UsageError(f"{name} has the wrong type: {value!r}")
+    return name
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """'HOST:PORT' or '[v6]:PORT' → (host, port); port 0 means any free port."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise UsageError(f"listen address {listen!r} is not HOST:PORT")
+    return host, int(port)

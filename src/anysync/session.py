@@ -1,0 +1,352 @@
+"""The client's home directory and the account flows (signup, login, unlock, passwd).
+
+Client home (ANYSYNC_HOME, default ~/.config/anysync), mode 0700:
+
+    config.json   version, server address, pinned fingerprint, e-mail, user ID, device,
+                  KDF parameters (to unlock master.keys offline)          0600
+    server.crt    the pinned server certificate (PEM)                    0600
+    master.keys   the account keys wrapped under the password (keys.py)  0600
+    access.keys   this device's access token, JSON                       0600
+    state.db      local SQLite state (statedb.py)                        0600
+
+Nothing is written until the server has accepted the signup or login, so a wrong
+password or an unreachable server leaves the home exactly as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from anysync import crypto, keys, tls
+from anysync.errors import (
+    AuthError,
+    IntegrityError,
+    LocalStateError,
+    UsageError,
+    WrongPassword,
+)
+from anysync.keys import MasterKeys
+from anysync.remote import LoginResult, Remote, fetch_certificate
+from anysync.types import KdfParams
+
+CONFIG_VERSION = 1
+
+
+def default_home() -> Path:
+    env = os.environ.get("ANYSYNC_HOME")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "anysync"
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    server: str
+    fingerprint: str
+    email: str
+    user_id: str
+    device_id: int
+    device_name: str
+    kdf: KdfParams
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "version": CONFIG_VERSION,
+            "server": self.server,
+            "fingerprint": self.fingerprint,
+            "email": self.email,
+            "user_id": self.user_id,
+            "device_id": self.device_id,
+            "device_name": self.device_name,
+            "kdf": {
+                "salt": self.kdf.salt.hex(),
+                "log_n": self.kdf.log_n,
+                "r": self.kdf.r,
+                "p": self.kdf.p,
+            },
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, object]) -> ClientConfig:
+        if doc.get("version") != CONFIG_VERSION:
+            raise ValueError(f"unsupported config version {doc.get('version')}")
+        kdf = doc["kdf"]
+        assert isinstance(kdf, dict)
+        return cls(
+            server=str(doc["server"]),
+            fingerprint=str(doc["fingerprint"]),
+            email=str(doc["email"]),
+            user_id=str(doc["user_id"]),
+            device_id=int(str(doc["device_id"])),
+            device_name=str(doc["device_name"]),
+            kdf=KdfParams(
+                bytes.fromhex(kdf["salt"]), int(kdf["log_n"]), int(kdf["r"]), int(kdf["p"])
+            ),
+        )
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a 0600 file atomically: temp file, fsync, rename."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class ClientHome:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def state_path(self) -> Path:
+        return self.root / "state.db"
+
+    def exists(self) -> bool:
+        return (self.root / "config.json").exists()
+
+    def config(self) -> ClientConfig:
+        path = self.root / "config.json"
+        if not path.exists():
+            raise LocalStateError(
+                f"this device is not logged in (no {path}); run `anysync signup` or `anysync login`"
+            )
+        try:
+            return ClientConfig.from_json(json.loads(path.read_bytes()))
+        except (ValueError, KeyError, TypeError, AssertionError) as exc:
+            raise LocalStateError(
+                f"{path} is unreadable ({exc}); move {self.root} aside and run `anysync login` "
+                "again: your data is safe on the server"
+            ) from None
+
+    def _read(self, name: str) -> bytes:
+        path = self.root / name
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise LocalStateError(
+                f"cannot read {path}: {exc.strerror}; run `anysync login` again"
+            ) from None
+
+    def certificate(self) -> bytes:
+        return self._read("server.crt")
+
+    def token(self) -> bytes:
+        try:
+            doc = json.loads(self._read("access.keys"))
+            token = bytes.fromhex(doc["token"])
+        except (ValueError, KeyError, TypeError):
+            raise LocalStateError(
+                f"{self.root / 'access.keys'} is unreadable; run `anysync login` again"
+            ) from None
+        if len(token) != crypto.KEY_SIZE:
+            raise LocalStateError("the stored access token is malformed; run `anysync login` again")
+        return token
+
+    def remote(self) -> Remote:
+        cfg = self.config()
+        cert = self.certificate()
+        if tls.fingerprint(cert) != cfg.fingerprint:
+            raise LocalStateError(
+                f"{self.root / 'server.crt'} does not match the pinned fingerprint"
+            )
+        return Remote(cfg.server, cert, self.token())
+
+    def unlock(self, password: str) -> MasterKeys:
+        cfg = self.config()
+        kek, _ = crypto.derive_password_keys(password, cfg.kdf)
+        try:
+            return keys.unwrap(self._read("master.keys"), kek, cfg.user_id)
+        except IntegrityError:
+            raise LocalStateError(
+                f"{self.root / 'master.keys'} is corrupt; run `anysync login` again"
+            ) from None
+
+    def save(self, cfg: ClientConfig, cert_pem: bytes, master_keys: bytes, token: bytes) -> None:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.root.chmod(0o700)
+        _write_private(self.root / "server.crt", cert_pem)
+        _write_private(self.root / "master.keys", master_keys)
+        _write_private(
+            self.root / "access.keys", json.dumps({"version": 1, "token": token.hex()}).encode()
+        )
+        # config.json last: its presence means "logged in", so a crash before it leaves
+        # a home that simply looks logged out.
+        _write_private(self.root / "config.json", json.dumps(cfg.to_json(), indent=2).encode())
+
+    def save_keys(self, cfg: ClientConfig, master_keys: bytes) -> None:
+        _write_private(self.root / "master.keys", master_keys)
+        _write_private(self.root / "config.json", json.dumps(cfg.to_json(), indent=2).encode())
+
+
+Confirm = Callable[[str], bool]
+
+
+def pin_certificate(
+    address: str, fingerprint: str | None, trust_new: bool, confirm: Confirm | None
+) -> bytes:
+    """Fetch the server certificate and decide whether to trust it (like SSH)."""
+    cert = fetch_certificate(address)
+    actual = tls.fingerprint(cert)
+    if fingerprint is not None:
+        if tls.normalize_fingerprint(fingerprint) != actual:
+            raise IntegrityError(
+                f"the server at {address} presented certificate fingerprint {actual}, not the "
+                "expected one; do not continue unless you know why it changed"
+            )
+        return cert
+    if trust_new:
+        return cert
+    if confirm is None:
+        raise UsageError(
+            "cannot confirm the server's certificate without a terminal; pass --fingerprint "
+            "(from `anysync-server fingerprint` on the server) or --trust-new"
+        )
+    question = (
+        f"The server at {address} presents a certificate with SHA-256 fingerprint\n  {actual}\n"
+        "Compare it with `anysync-server fingerprint` on the server. Trust it?"
+    )
+    if not confirm(question):
+        raise UsageError("certificate not trusted; nothing was changed")
+    return cert
+
+
+def _finish_login(
+    home: ClientHome,
+    address: str,
+    cert: bytes,
+    email: str,
+    device_name: str,
+    result: LoginResult,
+    device_secret: bytes,
+    kek: bytes,
+) -> ClientConfig:
+    try:
+        keys.unwrap(result.master_keys, kek, result.user_id)
+    except WrongPassword:
+        # The server accepted our login secret, so the password is right: the keys it
+        # returned are not the ones we wrapped.
+        raise IntegrityError(
+            "the server returned master.keys that do not open with this password"
+        ) from None
+    token = crypto.open_sealed(device_secret, result.sealed_token)
+    cfg = ClientConfig(
+        server=address,
+        fingerprint=tls.fingerprint(cert),
+        email=email,
+        user_id=result.user_id,
+        device_id=result.device_id,
+        device_name=device_name,
+        kdf=result.kdf,
+    )
+    home.save(cfg, cert, result.master_keys, token)
+    return cfg
+
+
+def _refuse_existing(home: ClientHome) -> None:
+    if home.exists():
+        cfg = home.config()
+        raise UsageError(
+            f"{home.root} is already logged in as {cfg.email} on {cfg.server}; "
+            "use another ANYSYNC_HOME for another account"
+        )
+
+
+def signup(
+    home: ClientHome,
+    *,
+    address: str,
+    email: str,
+    invite: str,
+    password: str,
+    device_name: str,
+    cert: bytes,
+) -> ClientConfig:
+    _refuse_existing(home)
+    master = MasterKeys.generate()
+    user_id = secrets.token_hex(16)
+    kdf = crypto.new_kdf_params()
+    kek, login_secret = crypto.derive_password_keys(password, kdf)
+    wrapped = keys.wrap(master, kek, user_id)
+    device_secret, device_public = crypto.new_box_keypair()
+    remote = Remote(address, cert)
+    try:
+        result = remote.signup(
+            email=email,
+            invite=invite,
+            user_id=user_id,
+            kdf=kdf,
+            login_secret=login_secret,
+            master_keys=wrapped,
+            device_name=device_name,
+            device_public_key=device_public,
+        )
+    finally:
+        remote.close()
+    return _finish_login(home, address, cert, email, device_name, result, device_secret, kek)
+
+
+def login(
+    home: ClientHome, *, address: str, email: str, password: str, device_name: str, cert: bytes
+) -> ClientConfig:
+    _refuse_existing(home)
+    remote = Remote(address, cert)
+    try:
+        kdf = remote.pre_login(email)
+        kek, login_secret = crypto.derive_password_keys(password, kdf)
+        device_secret, device_public = crypto.new_box_keypair()
+        try:
+            result = remote.login(
+                email=email,
+                login_secret=login_secret,
+                device_name=device_name,
+                device_public_key=device_public,
+            )
+        except AuthError as exc:
+            raise WrongPassword(f"wrong e-mail or password ({exc.message})") from None
+    finally:
+        remote.close()
+    return _finish_login(home, address, cert, email, device_name, result, device_secret, kek)
+
+
+def change_password(home: ClientHome, old_password: str, new_password: str) -> None:
+    cfg = home.config()
+    master = home.unlock(old_password)
+    _, old_login = crypto.derive_password_keys(old_password, cfg.kdf)
+    new_kdf = crypto.new_kdf_params()
+    new_kek, new_login = crypto.derive_password_keys(new_password, new_kdf)
+    wrapped = keys.wrap(master, new_kek, cfg.user_id)
+    remote = home.remote()
+    try:
+        remote.change_password(
+            old_login_secret=old_login,
+            new_login_secret=new_login,
+            new_kdf=new_kdf,
+            new_master_keys=wrapped,
+        )
+    finally:
+        remote.close()
+    home.save_keys(
+        ClientConfig(
+            cfg.server,
+            cfg.fingerprint,
+            cfg.email,
+            cfg.user_id,
+            cfg.device_id,
+            cfg.device_name,
+            new_kdf,
+        ),
+        wrapped,
+    )

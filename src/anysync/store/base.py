@@ -1,0 +1,106 @@
+"""The ObjectStore protocol: where packs live, and the contract every backend keeps.
+
+Keys are chosen by the server, never by a client: `<user prefix>/<aa>/<pack id hex>`.
+They are plain strings of [0-9a-z_-] components joined by "/", so that one key maps to
+one file name, one S3 object name, one URL path, with no escaping anywhere.
+
+Cross-cutting concerns (retries, rate limits, fault injection in tests) belong in
+wrappers that implement this same protocol, not in the backends.
+
+A later S3 backend adds `presign(key, method, expires) -> str`, so that clients move the
+bytes to and from the object store directly; the local store streams through gRPC.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from anysync.errors import UsageError
+
+# Largest piece get_range yields; also the largest gRPC data message the server sends.
+READ_CHUNK = 1 << 20
+
+_KEY = re.compile(r"[0-9a-z_-]+(/[0-9a-z_-]+)*")
+_MAX_KEY_LENGTH = 512
+
+
+class OutOfRangeError(UsageError):
+    """A byte range that does not lie inside the object."""
+
+
+class Readable(Protocol):
+    """What put() reads from: any object with read(n), such as an open binary file."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def check_key(key: str) -> str:
+    """Return `key` if it is a valid store key, else raise UsageError.
+
+    The charset alone rules out "..", ".", absolute paths, empty components and
+    anything a file system or URL would interpret.
+    """
+    if len(key) > _MAX_KEY_LENGTH or not _KEY.fullmatch(key):
+        raise UsageError(f"invalid object key {key!r}")
+    return key
+
+
+def check_prefix(prefix: str) -> str:
+    """A list() prefix: empty, or a key, optionally ending in "/"."""
+    if prefix and not _KEY.fullmatch(prefix.removesuffix("/")):
+        raise UsageError(f"invalid object key prefix {prefix!r}")
+    return prefix
+
+
+class ObjectStore(Protocol):
+    """Durable storage of immutable objects under server-chosen keys.
+
+    Every method validates its key (check_key) and raises UsageError for a bad one.
+    Implementations must be safe to call from many threads at once.
+    """
+
+    def put(self, key: str, source: Readable | Path, size: int) -> None:
+        """Store exactly `size` bytes read from `source` under `key`.
+
+        Atomic: readers see either no object or the whole object, never a part of it,
+        even after a crash (temp file, fsync, rename, fsync of the directory, or the
+        backend's equivalent). When `source` raises, or ends before `size` bytes,
+        the exception propagates (a short source raises UsageError), nothing is left
+        under `key` and any temporary data is removed. Bytes of `source` beyond `size`
+        are not read.
+
+        Idempotent: putting the same bytes under the same key again succeeds, so a
+        caller may retry. Putting different bytes replaces the object atomically; the
+        server never does that, because it chooses fresh random keys.
+
+        Returns only after the object is durable.
+        """
+        ...
+
+    def get_range(self, key: str, offset: int = 0, length: int = 0) -> Iterator[bytes]:
+        """The bytes [offset, offset + length) of the object, in pieces of at most
+        READ_CHUNK bytes. `length` 0 means "to the end".
+
+        Raises NotFound when there is no object under `key`, and OutOfRangeError when the
+        range does not lie inside the object: from the call itself, not from the
+        iteration (only an object deleted after the call is reported by iterating).
+        """
+        ...
+
+    def size(self, key: str) -> int:
+        """The object's size in bytes. Raises NotFound when there is no such object."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove the object. Idempotent: deleting a missing object succeeds."""
+        ...
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Every key that starts with `prefix` (a plain string prefix), in no
+        particular order. Objects being written (not yet renamed into place) are
+        never listed.
+        """
+        ...

@@ -1,0 +1,265 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class KdfParams(_message.Message):
+    __slots__ = ("salt", "log_n", "r", "p")
+    SALT_FIELD_NUMBER: _ClassVar[int]
+    LOG_N_FIELD_NUMBER: _ClassVar[int]
+    R_FIELD_NUMBER: _ClassVar[int]
+    P_FIELD_NUMBER: _ClassVar[int]
+    salt: bytes
+    log_n: int
+    r: int
+    p: int
+    def __init__(self, salt: _Optional[bytes] = ..., log_n: _Optional[int] = ..., r: _Optional[int] = ..., p: _Optional[int] = ...) -> None: ...
+
+class PreLoginRequest(_message.Message):
+    __slots__ = ("email",)
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    email: str
+    def __init__(self, email: _Optional[str] = ...) -> None: ...
+
+class PreLoginResponse(_message.Message):
+    __slots__ = ("kdf",)
+    KDF_FIELD_NUMBER: _ClassVar[int]
+    kdf: KdfParams
+    def __init__(self, kdf: _Optional[_Union[KdfParams, _Mapping]] = ...) -> None: ...
+
+class SignupRequest(_message.Message):
+    __slots__ = ("email", "invite", "user_id", "kdf", "login_secret", "master_keys", "device_name", "device_public_key")
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    INVITE_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    KDF_FIELD_NUMBER: _ClassVar[int]
+    LOGIN_SECRET_FIELD_NUMBER: _ClassVar[int]
+    MASTER_KEYS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_NAME_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    email: str
+    invite: str
+    user_id: str
+    kdf: KdfParams
+    login_secret: bytes
+    master_keys: bytes
+    device_name: str
+    device_public_key: bytes
+    def __init__(self, email: _Optional[str] = ..., invite: _Optional[str] = ..., user_id: _Optional[str] = ..., kdf: _Optional[_Union[KdfParams, _Mapping]] = ..., login_secret: _Optional[bytes] = ..., master_keys: _Optional[bytes] = ..., device_name: _Optional[str] = ..., device_public_key: _Optional[bytes] = ...) -> None: ...
+
+class LoginRequest(_message.Message):
+    __slots__ = ("email", "login_secret", "device_name", "device_public_key")
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    LOGIN_SECRET_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_NAME_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    email: str
+    login_secret: bytes
+    device_name: str
+    device_public_key: bytes
+    def __init__(self, email: _Optional[str] = ..., login_secret: _Optional[bytes] = ..., device_name: _Optional[str] = ..., device_public_key: _Optional[bytes] = ...) -> None: ...
+
+class LoginResponse(_message.Message):
+    __slots__ = ("user_id", "device_id", "sealed_token", "master_keys", "kdf")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    SEALED_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MASTER_KEYS_FIELD_NUMBER: _ClassVar[int]
+    KDF_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    device_id: int
+    sealed_token: bytes
+    master_keys: bytes
+    kdf: KdfParams
+    def __init__(self, user_id: _Optional[str] = ..., device_id: _Optional[int] = ..., sealed_token: _Optional[bytes] = ..., master_keys: _Optional[bytes] = ..., kdf: _Optional[_Union[KdfParams, _Mapping]] = ...) -> None: ...
+
+class ChangePasswordRequest(_message.Message):
+    __slots__ = ("old_login_secret", "new_login_secret", "new_kdf", "new_master_keys")
+    OLD_LOGIN_SECRET_FIELD_NUMBER: _ClassVar[int]
+    NEW_LOGIN_SECRET_FIELD_NUMBER: _ClassVar[int]
+    NEW_KDF_FIELD_NUMBER: _ClassVar[int]
+    NEW_MASTER_KEYS_FIELD_NUMBER: _ClassVar[int]
+    old_login_secret: bytes
+    new_login_secret: bytes
+    new_kdf: KdfParams
+    new_master_keys: bytes
+    def __init__(self, old_login_secret: _Optional[bytes] = ..., new_login_secret: _Optional[bytes] = ..., new_kdf: _Optional[_Union[KdfParams, _Mapping]] = ..., new_master_keys: _Optional[bytes] = ...) -> None: ...
+
+class ChangePasswordResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Device(_message.Message):
+    __slots__ = ("id", "name", "created_at", "last_seen_at", "revoked", "current")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_AT_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    name: str
+    created_at: int
+    last_seen_at: int
+    revoked: bool
+    current: bool
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., created_at: _Optional[int] = ..., last_seen_at: _Optional[int] = ..., revoked: _Optional[bool] = ..., current: _Optional[bool] = ...) -> None: ...
+
+class ListDevicesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListDevicesResponse(_message.Message):
+    __slots__ = ("devices",)
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    devices: _containers.RepeatedCompositeFieldContainer[Device]
+    def __init__(self, devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ...) -> None: ...
+
+class RevokeDeviceRequest(_message.Message):
+    __slots__ = ("device_id",)
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    device_id: int
+    def __init__(self, device_id: _Optional[int] = ...) -> None: ...
+
+class RevokeDeviceResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WhoamiRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WhoamiResponse(_message.Message):
+    __slots__ = ("user_id", "email", "device_id", "used_bytes", "quota_bytes")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_BYTES_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    email: str
+    device_id: int
+    used_bytes: int
+    quota_bytes: int
+    def __init__(self, user_id: _Optional[str] = ..., email: _Optional[str] = ..., device_id: _Optional[int] = ..., used_bytes: _Optional[int] = ..., quota_bytes: _Optional[int] = ...) -> None: ...
+
+class BlobLocation(_message.Message):
+    __slots__ = ("blob_id", "pack_id", "offset", "length")
+    BLOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PACK_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    blob_id: bytes
+    pack_id: bytes
+    offset: int
+    length: int
+    def __init__(self, blob_id: _Optional[bytes] = ..., pack_id: _Optional[bytes] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+
+class FindBlobsRequest(_message.Message):
+    __slots__ = ("blob_ids",)
+    BLOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    blob_ids: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, blob_ids: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class FindBlobsResponse(_message.Message):
+    __slots__ = ("found",)
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    found: _containers.RepeatedCompositeFieldContainer[BlobLocation]
+    def __init__(self, found: _Optional[_Iterable[_Union[BlobLocation, _Mapping]]] = ...) -> None: ...
+
+class PackEntry(_message.Message):
+    __slots__ = ("blob_id", "offset", "length")
+    BLOB_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    blob_id: bytes
+    offset: int
+    length: int
+    def __init__(self, blob_id: _Optional[bytes] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+
+class PackHeader(_message.Message):
+    __slots__ = ("size", "sha256", "entries")
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    size: int
+    sha256: bytes
+    entries: _containers.RepeatedCompositeFieldContainer[PackEntry]
+    def __init__(self, size: _Optional[int] = ..., sha256: _Optional[bytes] = ..., entries: _Optional[_Iterable[_Union[PackEntry, _Mapping]]] = ...) -> None: ...
+
+class UploadPackRequest(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: PackHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[PackHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class UploadPackResponse(_message.Message):
+    __slots__ = ("pack_id", "stored_bytes")
+    PACK_ID_FIELD_NUMBER: _ClassVar[int]
+    STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    pack_id: bytes
+    stored_bytes: int
+    def __init__(self, pack_id: _Optional[bytes] = ..., stored_bytes: _Optional[int] = ...) -> None: ...
+
+class ReadPackRequest(_message.Message):
+    __slots__ = ("pack_id", "offset", "length")
+    PACK_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    pack_id: bytes
+    offset: int
+    length: int
+    def __init__(self, pack_id: _Optional[bytes] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+
+class ReadPackResponse(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class Ref(_message.Message):
+    __slots__ = ("name", "commit_id", "version", "updated_at", "updated_by_device")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_BY_DEVICE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    commit_id: bytes
+    version: int
+    updated_at: int
+    updated_by_device: int
+    def __init__(self, name: _Optional[str] = ..., commit_id: _Optional[bytes] = ..., version: _Optional[int] = ..., updated_at: _Optional[int] = ..., updated_by_device: _Optional[int] = ...) -> None: ...
+
+class ListRefsRequest(_message.Message):
+    __slots__ = ("prefix",)
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    prefix: str
+    def __init__(self, prefix: _Optional[str] = ...) -> None: ...
+
+class ListRefsResponse(_message.Message):
+    __slots__ = ("refs",)
+    REFS_FIELD_NUMBER: _ClassVar[int]
+    refs: _containers.RepeatedCompositeFieldContainer[Ref]
+    def __init__(self, refs: _Optional[_Iterable[_Union[Ref, _Mapping]]] = ...) -> None: ...
+
+class GetRefRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class UpdateRefRequest(_message.Message):
+    __slots__ = ("name", "expected_version", "commit_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    expected_version: int
+    commit_id: bytes
+    def __init__(self, name: _Optional[str] = ..., expected_version: _Optional[int] = ..., commit_id: _Optional[bytes] = ...) -> None: ...

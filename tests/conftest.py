@@ -1,0 +1,18 @@
+"""Shared test setup: an isolated environment and a weak KDF (tests only, like borg)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    monkeypatch.setenv("ANYSYNC_TESTONLY_WEAKEN_KDF", "1")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("ANYSYNC_PASSWORD", raising=False)
+    monkeypatch.delenv("ANYSYNC_HOME", raising=False)
+    monkeypatch.delenv("ANYSYNC_SERVER_HOME", raising=False)
+    yield

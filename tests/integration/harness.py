@@ -1,0 +1,190 @@
+"""Real processes for integration tests: an anysync-server and CLI clients."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+SERVER = str(BIN / "anysync-server")
+CLIENT = str(BIN / "anysync")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def base_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANYSYNC_")}
+    env["ANYSYNC_TESTONLY_WEAKEN_KDF"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@dataclass
+class Server:
+    home: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def admin(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [SERVER, "--home", str(self.home), *args],
+            env=base_env(),
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=60,
+        )
+
+    def start(self) -> None:
+        self.log = self.home.parent / f"{self.home.name}-server.log"
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [SERVER, "--home", str(self.home), "run", "--listen", self.address],
+                env=base_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log.read_text()}")
+            if self.admin("health", "--address", self.address, check=False).returncode == 0:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"server did not become healthy:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def fingerprint(self) -> str:
+        return self.admin("fingerprint").stdout.strip()
+
+    def invite(self) -> str:
+        return self.admin("invite", "create").stdout.strip()
+
+
+@dataclass
+class Client:
+    """One device: its own ANYSYNC_HOME, driving the real CLI."""
+
+    home: Path
+    password: str = "correct horse battery staple"
+
+    def run(
+        self,
+        *args: str,
+        check: bool = True,
+        password: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        full_env = base_env() | {
+            "ANYSYNC_HOME": str(self.home),
+            "ANYSYNC_PASSWORD": password or self.password,
+        }
+        full_env |= env or {}
+        proc = subprocess.run(
+            [CLIENT, *args],
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"anysync {' '.join(args)} exited {proc.returncode}\n"
+                f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            )
+        return proc
+
+    def signup(self, server: Server, email: str) -> None:
+        self.run(
+            "signup", "--server", server.address, "--email", email,
+            "--invite", server.invite(), "--fingerprint", server.fingerprint(),
+        )  # fmt: skip
+
+    def login(self, server: Server, email: str) -> subprocess.CompletedProcess[str]:
+        return self.run(
+            "login",
+            "--server",
+            server.address,
+            "--email",
+            email,
+            "--fingerprint",
+            server.fingerprint(),
+        )
+
+
+def make_tree(root: Path, small_files: int = 2000, big_mib: int = 20, seed: int = 7) -> None:
+    """Nested dirs, Unicode names, a symlink, an empty file, a big random file, many small files."""
+    rnd = random.Random(seed)
+    root.mkdir(parents=True)
+    (root / "empty.txt").write_bytes(b"")
+    (root / "big.bin").write_bytes(rnd.randbytes(big_mib * 1024 * 1024))
+    uni = root / "Ünïcødé ☃ 目录"
+    uni.mkdir()
+    (uni / "żółć 🐍.txt").write_text("zażółć gęślą jaźń\n" * 50, encoding="utf-8")
+    deep = root / "a" / "b" / "c" / "d"
+    deep.mkdir(parents=True)
+    (deep / "deep.txt").write_text("deep\n")
+    (root / "link-to-deep").symlink_to("a/b/c/d/deep.txt")
+    (root / "dangling").symlink_to("does/not/exist")
+    script = root / "run.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o755)
+    secret = root / "private.txt"
+    secret.write_text("only me\n")
+    secret.chmod(0o600)
+    for i in range(small_files):
+        d = root / "many" / f"d{i % 20:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        body = f"file {i} " * rnd.randint(1, 200) + rnd.randbytes(rnd.randint(0, 3000)).hex()
+        (d / f"f{i:05d}.txt").write_text(body)
+    # Fixed, distinct mtimes (ns precision) to check they come back exactly.
+    for n, p in enumerate(sorted(root.rglob("*"))):
+        os.utime(
+            p,
+            ns=(
+                1_600_000_000_000_000_000 + n * 1_000_001,
+                1_600_000_000_000_000_000 + n * 1_000_001,
+            ),
+            follow_symlinks=False,
+        )
+
+
+def snapshot_of(root: Path) -> dict[str, tuple[object, ...]]:
+    """Everything restore must reproduce: type, bytes, mode, mtime, link target."""
+    out: dict[str, tuple[object, ...]] = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        st = p.lstat()
+        if p.is_symlink():
+            out[rel] = ("link", os.readlink(p), st.st_mtime_ns)
+        elif p.is_dir():
+            out[rel] = ("dir", st.st_mode, st.st_mtime_ns)
+        else:
+            out[rel] = ("file", p.read_bytes(), st.st_mode, st.st_mtime_ns)
+    return out

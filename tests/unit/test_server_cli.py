@@ -1,0 +1,144 @@
+"""`anysync-server`: home creation and the admin commands in-process, `run` as a real
+process (signals, printed port and fingerprint, health check)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from anysync import tls
+from anysync.server.cli import main
+from anysync.server.home import Home
+from anysync.server.metadata import Metadata, NewAccount, NewDevice
+from anysync.types import KdfParams
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def home(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Home:
+    root = tmp_path / "home"
+    assert _run(capsys, "--home", str(root), "init")[0] == 0
+    return Home(root)
+
+
+def test_init_creates_a_private_home(home: Home, capsys: pytest.CaptureFixture[str]) -> None:
+    assert stat.S_IMODE(home.root.stat().st_mode) == 0o700
+    for secret in (home.tls_key, home.secret_file, home.metadata_db):
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
+    assert len(home.secret()) == 32
+    assert (home.root / "objects").is_dir()
+    assert home.load_config().registration == "invite"
+
+    code, out, err = _run(capsys, "--home", str(home.root), "init")
+    assert code != 0
+    assert out == ""
+    assert err.startswith("anysync-server: error: ") and err.count("\n") == 1
+
+
+def test_fingerprint(
+    home: Home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANYSYNC_SERVER_HOME", str(home.root))
+    code, out, _ = _run(capsys, "fingerprint")
+    assert (code, out) == (0, tls.fingerprint(home.cert_pem()) + "\n")
+
+
+def test_invites(home: Home, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "invite", "create", "--home", str(home.root))
+    assert code == 0
+    assert re.fullmatch(r"[A-Z2-7]{20}\n", out)
+    code, out, _ = _run(capsys, "invite", "list", "--home", str(home.root))
+    assert code == 0
+    assert "unused" in out
+    assert out.count("\n") == 2  # a header and one invite; the code itself is not shown
+
+
+def test_user_admin(home: Home, capsys: pytest.CaptureFixture[str]) -> None:
+    db = Metadata.open(home.metadata_db)
+    db.create_account(
+        NewAccount(
+            "ab" * 16, "a@example.org", KdfParams(b"s" * 16, 17, 8, 1), b"h", b"s", "p", b"k"
+        ),
+        NewDevice("laptop", b"p" * 32, b"t" * 32),
+        None,
+        0,
+    )
+    db.close()
+    h = ("--home", str(home.root))
+
+    assert _run(capsys, *h, "user", "quota", "A@example.org", "10G")[0] == 0
+    assert _run(capsys, *h, "user", "disable", "a@example.org")[0] == 0
+    code, out, _ = _run(capsys, *h, "user", "list", "--json")
+    assert json.loads(out) == [
+        {
+            "email": "a@example.org",
+            "user_id": "ab" * 16,
+            "devices": 1,
+            "used_bytes": 0,
+            "quota_bytes": 10 << 30,
+            "effective_quota_bytes": 10 << 30,
+            "disabled": True,
+        }
+    ]
+    assert _run(capsys, *h, "user", "enable", "a@example.org")[0] == 0
+    assert _run(capsys, *h, "user", "quota", "a@example.org", "none")[0] == 0
+    code, out, _ = _run(capsys, *h, "user", "list")
+    assert "a@example.org" in out and "unlimited" in out
+
+    code, _, err = _run(capsys, *h, "user", "quota", "nobody@example.org", "1G")
+    assert code != 0 and err == "anysync-server: error: no account with e-mail nobody@example.org\n"
+    code, _, err = _run(capsys, *h, "user", "quota", "a@example.org", "lots")
+    assert code != 0 and "not a size" in err
+
+
+def test_run_serves_until_sigterm(tmp_path: Path) -> None:
+    root = tmp_path / "fresh-home"
+    env = {**os.environ, "ANYSYNC_SERVER_HOME": str(root)}
+    cli = [sys.executable, "-m", "anysync.server.cli"]
+    proc = subprocess.Popen(
+        [*cli, "run", "--listen", "127.0.0.1:0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(3)]
+        assert lines[0] == f"initialised new server home at {root}\n"
+        m = re.fullmatch(r"AnySync server listening on 127\.0\.0\.1:(\d+)\n", lines[1])
+        assert m and int(m.group(1)) > 0
+        fingerprint = tls.fingerprint(Home(root).cert_pem())
+        assert lines[2] == f"TLS certificate fingerprint (SHA-256): {fingerprint}\n"
+
+        address = f"127.0.0.1:{m.group(1)}"
+        health = subprocess.run([*cli, "health", "--address", address], env=env, check=False)
+        assert health.returncode == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 0, stderr
+    assert "SIGTERM received" in stderr
+
+    stopped = subprocess.run(
+        [*cli, "health", "--address", address, "--timeout", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert stopped.returncode == 1
+    assert stopped.stderr.startswith("anysync-server: error: 127.0.0.1:")

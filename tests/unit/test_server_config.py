@@ -1,0 +1,77 @@
+"""server.toml: the template parses to the defaults; anything unknown or mistyped is refused."""
+
+from __future__ import annotations
+
+import tomllib
+from typing import Any
+
+import pytest
+
+from anysync.errors import UsageError
+from anysync.server.config import TEMPLATE, ServerConfig, format_size, parse_config, parse_size
+
+
+def _config(**changes: Any) -> dict[str, Any]:
+    data = tomllib.loads(TEMPLATE)
+    for dotted, value in changes.items():
+        section, _, key = dotted.rpartition("__")
+        (data.setdefault(section, {}) if section else data)[key] = value
+    return data
+
+
+def test_the_template_is_the_defaults() -> None:
+    assert parse_config(tomllib.loads(TEMPLATE)) == ServerConfig()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"registraton": "closed"}, "unknown setting 'registraton'"),
+        ({"storage__bucket": "x"}, "unknown setting 'bucket' in \\[storage\\]"),
+        ({"extra__x": 1}, "unknown setting 'extra'"),
+        ({"registration": "maybe"}, "registration"),
+        ({"version": 2}, "unsupported config version"),
+        ({"listen": "nohost"}, "not HOST:PORT"),
+        ({"limits__max_failed_logins": "5"}, "wrong type"),
+        ({"limits__max_failed_logins": 0}, "at least 1"),
+        ({"storage__kind": "s3"}, 'only "local"'),
+        ({"storage__default_quota": "lots"}, "not a size"),
+    ],
+)
+def test_bad_settings_are_refused(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse_config(_config(**changes))
+
+
+def test_settings_are_read() -> None:
+    config = parse_config(
+        _config(registration="open", storage__default_quota="10G", listen="[::]:1234")
+    )
+    assert (config.registration, config.default_quota, config.listen) == (
+        "open",
+        10 << 30,
+        "[::]:1234",
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("0", 0), ("500M", 500 << 20), ("10G", 10 << 30), ("10 GiB", 10 << 30), ("1k", 1024), (7, 7)],
+)
+def test_parse_size(text: str | int, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "-1", "1.5G", "10X", "G"])
+def test_parse_size_refuses(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_size(text)
+
+
+def test_format_size() -> None:
+    assert [format_size(n) for n in (0, 1023, 1024, 3 << 30)] == [
+        "0 B",
+        "1023 B",
+        "1.0 KiB",
+        "3.0 GiB",
+    ]
