@@ -50,3 +50,11 @@ proto-check: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache src/*.egg-info
+
+# Benchmarks against restic and borg (bench/README.md). Not part of `make test`.
+.PHONY: bench bench-quick
+bench: install
+	$(BIN)/python bench/run.py --full
+
+bench-quick: install
+	$(BIN)/python bench/run.py --quick

@@ -90,6 +90,8 @@ class AccountInfo:
     device_id: int
     used_bytes: int
     quota_bytes: int
+    master_keys: bytes
+    kdf: KdfParams
 
 
 class Remote:
@@ -224,7 +226,15 @@ class Remote:
 
     def whoami(self) -> AccountInfo:
         r = self._call(self._devices.Whoami, pb.WhoamiRequest())
-        return AccountInfo(r.user_id, r.email, r.device_id, r.used_bytes, r.quota_bytes)
+        return AccountInfo(
+            r.user_id,
+            r.email,
+            r.device_id,
+            r.used_bytes,
+            r.quota_bytes,
+            r.master_keys,
+            _kdf_from(r.kdf),
+        )
 
     # ---------------------------------------------------------------- storage
 

@@ -19,7 +19,7 @@ import json
 import os
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from anysync import crypto, keys, tls
@@ -165,10 +165,31 @@ class ClientHome:
         return Remote(cfg.server, cert, self.token())
 
     def unlock(self, password: str) -> MasterKeys:
+        """The account keys, unwrapped with the password.
+
+        The server's copy of master.keys is authoritative: after a password change on
+        another device, this device takes the new copy and only the new password works.
+        """
         cfg = self.config()
+        local = self._read("master.keys")
+        remote = self.remote()
+        try:
+            current = remote.whoami()
+        finally:
+            remote.close()
+        if current.master_keys != local:
+            kek, _ = crypto.derive_password_keys(password, current.kdf)
+            try:
+                master = keys.unwrap(current.master_keys, kek, cfg.user_id)
+            except WrongPassword:
+                raise WrongPassword(
+                    "wrong password (it was changed on another device; use the new one)"
+                ) from None
+            self.save_keys(replace(cfg, kdf=current.kdf), current.master_keys)
+            return master
         kek, _ = crypto.derive_password_keys(password, cfg.kdf)
         try:
-            return keys.unwrap(self._read("master.keys"), kek, cfg.user_id)
+            return keys.unwrap(local, kek, cfg.user_id)
         except IntegrityError:
             raise LocalStateError(
                 f"{self.root / 'master.keys'} is corrupt; run `anysync login` again"
@@ -338,15 +359,4 @@ def change_password(home: ClientHome, old_password: str, new_password: str) -> N
         )
     finally:
         remote.close()
-    home.save_keys(
-        ClientConfig(
-            cfg.server,
-            cfg.fingerprint,
-            cfg.email,
-            cfg.user_id,
-            cfg.device_id,
-            cfg.device_name,
-            new_kdf,
-        ),
-        wrapped,
-    )
+    home.save_keys(replace(cfg, kdf=new_kdf), wrapped)

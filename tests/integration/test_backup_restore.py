@@ -90,3 +90,57 @@ def test_two_paths_in_one_snapshot(server: Server, device_a: Client, tmp_path: P
     device_a.run("restore", "latest", "--target", str(target))
     assert (target / "Documents" / "a.txt").read_text() == "a"
     assert (target / "Pictures" / "b.jpg").read_bytes() == (pics / "b.jpg").read_bytes()
+
+
+def test_password_change_reaches_every_device(
+    server: Server, device_a: Client, device_b: Client, tmp_path: Path
+) -> None:
+    src = tmp_path / "Docs"
+    src.mkdir()
+    (src / "a.txt").write_text("before")
+    device_a.signup(server, "pw@example.org")
+    device_a.run("backup", str(src))
+    device_b.login(server, "pw@example.org")
+    before = (device_a.home / "master.keys").read_bytes()
+
+    new = "a much better passphrase"
+    device_a.run("passwd", env={"ANYSYNC_NEW_PASSWORD": new})
+    assert (device_a.home / "master.keys").read_bytes() != before
+    assert device_a.run("snapshots", check=False).returncode == 3  # old password: refused
+    device_a.run("snapshots", password=new)
+
+    # Device B still holds the old wrapping, but the server's copy wins: only the new
+    # password works there too.
+    proc = device_b.run("snapshots", check=False)
+    assert proc.returncode == 3 and "changed on another device" in proc.stderr
+    device_b.run("restore", "latest", "--target", str(tmp_path / "r"), password=new)
+    assert (tmp_path / "r" / "Docs" / "a.txt").read_text() == "before"
+
+    # A third device logs in with the new password only.
+    third = Client(tmp_path / "device-c", password=new)
+    third.login(server, "pw@example.org")
+    assert (
+        device_b.run(
+            "login",
+            "--server",
+            server.address,
+            "--email",
+            "pw@example.org",
+            "--trust-new",
+            check=False,
+        ).returncode
+        == 2
+    )  # already logged in; and the old password no longer logs in anywhere:
+    fresh = Client(tmp_path / "device-d")
+    assert (
+        fresh.run(
+            "login",
+            "--server",
+            server.address,
+            "--email",
+            "pw@example.org",
+            "--trust-new",
+            check=False,
+        ).returncode
+        == 3
+    )

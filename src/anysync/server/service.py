@@ -327,6 +327,8 @@ class DevicesService(pb_grpc.DevicesServicer):
             device_id=caller.device.id,
             used_bytes=caller.user.used_bytes,
             quota_bytes=self.core.quota(caller.user),
+            master_keys=caller.user.master_keys,
+            kdf=_kdf_to_wire(caller.user.kdf),
         )
 
 

@@ -133,18 +133,22 @@ class WhoamiRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class WhoamiResponse(_message.Message):
-    __slots__ = ("user_id", "email", "device_id", "used_bytes", "quota_bytes")
+    __slots__ = ("user_id", "email", "device_id", "used_bytes", "quota_bytes", "master_keys", "kdf")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     EMAIL_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     USED_BYTES_FIELD_NUMBER: _ClassVar[int]
     QUOTA_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MASTER_KEYS_FIELD_NUMBER: _ClassVar[int]
+    KDF_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     email: str
     device_id: int
     used_bytes: int
     quota_bytes: int
-    def __init__(self, user_id: _Optional[str] = ..., email: _Optional[str] = ..., device_id: _Optional[int] = ..., used_bytes: _Optional[int] = ..., quota_bytes: _Optional[int] = ...) -> None: ...
+    master_keys: bytes
+    kdf: KdfParams
+    def __init__(self, user_id: _Optional[str] = ..., email: _Optional[str] = ..., device_id: _Optional[int] = ..., used_bytes: _Optional[int] = ..., quota_bytes: _Optional[int] = ..., master_keys: _Optional[bytes] = ..., kdf: _Optional[_Union[KdfParams, _Mapping]] = ...) -> None: ...
 
 class BlobLocation(_message.Message):
     __slots__ = ("blob_id", "pack_id", "offset", "length")

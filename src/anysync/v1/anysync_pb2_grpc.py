@@ -285,7 +285,8 @@ class DevicesServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Whoami(self, request, context):
-        """Who am I: account, device, usage and quota.
+        """Who am I: account, device, usage, quota, and the current master.keys (so a device
+        can pick up a password changed on another device).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
