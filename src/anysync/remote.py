@@ -152,7 +152,11 @@ class Remote:
         if code is grpc.StatusCode.OUT_OF_RANGE:
             return NotFound(f"the server has no such data: {details}")
         if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-            return QuotaExceeded(details) if "quota" in details.lower() else RateLimited(details)
+            if "quota" in details.lower():
+                return QuotaExceeded(details)
+            if "too many" in details.lower():
+                return RateLimited(details)
+            return AnySyncError(f"the server cannot take this now: {details}")
         return AnySyncError(f"the server refused the request: {details} ({code.name})")
 
     # ---------------------------------------------------------------- accounts
@@ -293,11 +297,37 @@ class Remote:
         except NotFound:
             return None
 
+    def watch_refs(self, names: Sequence[str] = ()) -> RefWatch:
+        call = self._storage.WatchRefs(
+            pb.WatchRefsRequest(names=list(names)), metadata=self._metadata
+        )
+        return RefWatch(self, call)
+
     def update_ref(self, name: str, expected_version: int, commit_id: BlobId) -> Ref:
         req = pb.UpdateRefRequest(
             name=name, expected_version=expected_version, commit_id=commit_id.raw
         )
         return _ref_from(self._call(self._storage.UpdateRef, req))
+
+
+class RefWatch:
+    """A WatchRefs stream: iterate for ref updates (None = heartbeat); cancel() ends it."""
+
+    def __init__(self, remote: Remote, call: Any) -> None:
+        self._remote = remote
+        self._call = call
+
+    def __iter__(self) -> Iterator[Ref | None]:
+        try:
+            for r in self._call:
+                yield _ref_from(r) if r.name else None
+        except grpc.RpcError as exc:
+            if exc.code() is grpc.StatusCode.CANCELLED:
+                return
+            raise self._remote._error(exc) from None
+
+    def cancel(self) -> None:
+        self._call.cancel()
 
 
 def _kdf_to(k: KdfParams) -> pb.KdfParams:

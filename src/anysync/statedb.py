@@ -58,6 +58,7 @@ class StateDB:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
             (version,) = conn.execute("PRAGMA user_version").fetchone()
             for number, sql in _migrations():
                 if number > version:
@@ -85,7 +86,7 @@ class StateDB:
         return CachedStat(row[0], row[1], row[2], row[3], chunks)
 
     def put_stats(self, rows: list[tuple[bytes, CachedStat]]) -> None:
-        with self._transaction():
+        with self.transaction():
             self._conn.executemany(
                 "INSERT OR REPLACE INTO stat_cache VALUES (?, ?, ?, ?, ?, ?)",
                 [
@@ -107,7 +108,11 @@ class StateDB:
             "INSERT OR REPLACE INTO seen_commits VALUES (?, ?, ?)", (ref, commit_id.raw, counter)
         )
 
-    def _transaction(self) -> _Tx:
+    @property
+    def connection(self) -> sqlite3.Connection:
+        return self._conn
+
+    def transaction(self) -> _Tx:
         return _Tx(self._conn)
 
 

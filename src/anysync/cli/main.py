@@ -23,6 +23,8 @@ from anysync.cli import (
     cmd_restore,
     cmd_signup,
     cmd_snapshots,
+    cmd_sync,
+    cmd_versions,
 )
 from anysync.errors import AnySyncError
 
@@ -33,6 +35,8 @@ COMMANDS = [
     cmd_snapshots,
     cmd_ls,
     cmd_restore,
+    cmd_sync,
+    cmd_versions,
     cmd_devices,
     cmd_passwd,
 ]

@@ -23,7 +23,9 @@ from anysync.store import LocalStore
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 8 << 20  # a 1 MiB data message plus a large FindBlobs fit easily
-WORKERS = 16
+# Each open stream holds a worker for its whole life (sync gRPC server), and every
+# device in watch mode keeps one WatchRefs stream open: leave room for both.
+WORKERS = 64
 STOP_GRACE_SECONDS = 10
 
 
@@ -33,6 +35,7 @@ class RunningServer:
     executor: ThreadPoolExecutor
     health: health.HealthServicer
     db: Metadata
+    core: service.Core
     host: str
     port: int  # the bound port, also when asked for port 0
     fingerprint: str
@@ -44,6 +47,7 @@ class RunningServer:
     def stop(self, grace: float | None = STOP_GRACE_SECONDS) -> None:
         """Refuse new calls, let running ones finish for `grace` seconds, close the DB."""
         self.health.enter_graceful_shutdown()
+        self.core.notifier.close()
         self.grpc_server.stop(grace).wait()
         self.executor.shutdown(wait=False)
         self.db.close()
@@ -80,7 +84,7 @@ def start(home: Home, listen: str | None = None) -> RunningServer:
         db.close()
         raise
     return RunningServer(
-        server, executor, health_servicer, db, host, port, tls.fingerprint(cert_pem)
+        server, executor, health_servicer, db, core, host, port, tls.fingerprint(cert_pem)
     )
 
 

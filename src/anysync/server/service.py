@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import queue
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +41,7 @@ from anysync.errors import (
 from anysync.server import auth, packs
 from anysync.server.config import ServerConfig
 from anysync.server.metadata import Device, Metadata, NewAccount, NewDevice, User, check_quota
+from anysync.server.notify import RefNotifier
 from anysync.store import ObjectStore, OutOfRangeError
 from anysync.types import BLOB_ID_SIZE, PACK_ID_SIZE, BlobId, BlobLocation, KdfParams, PackId, Ref
 from anysync.v1 import anysync_pb2 as pb
@@ -52,6 +54,7 @@ SERVICE_NAMES = tuple(s.full_name for s in pb.DESCRIPTOR.services_by_name.values
 MAX_FIND_BLOBS = 10_000
 MAX_MASTER_KEYS = 4096
 MAX_DEVICE_NAME = 100
+WATCH_HEARTBEAT = 20.0  # seconds between heartbeats on an idle WatchRefs stream
 LAST_SEEN_EVERY = 60  # seconds: how stale last_seen_at may get before a write
 _REF_NAME = re.compile(r"[A-Za-z0-9._:-]{1,200}")
 _USER_ID = re.compile(r"[0-9a-f]{32}")
@@ -156,6 +159,7 @@ class Core:
         self.limiter = auth.FailedLoginLimiter(
             config.max_failed_logins, config.failed_login_window_seconds
         )
+        self.notifier = RefNotifier()
 
     def authenticate(self, context: grpc.ServicerContext) -> Caller:
         metadata = dict(context.invocation_metadata())
@@ -441,7 +445,30 @@ class StorageService(pb_grpc.StorageServicer):
             caller.device.id,
             _now(),
         )
+        self.core.notifier.publish(caller.user.id, ref)
         return _ref_to_wire(ref)
+
+    @_rpc_stream
+    def WatchRefs(
+        self, request: pb.WatchRefsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.Ref]:
+        caller = self.core.authenticate(context)
+        names = {_ref_name(n) for n in request.names}
+        sub = self.core.notifier.subscribe(caller.user.id)
+        try:
+            while context.is_active():
+                try:
+                    ref = sub.get(timeout=WATCH_HEARTBEAT)
+                except queue.Empty:
+                    self.core.authenticate(context)  # a device revoked meanwhile is cut off
+                    yield pb.Ref()
+                    continue
+                if ref is None:  # the server is stopping
+                    return
+                if not names or ref.name in names:
+                    yield _ref_to_wire(ref)
+        finally:
+            self.core.notifier.unsubscribe(caller.user.id, sub)
 
 
 # ---------------------------------------------------------------- registration

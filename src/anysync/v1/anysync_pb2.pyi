@@ -267,3 +267,9 @@ class UpdateRefRequest(_message.Message):
     expected_version: int
     commit_id: bytes
     def __init__(self, name: _Optional[str] = ..., expected_version: _Optional[int] = ..., commit_id: _Optional[bytes] = ...) -> None: ...
+
+class WatchRefsRequest(_message.Message):
+    __slots__ = ("names",)
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -446,6 +446,11 @@ class StorageStub:
                 request_serializer=anysync_dot_v1_dot_anysync__pb2.UpdateRefRequest.SerializeToString,
                 response_deserializer=anysync_dot_v1_dot_anysync__pb2.Ref.FromString,
                 _registered_method=True)
+        self.WatchRefs = channel.unary_stream(
+                '/anysync.v1.Storage/WatchRefs',
+                request_serializer=anysync_dot_v1_dot_anysync__pb2.WatchRefsRequest.SerializeToString,
+                response_deserializer=anysync_dot_v1_dot_anysync__pb2.Ref.FromString,
+                _registered_method=True)
 
 
 class StorageServicer:
@@ -495,6 +500,16 @@ class StorageServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchRefs(self, request, context):
+        """Stream updates of the caller's refs as they happen (the named ones, or all when
+        `names` is empty). A heartbeat — a Ref with an empty name — comes every 20 s, so
+        both sides notice a dead connection. Sync clients in watch mode use this instead
+        of polling.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -526,6 +541,11 @@ def add_StorageServicer_to_server(servicer, server):
             'UpdateRef': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateRef,
                     request_deserializer=anysync_dot_v1_dot_anysync__pb2.UpdateRefRequest.FromString,
+                    response_serializer=anysync_dot_v1_dot_anysync__pb2.Ref.SerializeToString,
+            ),
+            'WatchRefs': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRefs,
+                    request_deserializer=anysync_dot_v1_dot_anysync__pb2.WatchRefsRequest.FromString,
                     response_serializer=anysync_dot_v1_dot_anysync__pb2.Ref.SerializeToString,
             ),
     }
@@ -692,6 +712,33 @@ class Storage:
             target,
             '/anysync.v1.Storage/UpdateRef',
             anysync_dot_v1_dot_anysync__pb2.UpdateRefRequest.SerializeToString,
+            anysync_dot_v1_dot_anysync__pb2.Ref.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRefs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/anysync.v1.Storage/WatchRefs',
+            anysync_dot_v1_dot_anysync__pb2.WatchRefsRequest.SerializeToString,
             anysync_dot_v1_dot_anysync__pb2.Ref.FromString,
             options,
             channel_credentials,

@@ -1,0 +1,219 @@
+"""anysync sync: two-way sync of folders between devices.
+
+sync add PATH [--name NAME]   new sync folder, or join an existing one by name
+sync list                     folders, state, last sync, pending changes
+sync run [--watch]            one pass over every folder, or keep reacting to changes
+sync status [PATH]            per-file state: synced, pending, excluded, conflict
+sync exclude PATH / include PATH   selective sync
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from anysync.cli import common
+from anysync.errors import AnySyncError, NotFound, UsageError
+from anysync.sync import engine
+from anysync.sync.ignore import IgnoreRules
+from anysync.sync.scan import pending
+from anysync.sync.state import Folder, SyncState, under
+from anysync.sync.watch import Watcher
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("sync", help="two-way sync of folders between devices")
+    ssub = p.add_subparsers(dest="sync_cmd", required=True, metavar="SUBCOMMAND")
+    add = ssub.add_parser("add", help="sync a folder (new, or join one by name)")
+    add.add_argument("path", type=Path)
+    add.add_argument("--name", help="the folder's name on every device (default: directory name)")
+    ssub.add_parser("list", help="list sync folders")
+    run = ssub.add_parser("run", help="sync now; --watch keeps syncing as things change")
+    run.add_argument("--watch", action="store_true")
+    run.add_argument("--folder", action="append", help="only this folder (by name); repeatable")
+    st = ssub.add_parser("status", help="per-file sync state")
+    st.add_argument("path", type=Path, nargs="?")
+    ex = ssub.add_parser("exclude", help="keep a sub-tree off this device")
+    ex.add_argument("path", type=Path)
+    inc = ssub.add_parser("include", help="bring an excluded sub-tree back")
+    inc.add_argument("path", type=Path)
+    for q in (add, run, st, ex, inc, ssub.choices["list"]):
+        common.add_password_option(q)
+    p.set_defaults(run=run_sync)
+
+
+@contextlib.contextmanager
+def _lock(home: Path) -> Iterator[None]:
+    """One sync pass at a time per client home (e.g. `sync run` beside `--watch`)."""
+    fd = os.open(home / "sync.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def run_sync(args: argparse.Namespace) -> int:
+    with common.open_session(args) as s:
+        state = SyncState(s.state)
+        device = engine.Device(s.config.device_id, s.config.device_name, socket.gethostname())
+
+        def one_pass(folders: list[Folder]) -> int:
+            failures = 0
+            with _lock(s.home.root):
+                for f in folders:
+                    try:
+                        r = engine.run_pass(s.repo, s.state, f, device)
+                    except AnySyncError as exc:
+                        state.finished(f.name, time.time_ns(), exc.message)
+                        print(f"{f.name}: error: {exc.message}", file=sys.stderr)
+                        failures += 1
+                        continue
+                    state.finished(f.name, time.time_ns(), None)
+                    _report(f, r)
+            return failures
+
+        cmd = args.sync_cmd
+        if cmd == "add":
+            path = Path(os.path.abspath(args.path))
+            path.mkdir(parents=True, exist_ok=True)
+            name = args.name or path.name
+            ref = engine.folder_ref(s.repo, name)
+            joining = s.remote.get_ref(ref) is not None
+            state.add_folder(name, path, ref)
+            how = "joined existing folder" if joining else "added new folder"
+            print(f"{how} {name!r} at {path}; run `anysync sync run` to sync it")
+            return 0
+        if cmd == "list":
+            return _list(state)
+        if cmd == "status":
+            return _status(state, args.path)
+        if cmd in ("exclude", "include"):
+            folder, rel = state.folder_for(args.path)
+            if not rel:
+                raise UsageError("give a path inside the folder, not the folder itself")
+            if cmd == "exclude":
+                one_pass([folder])  # push local changes before they leave this device
+                state.set_excluded(folder.name, rel, True)
+                kept = _remove_synced(folder, rel, state)
+                state.drop_records_under(folder.name, rel)
+                print(
+                    f"excluded {os.fsdecode(rel)} from this device"
+                    + (f"; kept {kept} unsynced files" if kept else "")
+                )
+                return 0
+            state.set_excluded(folder.name, rel, False)
+            print(f"included {os.fsdecode(rel)} again")
+            return one_pass([folder])
+        folders = [f for f in state.folders() if not args.folder or f.name in args.folder]
+        if not folders:
+            raise NotFound("no sync folders; add one with `anysync sync add PATH`")
+        if not args.watch:
+            return 1 if one_pass(folders) else 0
+        print(f"watching {len(folders)} folder(s); Ctrl-C stops", flush=True)
+        watcher = Watcher([f.path for f in folders], s.remote, [f.ref for f in folders])
+        with contextlib.suppress(KeyboardInterrupt):
+            watcher.run(lambda: _ignore(one_pass(folders)))
+        return 0
+
+
+def _ignore(_: object) -> None:
+    """Watch mode keeps going after a failed pass; the failure was printed."""
+
+
+def _report(f: Folder, r: engine.PassResult) -> None:
+    parts = []
+    if r.uploaded_files:
+        parts.append(f"{r.uploaded_files} read")
+    if r.downloaded:
+        parts.append(f"{r.downloaded} downloaded")
+    if r.moved:
+        parts.append(f"{r.moved} moved")
+    if r.deleted:
+        parts.append(f"{r.deleted} deleted")
+    head = f" → {r.committed.short()}" if r.committed else ""
+    print(f"{f.name}: {', '.join(parts) or 'up to date'}{head}", flush=True)
+    for c in r.conflicts:
+        print(f"{f.name}: conflict: the other version is kept as {c}", flush=True)
+    for p in r.skipped:
+        print(f"{f.name}: {p} changed while syncing; it syncs on the next pass", file=sys.stderr)
+    for w in r.warnings:
+        print(f"{f.name}: warning: {w}", file=sys.stderr)
+
+
+def _list(state: SyncState) -> int:
+    rows = []
+    for f in state.folders():
+        changes = (
+            pending(f.path, IgnoreRules.load(f.path), state.excludes(f.name), state.records(f.name))
+            if f.path.is_dir()
+            else {}
+        )
+        when = (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f.last_sync_ns / 1e9))
+            if f.last_sync_ns
+            else "never"
+        )
+        status = (
+            "error: " + f.last_error
+            if f.last_error
+            else ("missing" if not f.path.is_dir() else "ok")
+        )
+        rows.append([f.name, str(f.path), status, when, str(len(changes))])
+    common.print_table(["NAME", "PATH", "STATE", "LAST SYNC", "PENDING"], rows)
+    return 0
+
+
+def _status(state: SyncState, path: Path | None) -> int:
+    targets = [(f, b"") for f in state.folders()] if path is None else [state.folder_for(path)]
+    for folder, rel in targets:
+        excluded = state.excludes(folder.name)
+        records = state.records(folder.name)
+        changes = pending(folder.path, IgnoreRules.load(folder.path), excluded, records)
+        paths = sorted(records.keys() | changes.keys())
+        for p in paths:
+            if rel and not under(p, {rel}):
+                continue
+            if p in changes:
+                label = f"pending ({changes[p]})"
+            elif b" (conflict from " in p.rpartition(b"/")[2]:
+                label = "conflict"
+            else:
+                label = "synced"
+            print(f"{label:20} {folder.name}/{os.fsdecode(p)}")
+        for p in sorted(excluded):
+            if not rel or under(p, {rel}) or under(rel, {p}):
+                print(f"{'excluded':20} {folder.name}/{os.fsdecode(p)}")
+    return 0
+
+
+def _remove_synced(folder: Folder, rel: bytes, state: SyncState) -> int:
+    """Delete the local copy of an excluded sub-tree, keeping anything not yet synced."""
+    records = state.records(folder.name)
+    kept = 0
+    target = folder.path / os.fsdecode(rel)
+    for dirpath, dirnames, filenames in os.walk(target, topdown=False):
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            full = os.path.join(dirpath, name)
+            rp = os.fsencode(os.path.relpath(full, folder.path))
+            record = records.get(rp)
+            st = os.lstat(full)
+            if record is not None and record.stat == (
+                st.st_ino,
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+            ):
+                os.unlink(full)
+            else:
+                kept += 1
+        with contextlib.suppress(OSError):
+            os.rmdir(dirpath)
+    return kept

@@ -1,0 +1,1 @@
+"""Two-way multi-device sync of folders, built on commits and compare-and-swap refs."""

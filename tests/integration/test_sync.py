@@ -1,0 +1,337 @@
+"""Two-way sync between devices: real server, real CLI, real folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import CLIENT, Client, Server, base_env
+
+
+def tree_of(root: Path) -> dict[str, tuple[object, ...]]:
+    """What sync must make equal: type, bytes, permission bits, link targets."""
+    out: dict[str, tuple[object, ...]] = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        if p.is_symlink():
+            out[rel] = ("link", os.readlink(p))
+        elif p.is_dir():
+            out[rel] = ("dir",)
+        else:
+            out[rel] = ("file", p.read_bytes(), p.stat().st_mode & 0o777)
+    return out
+
+
+def setup_devices(
+    server: Server, tmp_path: Path, n: int, email: str = "sync@example.org"
+) -> list[tuple[Client, Path]]:
+    devices = []
+    for i in range(n):
+        client = Client(tmp_path / f"dev{i}")
+        if i == 0:
+            client.signup(server, email)
+        else:
+            client.login(server, email)
+        folder = tmp_path / f"folder{i}"
+        client.run("sync", "add", str(folder), "--name", "Shared")
+        devices.append((client, folder))
+    return devices
+
+
+def sync(client: Client) -> str:
+    return client.run("sync", "run").stdout
+
+
+def test_three_devices_converge(server: Server, tmp_path: Path) -> None:
+    (a, fa), (b, fb), (c, fc) = setup_devices(server, tmp_path, 3)
+    (fa / "docs").mkdir()
+    (fa / "docs" / "plan.txt").write_text("v1 of the plan\n")
+    (fa / "empty-dir").mkdir()
+    (fa / "script.sh").write_text("#!/bin/sh\n")
+    (fa / "script.sh").chmod(0o755)
+    (fa / "link").symlink_to("docs/plan.txt")
+    (fa / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    sync(a)
+    sync(b)
+    sync(c)
+    assert tree_of(fa) == tree_of(fb) == tree_of(fc)
+
+    # Edits on every device: modify, delete, rename a file and a directory, add.
+    (fb / "docs" / "plan.txt").write_text("v2 of the plan\n")
+    (fb / "script.sh").unlink()
+    (fc / "docs").rename(fc / "documents")  # races with b's edit inside it
+    (fc / "big.bin").rename(fc / "big-renamed.bin")
+    (fa / "new-from-a.txt").write_text("hello from a")
+    for dev in (b, c, a, b, c):
+        sync(dev)
+    assert tree_of(fa) == tree_of(fb) == tree_of(fc)
+    final = tree_of(fa)
+    assert "big-renamed.bin" in final and "big.bin" not in final
+    assert "script.sh" not in final and "new-from-a.txt" in final
+    # b edited docs/plan.txt while c renamed docs/: the edit is not lost.
+    contents = {v[1] for v in final.values() if v[0] == "file"}
+    assert b"v2 of the plan\n" in contents
+
+    hist = json.loads(a.run("versions", "--json", str(fa / "new-from-a.txt")).stdout)
+    assert len(hist) == 1
+    moved = [p for p in final if p.endswith("plan.txt")]
+    versions = json.loads(a.run("versions", "--json", str(fa / moved[0])).stdout)
+    assert versions and versions[0]["size"] == len(b"v2 of the plan\n")
+
+
+def test_rename_moves_locally_instead_of_downloading(server: Server, tmp_path: Path) -> None:
+    (a, fa), (b, fb) = setup_devices(server, tmp_path, 2)
+    (fa / "dir").mkdir()
+    for i in range(50):
+        (fa / "dir" / f"f{i}.bin").write_bytes(os.urandom(5000))
+    sync(a)
+    sync(b)
+    (fa / "dir").rename(fa / "renamed")
+    out_a = sync(a)
+    assert "read" not in out_a  # a rename reads and uploads no content
+    out_b = sync(b)
+    assert "50 moved" in out_b and "downloaded" not in out_b
+    assert tree_of(fa) == tree_of(fb)
+
+
+def test_conflicting_edits_keep_both_versions(server: Server, tmp_path: Path) -> None:
+    (a, fa), (b, fb) = setup_devices(server, tmp_path, 2)
+    (fa / "report.txt").write_text("original")
+    (fa / "keep-me.txt").write_text("original")
+    sync(a)
+    sync(b)
+    (fa / "report.txt").write_text("edited on A")
+    (fb / "report.txt").write_text("edited on B")
+    (fa / "keep-me.txt").unlink()  # delete on A ...
+    (fb / "keep-me.txt").write_text("modified on B")  # ... modify on B
+    sync(a)
+    out = sync(b)
+    assert "conflict" in out
+    sync(a)
+    assert tree_of(fa) == tree_of(fb)
+    names = sorted(p.name for p in fa.iterdir())
+    conflict = [n for n in names if n.startswith("report (conflict from ")]
+    assert len(conflict) == 1 and conflict[0].endswith(".txt")
+    assert (fa / "report.txt").read_text() == "edited on A"
+    assert (fa / conflict[0]).read_text() == "edited on B"
+    assert (fa / "keep-me.txt").read_text() == "modified on B"
+    status = b.run("sync", "status").stdout
+    assert "conflict" in status
+
+
+def test_joining_device_adopts_identical_files_and_keeps_different_ones(
+    server: Server, tmp_path: Path
+) -> None:
+    a = Client(tmp_path / "a")
+    a.signup(server, "join@example.org")
+    fa = tmp_path / "fa"
+    fa.mkdir()
+    (fa / "same.txt").write_text("same everywhere")
+    (fa / "differs.txt").write_text("the server's copy")
+    a.run("sync", "add", str(fa), "--name", "Photos")
+    sync(a)
+    b = Client(tmp_path / "b")
+    b.login(server, "join@example.org")
+    fb = tmp_path / "fb"
+    fb.mkdir()
+    (fb / "same.txt").write_text("same everywhere")
+    (fb / "differs.txt").write_text("my local copy")
+    assert "joined existing folder" in b.run("sync", "add", str(fb), "--name", "Photos").stdout
+    sync(b)
+    sync(a)
+    assert tree_of(fa) == tree_of(fb)
+    copies = [p for p in fb.iterdir() if "conflict" in p.name]
+    assert len(copies) == 1 and copies[0].read_text() == "my local copy"
+    assert (fb / "differs.txt").read_text() == "the server's copy"
+
+
+def test_selective_sync(server: Server, tmp_path: Path) -> None:
+    (a, fa), (b, fb) = setup_devices(server, tmp_path, 2)
+    (fa / "Movies").mkdir()
+    (fa / "Movies" / "film.bin").write_bytes(os.urandom(100_000))
+    (fa / "notes.txt").write_text("n")
+    sync(a)
+    sync(b)
+    b.run("sync", "exclude", str(fb / "Movies"))
+    assert not (fb / "Movies").exists()
+    sync(b)  # local absence of the excluded tree is not a delete
+    sync(a)
+    assert (fa / "Movies" / "film.bin").exists()
+    (fa / "Movies" / "second.bin").write_bytes(b"new film")
+    sync(a)
+    sync(b)
+    assert not (fb / "Movies").exists()
+    assert "excluded" in b.run("sync", "status").stdout
+    b.run("sync", "include", str(fb / "Movies"))
+    assert (fb / "Movies" / "second.bin").read_bytes() == b"new film"
+    assert tree_of(fa) == tree_of(fb)
+
+
+def test_ignore_rules_sync_and_apply_everywhere(server: Server, tmp_path: Path) -> None:
+    (a, fa), (b, fb) = setup_devices(server, tmp_path, 2)
+    (fa / ".anysyncignore").write_text("build/\n*.log\n")
+    (fa / "build").mkdir()
+    (fa / "build" / "out.o").write_bytes(b"obj")
+    (fa / "debug.log").write_text("log")
+    (fa / ".notes.txt.swp").write_text("vim swap")
+    (fa / "real.txt").write_text("real")
+    sync(a)
+    sync(b)
+    assert sorted(p.name for p in fb.iterdir()) == [".anysyncignore", "real.txt"]
+    (fb / "local.log").write_text("only here")
+    sync(b)
+    sync(a)
+    assert not (fa / "local.log").exists()
+
+
+def test_watch_mode_propagates_within_seconds(server: Server, tmp_path: Path) -> None:
+    (a, fa), (b, fb) = setup_devices(server, tmp_path, 2)
+    procs = []
+    try:
+        for client in (a, b):
+            env = base_env() | {
+                "ANYSYNC_HOME": str(client.home),
+                "ANYSYNC_PASSWORD": client.password,
+            }
+            procs.append(
+                subprocess.Popen(
+                    [CLIENT, "sync", "run", "--watch"],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    stdin=subprocess.DEVNULL,
+                )
+            )
+        time.sleep(2)  # both watchers up and through their first pass
+        start = time.monotonic()
+        (fa / "saved.txt").write_text("saved on A")
+        target = fb / "saved.txt"
+        while time.monotonic() - start < 10 and not (
+            target.exists() and target.read_text() == "saved on A"
+        ):
+            time.sleep(0.1)
+        latency = time.monotonic() - start
+        assert target.exists() and target.read_text() == "saved on A", (
+            f"not there after {latency:.1f} s"
+        )
+        (fb / "saved.txt").write_text("changed on B")
+        start = time.monotonic()
+        while time.monotonic() - start < 10 and (fa / "saved.txt").read_text() != "changed on B":
+            time.sleep(0.1)
+        assert (fa / "saved.txt").read_text() == "changed on B"
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def test_server_rollback_and_missing_ref_are_refused(server: Server, tmp_path: Path) -> None:
+    (a, fa), (b, fb) = setup_devices(server, tmp_path, 2)
+    (fa / "one.txt").write_text("1")
+    sync(a)
+    sync(b)
+    db = sqlite3.connect(server.home / "metadata.db")
+    old = db.execute("SELECT name, commit_id, version FROM refs").fetchone()
+    (fa / "two.txt").write_text("2")
+    sync(a)
+    sync(b)
+    before = tree_of(fb)
+    # The server rolls the ref back to the older commit.
+    with db:
+        db.execute(
+            "UPDATE refs SET commit_id = ?, version = version + 1 WHERE name = ?", (old[1], old[0])
+        )
+    proc = b.run("sync", "run", check=False)
+    assert proc.returncode != 0 and "rollback" in proc.stderr
+    assert tree_of(fb) == before
+    # The server "forgets" the ref: an empty answer deletes nothing.
+    with db:
+        db.execute("DELETE FROM refs WHERE name = ?", (old[0],))
+    proc = b.run("sync", "run", check=False)
+    assert proc.returncode != 0 and "no longer has" in proc.stderr
+    assert tree_of(fb) == before
+    db.close()
+
+
+def test_killed_sync_resumes_without_loss(server: Server, tmp_path: Path) -> None:
+    (a, fa), (b, fb) = setup_devices(server, tmp_path, 2)
+    for i in range(30):
+        (fa / f"file{i}.bin").write_bytes(os.urandom(200_000))
+    env = base_env() | {"ANYSYNC_HOME": str(a.home), "ANYSYNC_PASSWORD": a.password}
+    for delay in (0.6, 0.9, 1.2):
+        proc = subprocess.Popen(
+            [CLIENT, "sync", "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+    sync(a)
+    sync(b)
+    assert tree_of(fa) == tree_of(fb)
+    assert not list(fa.rglob(".anysync-tmp-*")) and not list(fb.rglob(".anysync-tmp-*"))
+
+
+@pytest.mark.parametrize("name", [b"..", b"a/../../b"])
+def test_hostile_tree_from_the_server_touches_nothing(
+    server: Server, tmp_path: Path, name: bytes
+) -> None:
+    from anysync.repo import history
+    from anysync.repo.commit import Commit
+    from anysync.repo.repository import Repository
+    from anysync.repo.tree import EntryType, TreeEntry, encode
+    from anysync.session import ClientHome
+    from anysync.statedb import StateDB
+    from anysync.sync.engine import folder_ref
+    from anysync.types import BlobKind
+
+    (a, fa), (b, fb) = setup_devices(server, tmp_path, 2)
+    (fa / "fine.txt").write_text("fine")
+    sync(a)
+    sync(b)
+    before = tree_of(fb)
+    home = ClientHome(a.home)
+    remote = home.remote()
+    repo = Repository(remote, home.unlock(a.password))
+    state = StateDB(tmp_path / "evil-state.db")
+    try:
+        placeholder = b"P" * len(name)
+        raw = encode([TreeEntry(placeholder, EntryType.FILE, 0o644, 0, 0, ())]).replace(
+            placeholder, name
+        )
+        root = repo.save(BlobKind.TREE, raw)
+        ref = folder_ref(repo, "Shared")
+
+        def make(head: history.Snapshot | None) -> Commit:
+            assert head is not None
+            return Commit(
+                "sync",
+                root,
+                (head.id,),
+                ref,
+                head.commit.counter + 1,
+                time.time_ns(),
+                1,
+                "evil",
+                "evil",
+            )
+
+        history.advance(repo, state, ref, make)
+    finally:
+        repo.close()
+        state.close()
+        remote.close()
+    proc = b.run("sync", "run", check=False)
+    assert proc.returncode != 0 and "hostile" in proc.stderr
+    assert tree_of(fb) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name == "b") == []
