@@ -12,6 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from anysync.errors import HostilePath
+from anysync.repo import history
+from anysync.repo.commit import Commit
+from anysync.repo.repository import Repository
+from anysync.repo.tree import EntryType, TreeEntry, check_name, encode
+from anysync.session import ClientHome
+from anysync.statedb import StateDB
+from anysync.sync.engine import folder_ref
+from anysync.types import BlobKind
 from tests.integration.harness import CLIENT, Client, Server, base_env
 
 
@@ -282,38 +291,35 @@ def test_killed_sync_resumes_without_loss(server: Server, tmp_path: Path) -> Non
     assert not list(fa.rglob(".anysync-tmp-*")) and not list(fb.rglob(".anysync-tmp-*"))
 
 
-@pytest.mark.parametrize("name", [b"..", b"a/../../b"])
-def test_hostile_tree_from_the_server_touches_nothing(
-    server: Server, tmp_path: Path, name: bytes
-) -> None:
-    from anysync.repo import history
-    from anysync.repo.commit import Commit
-    from anysync.repo.repository import Repository
-    from anysync.repo.tree import EntryType, TreeEntry, encode
-    from anysync.session import ClientHome
-    from anysync.statedb import StateDB
-    from anysync.sync.engine import folder_ref
-    from anysync.types import BlobKind
-
-    (a, fa), (b, fb) = setup_devices(server, tmp_path, 2)
-    (fa / "fine.txt").write_text("fine")
-    sync(a)
-    sync(b)
-    before = tree_of(fb)
-    home = ClientHome(a.home)
+def publish_tree(client: Client, tmp_path: Path, extra: list[tuple[bytes, bytes]]) -> None:
+    """Play another writer: add raw (name, content) files to the folder's head tree, names
+    unchecked, through a validly encrypted commit."""
+    home = ClientHome(client.home)
     remote = home.remote()
-    repo = Repository(remote, home.unlock(a.password))
-    state = StateDB(tmp_path / "evil-state.db")
+    repo = Repository(remote, home.unlock(client.password))
+    state = StateDB(tmp_path / f"writer-{time.monotonic_ns()}.db")
     try:
-        placeholder = b"P" * len(name)
-        raw = encode([TreeEntry(placeholder, EntryType.FILE, 0o644, 0, 0, ())]).replace(
-            placeholder, name
-        )
-        root = repo.save(BlobKind.TREE, raw)
         ref = folder_ref(repo, "Shared")
 
         def make(head: history.Snapshot | None) -> Commit:
             assert head is not None
+            entries = repo.load_tree(head.commit.tree)
+            placeholders = []
+            for i, (name, content) in enumerate(extra):
+                chunk = repo.save(BlobKind.DATA, content)
+                try:
+                    check_name(name)
+                    placeholder = name
+                except HostilePath:
+                    placeholder = bytes([0x41 + i]) * len(name)
+                    placeholders.append((placeholder, name))
+                entries.append(
+                    TreeEntry(placeholder, EntryType.FILE, 0o644, 0, len(content), (chunk,))
+                )
+            raw = encode(entries)
+            for placeholder, name in placeholders:
+                raw = raw.replace(placeholder, name)
+            root = repo.save(BlobKind.TREE, raw)
             return Commit(
                 "sync",
                 root,
@@ -322,8 +328,8 @@ def test_hostile_tree_from_the_server_touches_nothing(
                 head.commit.counter + 1,
                 time.time_ns(),
                 1,
-                "evil",
-                "evil",
+                "other",
+                "other",
             )
 
         history.advance(repo, state, ref, make)
@@ -331,7 +337,49 @@ def test_hostile_tree_from_the_server_touches_nothing(
         repo.close()
         state.close()
         remote.close()
+
+
+@pytest.mark.parametrize("name", [b"..", b"a/../../b"])
+def test_hostile_tree_from_the_server_touches_nothing(
+    server: Server, tmp_path: Path, name: bytes
+) -> None:
+    (a, fa), (b, fb) = setup_devices(server, tmp_path, 2)
+    (fa / "fine.txt").write_text("fine")
+    sync(a)
+    sync(b)
+    before = tree_of(fb)
+    publish_tree(a, tmp_path, [(name, b"evil")])
     proc = b.run("sync", "run", check=False)
     assert proc.returncode != 0 and "hostile" in proc.stderr
     assert tree_of(fb) == before
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name == "b") == []
+    assert not (tmp_path / "b").exists()
+
+
+def test_names_this_file_system_cannot_hold_are_kept_not_crashed_on(
+    server: Server, tmp_path: Path
+) -> None:
+    (a, fa), (b, fb) = setup_devices(server, tmp_path, 2)
+    (fa / "fine.txt").write_text("fine")
+    sync(a)
+    too_long = b"n" * 300 + b".txt"  # valid elsewhere, over Linux's 255-byte limit
+    publish_tree(a, tmp_path, [(too_long, b"from a system with long names")])
+    out = b.run("sync", "run")
+    assert "warning" in out.stderr and (fb / "fine.txt").read_text() == "fine"
+    (fb / "more.txt").write_text("more")
+    sync(b)
+    sync(a)  # a cannot hold it either; it stays in the folder, deleted nowhere
+    assert (fa / "more.txt").read_text() == "more"
+    versions = json.loads(b.run("versions", "--json", str(fb / too_long.decode())).stdout)
+    assert versions and versions[0]["deleted"] is False
+
+
+def test_case_only_rename(server: Server, tmp_path: Path) -> None:
+    (a, fa), (b, fb) = setup_devices(server, tmp_path, 2)
+    (fa / "Readme.TXT").write_text("case")
+    sync(a)
+    sync(b)
+    (fa / "Readme.TXT").rename(fa / "readme.txt")
+    sync(a)
+    sync(b)
+    assert sorted(p.name for p in fb.iterdir()) == ["readme.txt"]
+    assert tree_of(fa) == tree_of(fb)
