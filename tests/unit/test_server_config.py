@@ -27,14 +27,16 @@ def test_the_template_is_the_defaults() -> None:
     ("changes", "message"),
     [
         ({"registraton": "closed"}, "unknown setting 'registraton'"),
-        ({"storage__bucket": "x"}, "unknown setting 'bucket' in \\[storage\\]"),
+        ({"storage__bucketname": "x"}, "unknown setting 'bucketname' in \\[storage\\]"),
         ({"extra__x": 1}, "unknown setting 'extra'"),
         ({"registration": "maybe"}, "registration"),
         ({"version": 2}, "unsupported config version"),
         ({"listen": "nohost"}, "not HOST:PORT"),
         ({"limits__max_failed_logins": "5"}, "wrong type"),
         ({"limits__max_failed_logins": 0}, "at least 1"),
-        ({"storage__kind": "s3"}, 'only "local"'),
+        ({"storage__kind": "s3"}, 'needs endpoint, bucket, access_key'),
+        ({"storage__kind": "ftp"}, 'expected "local" or "s3"'),
+        ({"log__format": "xml"}, 'expected text or json'),
         ({"storage__default_quota": "lots"}, "not a size"),
     ],
 )

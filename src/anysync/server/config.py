@@ -34,12 +34,41 @@ listen = "0.0.0.0:65065"
 registration = "invite"
 
 [storage]
-# Where encrypted packs are stored. "local": a directory.
+# Where encrypted packs are stored: "local" (a directory) or "s3" (MinIO, SeaweedFS,
+# Garage, AWS S3 or any S3-compatible server).
 kind = "local"
-# The directory; a relative path is relative to this home.
+# local: the directory; a relative path is relative to this home.
 path = "objects"
 # Quota of accounts without a quota of their own ("anysync-server user quota"); "0" = unlimited.
 default_quota = "0"
+# s3: where the server reaches the object store, and the bucket (created if missing).
+# endpoint = "http://127.0.0.1:65064"
+# bucket = "anysync"
+# region = "us-east-1"
+# access_key = "anysync"
+# The secret key: from this file (relative to this home, mode 0600) or this environment
+# variable; never written here.
+# secret_key_file = "s3.secret"
+# secret_key_env = "ANYSYNC_S3_SECRET_KEY"
+# Extra CA certificate (PEM) for an https endpoint with a private CA.
+# ca_file = ""
+# Clients move packs to and from the store directly through presigned URLs (true), or
+# stream them through this server (false).
+# direct = true
+# The store's address as clients see it, when it differs from `endpoint`
+# (e.g. "http://myserver.lan:65064"); presigned URLs are made for this address.
+# public_endpoint = ""
+# How long a presigned URL stays valid, in seconds.
+# presign_seconds = 900
+
+[metrics]
+# Prometheus metrics at http://LISTEN/metrics; "" turns them off. Loopback by default.
+listen = "127.0.0.1:9465"
+
+[log]
+# "text" for people, "json" for log collectors; both go to standard output.
+format = "text"
+level = "info"
 
 [limits]
 # Failed logins allowed per e-mail, and per client address, within the window;
@@ -58,14 +87,51 @@ class ServerConfig:
     default_quota: int = 0  # bytes, 0 = unlimited
     max_failed_logins: int = 5
     failed_login_window_seconds: int = 300
+    s3: S3Settings | None = None
+    metrics_listen: str = "127.0.0.1:9465"
+    log_format: str = "text"
+    log_level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class S3Settings:
+    endpoint: str
+    bucket: str
+    access_key: str
+    region: str = "us-east-1"
+    secret_key_file: str = ""
+    secret_key_env: str = ""
+    ca_file: str = ""
+    direct: bool = True
+    public_endpoint: str = ""
+    presign_seconds: int = 900
 
 
 # The whitelist: section → key → expected type. "" is the top level.
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "": {"version": int, "listen": str, "registration": str},
-    "storage": {"kind": str, "path": str, "default_quota": (str, int)},
+    "storage": {
+        "kind": str,
+        "path": str,
+        "default_quota": (str, int),
+        "endpoint": str,
+        "bucket": str,
+        "region": str,
+        "access_key": str,
+        "secret_key_file": str,
+        "secret_key_env": str,
+        "ca_file": str,
+        "direct": bool,
+        "public_endpoint": str,
+        "presign_seconds": int,
+    },
     "limits": {"max_failed_logins": int, "failed_login_window_seconds": int},
+    "metrics": {"listen": str},
+    "log": {"format": str, "level": str},
 }
+_S3_KEYS = ("endpoint", "bucket", "access_key")
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -134,6 +200,10 @@ def parse_config(data: dict[str, Any]) -> ServerConfig:
         failed_login_window_seconds=flat.get(
             "limits.failed_login_window_seconds", defaults.failed_login_window_seconds
         ),
+        s3=_s3_settings(flat),
+        metrics_listen=flat.get("metrics.listen", defaults.metrics_listen),
+        log_format=flat.get("log.format", defaults.log_format),
+        log_level=flat.get("log.level", defaults.log_level),
     )
     parse_listen(config.listen)
     if config.registration not in REGISTRATION_MODES:
@@ -141,11 +211,45 @@ def parse_config(data: dict[str, Any]) -> ServerConfig:
             f"registration = {config.registration!r}: expected one of "
             + ", ".join(f'"{m}"' for m in REGISTRATION_MODES)
         )
-    if config.storage_kind != "local":
-        raise UsageError(f'[storage] kind = {config.storage_kind!r}: only "local" is supported')
+    if config.storage_kind not in ("local", "s3"):
+        raise UsageError(f'[storage] kind = {config.storage_kind!r}: expected "local" or "s3"')
+    if config.metrics_listen:
+        parse_listen(config.metrics_listen)
+    if config.log_format not in LOG_FORMATS:
+        raise UsageError(f"[log] format = {config.log_format!r}: expected text or json")
+    if config.log_level not in LOG_LEVELS:
+        raise UsageError(f"[log] level = {config.log_level!r}: expected one of {LOG_LEVELS}")
     if config.max_failed_logins < 1 or config.failed_login_window_seconds < 1:
         raise UsageError("[limits] values must be at least 1")
     return config
+
+
+def _s3_settings(flat: dict[str, Any]) -> S3Settings | None:
+    if flat.get("storage.kind", "local") != "s3":
+        return None
+    missing = [k for k in _S3_KEYS if not flat.get(f"storage.{k}")]
+    if missing:
+        raise UsageError(f'[storage] kind = "s3" needs {", ".join(missing)}')
+    if not flat.get("storage.secret_key_file") and not flat.get("storage.secret_key_env"):
+        raise UsageError('[storage] kind = "s3" needs secret_key_file or secret_key_env')
+    endpoint = flat["storage.endpoint"]
+    if not re.match(r"https?://[^/]+/?$", endpoint):
+        raise UsageError(f"[storage] endpoint {endpoint!r} is not like http://HOST:PORT")
+    seconds = flat.get("storage.presign_seconds", 900)
+    if not 60 <= seconds <= 7 * 24 * 3600:
+        raise UsageError("[storage] presign_seconds must be between 60 and 604800")
+    return S3Settings(
+        endpoint=endpoint.rstrip("/"),
+        bucket=flat["storage.bucket"],
+        access_key=flat["storage.access_key"],
+        region=flat.get("storage.region", "us-east-1"),
+        secret_key_file=flat.get("storage.secret_key_file", ""),
+        secret_key_env=flat.get("storage.secret_key_env", ""),
+        ca_file=flat.get("storage.ca_file", ""),
+        direct=flat.get("storage.direct", True),
+        public_endpoint=flat.get("storage.public_endpoint", "").rstrip("/"),
+        presign_seconds=seconds,
+    )
 
 
 def _checked(section: str, key: str, value: object) -> str:

@@ -19,7 +19,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import NoReturn, TypeVar
+from typing import NoReturn, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -146,16 +146,33 @@ class Caller:
     device: Device
 
 
+class ByteCounter(Protocol):
+    """Where the services report pack bytes moved (the metrics endpoint counts them)."""
+
+    def add_bytes(self, direction: str, n: int) -> None: ...  # direction: "in" or "out"
+
+
+class _NoCounter:
+    def add_bytes(self, direction: str, n: int) -> None:
+        pass
+
+
 class Core:
     """What every service needs: settings, metadata, the store, the server secret."""
 
     def __init__(
-        self, config: ServerConfig, db: Metadata, store: ObjectStore, server_secret: bytes
+        self,
+        config: ServerConfig,
+        db: Metadata,
+        store: ObjectStore,
+        server_secret: bytes,
+        counter: ByteCounter | None = None,
     ) -> None:
         self.config = config
         self.db = db
         self.store = store
         self.secret = server_secret
+        self.counter: ByteCounter = counter or _NoCounter()
         self.limiter = auth.FailedLoginLimiter(
             config.max_failed_logins, config.failed_login_window_seconds
         )
@@ -381,6 +398,7 @@ class StorageService(pb_grpc.StorageServicer):
         except BaseException:
             self.core.store.delete(key)  # not recorded, so nothing may refer to it
             raise
+        self.core.counter.add_bytes("in", header.size)
         log.info(
             "account %s: pack %s stored (%d bytes, %d blobs)",
             caller.user.user_id,
@@ -414,6 +432,7 @@ class StorageService(pb_grpc.StorageServicer):
             )
             raise
         for piece in pieces:
+            self.core.counter.add_bytes("out", len(piece))
             yield pb.ReadPackResponse(data=piece)
 
     @_rpc
