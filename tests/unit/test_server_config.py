@@ -34,9 +34,9 @@ def test_the_template_is_the_defaults() -> None:
         ({"listen": "nohost"}, "not HOST:PORT"),
         ({"limits__max_failed_logins": "5"}, "wrong type"),
         ({"limits__max_failed_logins": 0}, "at least 1"),
-        ({"storage__kind": "s3"}, 'needs endpoint, bucket, access_key'),
+        ({"storage__kind": "s3"}, "needs endpoint, bucket, access_key"),
         ({"storage__kind": "ftp"}, 'expected "local" or "s3"'),
-        ({"log__format": "xml"}, 'expected text or json'),
+        ({"log__format": "xml"}, "expected text or json"),
         ({"storage__default_quota": "lots"}, "not a size"),
     ],
 )

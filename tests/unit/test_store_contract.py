@@ -7,16 +7,41 @@ from __future__ import annotations
 
 import io
 import threading
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from anysync.errors import NotFound, UsageError
-from anysync.store import READ_CHUNK, LocalStore, ObjectStore, OutOfRangeError
+from anysync.store import (
+    READ_CHUNK,
+    LocalStore,
+    ObjectStore,
+    OutOfRangeError,
+    RetryingStore,
+    S3Store,
+)
+from tests import s3server
 
-STORES: dict[str, Callable[[Path], ObjectStore]] = {
-    "local": lambda tmp: LocalStore(tmp / "objects"),
+
+def _local(request: pytest.FixtureRequest, tmp: Path) -> ObjectStore:
+    return LocalStore(tmp / "objects")
+
+
+def _s3(request: pytest.FixtureRequest, tmp: Path) -> ObjectStore:
+    """A fresh bucket on the session's real S3 server (SeaweedFS), with retries."""
+    server = request.getfixturevalue("s3_server")
+    inner = S3Store(
+        server.endpoint, f"t{uuid.uuid4().hex[:16]}", s3server.ACCESS_KEY, s3server.SECRET_KEY
+    )
+    inner.ensure_bucket()
+    return RetryingStore(inner, tmp / "spool")
+
+
+STORES: dict[str, Callable[[pytest.FixtureRequest, Path], ObjectStore]] = {
+    "local": _local,
+    "s3": _s3,
 }
 
 KEY = "0123456789abcdef0123456789abcdef/ab/ab00ff"
@@ -24,7 +49,7 @@ KEY = "0123456789abcdef0123456789abcdef/ab/ab00ff"
 
 @pytest.fixture(params=sorted(STORES))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
-    return STORES[request.param](tmp_path)
+    return STORES[request.param](request, tmp_path)
 
 
 def _get(store: ObjectStore, key: str, offset: int = 0, length: int = 0) -> bytes:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from anysync.errors import UsageError
+from anysync.store.s3 import S3Settings
 
 CONFIG_VERSION = 1
 REGISTRATION_MODES = ("open", "invite", "closed")
@@ -91,20 +92,6 @@ class ServerConfig:
     metrics_listen: str = "127.0.0.1:9465"
     log_format: str = "text"
     log_level: str = "info"
-
-
-@dataclass(frozen=True, slots=True)
-class S3Settings:
-    endpoint: str
-    bucket: str
-    access_key: str
-    region: str = "us-east-1"
-    secret_key_file: str = ""
-    secret_key_env: str = ""
-    ca_file: str = ""
-    direct: bool = True
-    public_endpoint: str = ""
-    presign_seconds: int = 900
 
 
 # The whitelist: section → key → expected type. "" is the top level.
