@@ -6,8 +6,16 @@ domain types explicitly and maps gRPC status codes to anysync.errors in one plac
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import random
 import socket
 import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -33,10 +41,15 @@ from anysync.types import BlobId, BlobLocation, KdfParams, PackId, Ref
 from anysync.v1 import anysync_pb2 as pb
 from anysync.v1 import anysync_pb2_grpc as rpc
 
+log = logging.getLogger(__name__)
+
 DEFAULT_PORT = 65065
 MESSAGE_LIMIT = 16 * 1024 * 1024
 STREAM_PIECE = 1024 * 1024
 TIMEOUT = 120.0
+# Presigned transfers: attempts and backoff before falling back to the server's stream.
+DIRECT_ATTEMPTS = int(os.environ.get("ANYSYNC_DIRECT_ATTEMPTS", "6"))
+DIRECT_TIMEOUT = 60.0
 
 T = TypeVar("T")
 
@@ -112,6 +125,11 @@ class Remote:
             ],
         )
         self._metadata = (("authorization", f"Bearer {token.hex()}"),) if token else ()
+        # The direct data path (presigned URLs to an S3 store) is used until it fails;
+        # then packs go through the server for the rest of this connection.
+        self._direct = os.environ.get("ANYSYNC_DIRECT_STORE", "1") != "0"
+        self._urls: dict[PackId, tuple[str, float]] = {}
+        self._urls_lock = threading.Lock()
         self._accounts = rpc.AccountsStub(self._channel)
         self._devices = rpc.DevicesStub(self._channel)
         self._storage = rpc.StorageStub(self._channel)
@@ -263,6 +281,22 @@ class Remote:
                 for e in entries
             ],
         )
+        if self._direct:
+            req = pb.BeginUploadRequest(header=header, md5=hashlib.md5(data).digest())  # noqa: S324 - S3's ETag
+            begin = self._call(self._storage.BeginUpload, req)
+            if not begin.direct:
+                self._direct = False
+            else:
+                try:
+                    _http("PUT", begin.url, data=data)
+                except _DirectFailed as exc:
+                    self._give_up_direct(exc)
+                else:
+                    resp = self._call(
+                        self._storage.CommitUpload, pb.CommitUploadRequest(pack_id=begin.pack_id)
+                    )
+                    log.info("pack %s went directly to the object store", resp.pack_id.hex()[:8])
+                    return PackId(resp.pack_id)
 
         def messages() -> Iterator[pb.UploadPackRequest]:
             yield pb.UploadPackRequest(header=header)
@@ -273,7 +307,39 @@ class Remote:
         resp = self._call(self._storage.UploadPack, messages())
         return PackId(resp.pack_id)
 
+    def _give_up_direct(self, exc: Exception) -> None:
+        log.warning(
+            "cannot reach the object store directly (%s); moving packs through the server instead",
+            exc,
+        )
+        self._direct = False
+
+    def _pack_url(self, pack_id: PackId) -> str | None:
+        with self._urls_lock:
+            cached = self._urls.get(pack_id)
+        if cached and cached[1] > time.time() + 60:
+            return cached[0]
+        resp = self._call(self._storage.GetPackUrl, pb.GetPackUrlRequest(pack_id=pack_id.raw))
+        if not resp.direct:
+            self._direct = False
+            return None
+        with self._urls_lock:
+            self._urls[pack_id] = (resp.url, float(resp.expires_at))
+        return str(resp.url)
+
     def read_pack(self, pack_id: PackId, offset: int, length: int) -> bytes:
+        if self._direct:
+            url = self._pack_url(pack_id)
+            if url is not None:
+                end = "" if length == 0 else str(offset + length - 1)
+                try:
+                    data = _http("GET", url, headers={"Range": f"bytes={offset}-{end}"})
+                except _DirectFailed as exc:
+                    self._give_up_direct(exc)
+                else:
+                    if length and len(data) != length:
+                        raise NotFound(f"pack {pack_id.hex()[:8]} is shorter than its index says")
+                    return data
         req = pb.ReadPackRequest(pack_id=pack_id.raw, offset=offset, length=length)
         try:
             parts = [
@@ -308,6 +374,37 @@ class Remote:
             name=name, expected_version=expected_version, commit_id=commit_id.raw
         )
         return _ref_from(self._call(self._storage.UpdateRef, req))
+
+
+class _DirectFailed(Exception):
+    """A presigned transfer failed even after retries."""
+
+
+def _http(
+    method: str, url: str, data: bytes | None = None, headers: dict[str, str] | None = None
+) -> bytes:
+    """One presigned request, retried with backoff and jitter on transient failures."""
+    all_headers = {"Content-Type": "application/octet-stream", **(headers or {})}
+    for attempt in range(1, DIRECT_ATTEMPTS + 1):
+        req = urllib.request.Request(url, data=data, method=method, headers=all_headers)  # noqa: S310
+        try:
+            with urllib.request.urlopen(req, timeout=DIRECT_TIMEOUT) as resp:  # noqa: S310
+                body: bytes = resp.read()
+                return body
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500 and exc.code != 429:
+                raise _DirectFailed(
+                    f"{method} refused by the object store: HTTP {exc.code}"
+                ) from None
+            problem = f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            problem = str(getattr(exc, "reason", exc))
+        if attempt == DIRECT_ATTEMPTS:
+            raise _DirectFailed(f"{problem}, after {attempt} attempts")
+        delay = random.uniform(0, min(8.0, 0.5 * 2**attempt))  # noqa: S311
+        log.info("object store %s failed (%s); retry %d in %.1f s", method, problem, attempt, delay)
+        time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 class RefWatch:

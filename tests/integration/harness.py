@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from anysync.server import packs
+from anysync.store import S3Store
+from anysync.types import PackId
+from tests import s3server
+from tests.s3server import S3Server
 
 BIN = Path(sys.executable).parent
 SERVER = str(BIN / "anysync-server")
@@ -36,6 +44,51 @@ class Server:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
+    s3: S3Server | None = None  # set when the server stores packs in S3
+    bucket: str = ""
+
+    def use_s3(self, s3: S3Server, bucket: str) -> None:
+        """Point an initialised (not running) server at a bucket of a real S3 server."""
+        self.s3, self.bucket = s3, bucket
+        (self.home / "s3.secret").write_text(s3server.SECRET_KEY)
+        (self.home / "s3.secret").chmod(0o600)
+        config = (self.home / "server.toml").read_text()
+        config = config.replace(
+            'kind = "local"',
+            f'kind = "s3"\nendpoint = "{s3.endpoint}"\nbucket = "{bucket}"\n'
+            f'access_key = "{s3server.ACCESS_KEY}"\nsecret_key_file = "s3.secret"',
+        )
+        (self.home / "server.toml").write_text(config)
+
+    def _object_key(self, pack_id: bytes) -> str:
+        with sqlite3.connect(self.home / "metadata.db") as db:
+            (user_id,) = db.execute(
+                "SELECT u.user_id FROM packs p JOIN users u ON u.id = p.user WHERE p.pack_id = ?",
+                (pack_id,),
+            ).fetchone()
+        return packs.pack_key((self.home / "server.secret").read_bytes(), user_id, PackId(pack_id))
+
+    def read_object(self, pack_id: bytes) -> bytes:
+        key = self._object_key(pack_id)
+        if self.s3 is None:
+            return (self.home / "objects" / key).read_bytes()
+        return b"".join(self._s3_store().get_range(key))
+
+    def write_object(self, pack_id: bytes, data: bytes) -> None:
+        key = self._object_key(pack_id)
+        if self.s3 is None:
+            (self.home / "objects" / key).write_bytes(data)
+        else:
+            self._s3_store().put(key, io.BytesIO(data), len(data))
+
+    def _s3_store(self) -> S3Store:
+        assert self.s3 is not None
+        return S3Store(self.s3.endpoint, self.bucket, s3server.ACCESS_KEY, s3server.SECRET_KEY)
+
+    def stored_files(self) -> list[Path]:
+        """Every file that holds this server's state, the object store's included."""
+        roots = [self.home] + ([self.s3.data] if self.s3 else [])
+        return [p for root in roots for p in root.rglob("*") if p.is_file()]
 
     @property
     def address(self) -> str:

@@ -6,7 +6,15 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.integration.harness import Client, Server, make_tree, snapshot_of
+
+
+@pytest.fixture
+def server(any_server: Server) -> Server:
+    """The foundation suite runs on the local store and again on S3 (presigned URLs)."""
+    return any_server
 
 
 def backup_json(client: Client, *paths: Path) -> dict[str, object]:

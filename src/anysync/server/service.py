@@ -42,7 +42,8 @@ from anysync.server import auth, packs
 from anysync.server.config import ServerConfig
 from anysync.server.metadata import Device, Metadata, NewAccount, NewDevice, User, check_quota
 from anysync.server.notify import RefNotifier
-from anysync.store import ObjectStore, OutOfRangeError
+from anysync.server.uploads import PendingUpload, PendingUploads
+from anysync.store import ObjectStore, OutOfRangeError, PresigningStore
 from anysync.types import BLOB_ID_SIZE, PACK_ID_SIZE, BlobId, BlobLocation, KdfParams, PackId, Ref
 from anysync.v1 import anysync_pb2 as pb
 from anysync.v1 import anysync_pb2_grpc as pb_grpc
@@ -173,10 +174,19 @@ class Core:
         self.store = store
         self.secret = server_secret
         self.counter: ByteCounter = counter or _NoCounter()
+        self.pending = PendingUploads()
         self.limiter = auth.FailedLoginLimiter(
             config.max_failed_logins, config.failed_login_window_seconds
         )
         self.notifier = RefNotifier()
+
+    @property
+    def presigner(self) -> PresigningStore | None:
+        """The store, if clients should reach it directly (S3 with `direct = true`)."""
+        s3 = self.config.s3
+        if s3 is None or not s3.direct or not isinstance(self.store, PresigningStore):
+            return None
+        return self.store
 
     def authenticate(self, context: grpc.ServicerContext) -> Caller:
         metadata = dict(context.invocation_metadata())
@@ -380,12 +390,8 @@ class StorageService(pb_grpc.StorageServicer):
         if first is None or first.WhichOneof("part") != "header":
             raise UsageError("UploadPack must start with a header message")
         header = first.header
-        if not 0 < header.size <= packs.MAX_PACK_SIZE:
-            raise UsageError(f"pack size must be 1 to {packs.MAX_PACK_SIZE} bytes")
-        if len(header.sha256) != 32:
-            raise UsageError("the pack's sha256 must be 32 bytes")
         pack_id = PackId.random()
-        entries = [_pack_entry(e, pack_id, header.size) for e in header.entries]
+        entries = _checked_header(header, pack_id)
         quota = self.core.quota(caller.user)
         # Before any data is accepted; add_pack checks again, atomically.
         check_quota(caller.user.used_bytes, header.size, quota)
@@ -393,20 +399,101 @@ class StorageService(pb_grpc.StorageServicer):
         key = packs.pack_key(self.core.secret, caller.user.user_id, pack_id)
         stream = packs.PackStream(_data_pieces(request_iterator), header.size, header.sha256)
         self.core.store.put(key, stream, header.size)
+        return self._record(caller, key, pack_id, header.size, entries)
+
+    def _record(
+        self, caller: Caller, key: str, pack_id: PackId, size: int, entries: list[BlobLocation]
+    ) -> pb.UploadPackResponse:
+        """Index a stored pack: the object exists before anything refers to it."""
         try:
-            self.core.db.add_pack(caller.user.id, pack_id, header.size, entries, quota, _now())
+            quota = self.core.quota(caller.user)
+            self.core.db.add_pack(caller.user.id, pack_id, size, entries, quota, _now())
         except BaseException:
             self.core.store.delete(key)  # not recorded, so nothing may refer to it
             raise
-        self.core.counter.add_bytes("in", header.size)
+        self.core.counter.add_bytes("in", size)
         log.info(
             "account %s: pack %s stored (%d bytes, %d blobs)",
             caller.user.user_id,
             pack_id,
-            header.size,
+            size,
             len(entries),
         )
-        return pb.UploadPackResponse(pack_id=pack_id.raw, stored_bytes=header.size)
+        return pb.UploadPackResponse(pack_id=pack_id.raw, stored_bytes=size)
+
+    @_rpc
+    def BeginUpload(
+        self, request: pb.BeginUploadRequest, context: grpc.ServicerContext
+    ) -> pb.BeginUploadResponse:
+        caller = self.core.authenticate(context)
+        presigner = self.core.presigner
+        if presigner is None:
+            return pb.BeginUploadResponse(direct=False)
+        if len(request.md5) != 16:
+            raise UsageError("BeginUpload needs the pack's 16-byte MD5")
+        pack_id = PackId.random()
+        entries = _checked_header(request.header, pack_id)
+        check_quota(caller.user.used_bytes, request.header.size, self.core.quota(caller.user))
+        seconds = self._presign_seconds()
+        expires = time.time() + seconds
+        self.core.pending.add(
+            PendingUpload(
+                caller.user.id, pack_id, request.header.size, bytes(request.md5), entries, expires
+            )
+        )
+        key = packs.pack_key(self.core.secret, caller.user.user_id, pack_id)
+        url = presigner.presign("PUT", key, seconds)
+        return pb.BeginUploadResponse(
+            direct=True, pack_id=pack_id.raw, url=url, expires_at=int(expires)
+        )
+
+    @_rpc
+    def CommitUpload(
+        self, request: pb.CommitUploadRequest, context: grpc.ServicerContext
+    ) -> pb.UploadPackResponse:
+        caller = self.core.authenticate(context)
+        presigner = self.core.presigner
+        if presigner is None:
+            raise UsageError("this server does not take direct uploads; use UploadPack")
+        upload = self.core.pending.take(caller.user.id, _pack_id(request.pack_id))
+        key = packs.pack_key(self.core.secret, caller.user.user_id, upload.pack_id)
+        try:
+            size, etag = presigner.stat(key)
+        except NotFound:
+            raise NotFound(f"pack {upload.pack_id} did not arrive in the object store") from None
+        # A single-part upload's ETag is the MD5 of the object; multipart ETags ("…-N")
+        # are not, and some stores use other ETags: then only the size can be checked.
+        md5_checked = len(etag) == 32 and "-" not in etag
+        if size != upload.size or (md5_checked and etag != upload.md5.hex()):
+            self.core.store.delete(key)
+            raise IntegrityError(
+                f"the stored pack {upload.pack_id} is not what was announced "
+                f"({size} bytes, ETag {etag}); upload it again"
+            )
+        return self._record(caller, key, upload.pack_id, size, upload.entries)
+
+    @_rpc
+    def GetPackUrl(
+        self, request: pb.GetPackUrlRequest, context: grpc.ServicerContext
+    ) -> pb.GetPackUrlResponse:
+        caller = self.core.authenticate(context)
+        pack_id = _pack_id(request.pack_id)
+        size = self.core.db.pack_size(caller.user.id, pack_id)
+        if size is None:
+            raise NotFound(f"no pack {pack_id}")
+        presigner = self.core.presigner
+        if presigner is None:
+            return pb.GetPackUrlResponse(direct=False, size=size)
+        seconds = self._presign_seconds()
+        key = packs.pack_key(self.core.secret, caller.user.user_id, pack_id)
+        url = presigner.presign("GET", key, seconds)
+        return pb.GetPackUrlResponse(
+            direct=True, url=url, expires_at=int(time.time() + seconds), size=size
+        )
+
+    def _presign_seconds(self) -> int:
+        assert self.core.config.s3 is not None
+        return self.core.config.s3.presign_seconds
 
     @_rpc_stream
     def ReadPack(
@@ -549,6 +636,14 @@ def _device_to_wire(device: Device, current: int) -> pb.Device:
         revoked=device.revoked_at is not None,
         current=device.id == current,
     )
+
+
+def _checked_header(header: pb.PackHeader, pack_id: PackId) -> list[BlobLocation]:
+    if not 0 < header.size <= packs.MAX_PACK_SIZE:
+        raise UsageError(f"pack size must be 1 to {packs.MAX_PACK_SIZE} bytes")
+    if len(header.sha256) != 32:
+        raise UsageError("the pack's sha256 must be 32 bytes")
+    return [_pack_entry(e, pack_id, header.size) for e in header.entries]
 
 
 def _pack_entry(entry: pb.PackEntry, pack_id: PackId, size: int) -> BlobLocation:

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Protocol
 
 from anysync.errors import UsageError
-from anysync.store.base import READ_CHUNK, ObjectStore, OutOfRangeError, Readable, check_key
+from anysync.store.base import (
+    READ_CHUNK,
+    ObjectStore,
+    OutOfRangeError,
+    PresigningStore,
+    Readable,
+    check_key,
+)
 from anysync.store.local import LocalStore
 from anysync.store.retry import RetryingStore
 from anysync.store.s3 import S3Settings, S3Store, TransientStoreError
@@ -19,6 +26,7 @@ __all__ = [
     "LocalStore",
     "ObjectStore",
     "OutOfRangeError",
+    "PresigningStore",
     "Readable",
     "RetryingStore",
     "S3Settings",

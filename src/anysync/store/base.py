@@ -7,8 +7,9 @@ one file name, one S3 object name, one URL path, with no escaping anywhere.
 Cross-cutting concerns (retries, rate limits, fault injection in tests) belong in
 wrappers that implement this same protocol, not in the backends.
 
-A later S3 backend adds `presign(key, method, expires) -> str`, so that clients move the
-bytes to and from the object store directly; the local store streams through gRPC.
+Stores that can hand out presigned URLs (S3) also implement PresigningStore, so that
+clients move the bytes to and from the object store directly; the local store streams
+through gRPC.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from anysync.errors import UsageError
 
@@ -103,4 +104,19 @@ class ObjectStore(Protocol):
         particular order. Objects being written (not yet renamed into place) are
         never listed.
         """
+        ...
+
+
+@runtime_checkable
+class PresigningStore(Protocol):
+    """A store whose objects clients can reach directly (S3)."""
+
+    def presign(self, method: str, key: str, seconds: int) -> str:
+        """A URL that allows `method` ("GET" or "PUT") on `key` for `seconds`, and
+        nothing else: no other key, no other method, no listing."""
+        ...
+
+    def stat(self, key: str) -> tuple[int, str]:
+        """(size, ETag) of the object; for a single-part upload the ETag is its MD5 in
+        hex. Raises NotFound when there is no such object."""
         ...

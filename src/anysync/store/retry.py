@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from anysync.errors import UsageError
-from anysync.store.base import READ_CHUNK, ObjectStore, Readable
+from anysync.store.base import READ_CHUNK, ObjectStore, PresigningStore, Readable
 from anysync.store.s3 import TransientStoreError
 
 log = logging.getLogger(__name__)
@@ -40,9 +40,6 @@ class RetryingStore:
         self.base_delay = base_delay
         self.max_delay = max_delay
         self._sleep = sleep
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.inner, name)  # presign, stat, ensure_bucket, …
 
     def retried(self, what: str, op: Callable[[], T]) -> T:
         """Run op(), retrying transient store errors with backoff."""
@@ -84,6 +81,17 @@ class RetryingStore:
 
     def delete(self, key: str) -> None:
         self.retried(f"delete {key}", lambda: self.inner.delete(key))
+
+    def stat(self, key: str) -> tuple[int, str]:
+        inner = self.inner
+        if not isinstance(inner, PresigningStore):
+            raise TypeError(f"{inner!r} cannot stat objects")
+        return self.retried(f"stat {key}", lambda: inner.stat(key))
+
+    def presign(self, method: str, key: str, seconds: int) -> str:
+        if not isinstance(self.inner, PresigningStore):
+            raise TypeError(f"{self.inner!r} cannot presign")
+        return self.inner.presign(method, key, seconds)
 
     def list(self, prefix: str = "") -> Iterator[str]:
         return iter(self.retried(f"list {prefix}", lambda: list(self.inner.list(prefix))))

@@ -273,3 +273,47 @@ class WatchRefsRequest(_message.Message):
     NAMES_FIELD_NUMBER: _ClassVar[int]
     names: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BeginUploadRequest(_message.Message):
+    __slots__ = ("header", "md5")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    MD5_FIELD_NUMBER: _ClassVar[int]
+    header: PackHeader
+    md5: bytes
+    def __init__(self, header: _Optional[_Union[PackHeader, _Mapping]] = ..., md5: _Optional[bytes] = ...) -> None: ...
+
+class BeginUploadResponse(_message.Message):
+    __slots__ = ("direct", "pack_id", "url", "expires_at")
+    DIRECT_FIELD_NUMBER: _ClassVar[int]
+    PACK_ID_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    direct: bool
+    pack_id: bytes
+    url: str
+    expires_at: int
+    def __init__(self, direct: _Optional[bool] = ..., pack_id: _Optional[bytes] = ..., url: _Optional[str] = ..., expires_at: _Optional[int] = ...) -> None: ...
+
+class CommitUploadRequest(_message.Message):
+    __slots__ = ("pack_id",)
+    PACK_ID_FIELD_NUMBER: _ClassVar[int]
+    pack_id: bytes
+    def __init__(self, pack_id: _Optional[bytes] = ...) -> None: ...
+
+class GetPackUrlRequest(_message.Message):
+    __slots__ = ("pack_id",)
+    PACK_ID_FIELD_NUMBER: _ClassVar[int]
+    pack_id: bytes
+    def __init__(self, pack_id: _Optional[bytes] = ...) -> None: ...
+
+class GetPackUrlResponse(_message.Message):
+    __slots__ = ("direct", "url", "expires_at", "size")
+    DIRECT_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    direct: bool
+    url: str
+    expires_at: int
+    size: int
+    def __init__(self, direct: _Optional[bool] = ..., url: _Optional[str] = ..., expires_at: _Optional[int] = ..., size: _Optional[int] = ...) -> None: ...

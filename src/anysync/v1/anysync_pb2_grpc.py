@@ -431,6 +431,21 @@ class StorageStub:
                 request_serializer=anysync_dot_v1_dot_anysync__pb2.ReadPackRequest.SerializeToString,
                 response_deserializer=anysync_dot_v1_dot_anysync__pb2.ReadPackResponse.FromString,
                 _registered_method=True)
+        self.BeginUpload = channel.unary_unary(
+                '/anysync.v1.Storage/BeginUpload',
+                request_serializer=anysync_dot_v1_dot_anysync__pb2.BeginUploadRequest.SerializeToString,
+                response_deserializer=anysync_dot_v1_dot_anysync__pb2.BeginUploadResponse.FromString,
+                _registered_method=True)
+        self.CommitUpload = channel.unary_unary(
+                '/anysync.v1.Storage/CommitUpload',
+                request_serializer=anysync_dot_v1_dot_anysync__pb2.CommitUploadRequest.SerializeToString,
+                response_deserializer=anysync_dot_v1_dot_anysync__pb2.UploadPackResponse.FromString,
+                _registered_method=True)
+        self.GetPackUrl = channel.unary_unary(
+                '/anysync.v1.Storage/GetPackUrl',
+                request_serializer=anysync_dot_v1_dot_anysync__pb2.GetPackUrlRequest.SerializeToString,
+                response_deserializer=anysync_dot_v1_dot_anysync__pb2.GetPackUrlResponse.FromString,
+                _registered_method=True)
         self.ListRefs = channel.unary_unary(
                 '/anysync.v1.Storage/ListRefs',
                 request_serializer=anysync_dot_v1_dot_anysync__pb2.ListRefsRequest.SerializeToString,
@@ -475,6 +490,28 @@ class StorageServicer:
 
     def ReadPack(self, request, context):
         """Stream a pack, or a byte range of it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BeginUpload(self, request, context):
+        """Direct data path (S3 stores): the client PUTs the pack to a presigned URL, then
+        CommitUpload makes the server check the object (size, MD5) and record it. With a
+        store that cannot presign, `direct` is false and the client uses UploadPack.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CommitUpload(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPackUrl(self, request, context):
+        """A presigned GET URL for a pack; the client reads byte ranges with a Range header.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -527,6 +564,21 @@ def add_StorageServicer_to_server(servicer, server):
                     servicer.ReadPack,
                     request_deserializer=anysync_dot_v1_dot_anysync__pb2.ReadPackRequest.FromString,
                     response_serializer=anysync_dot_v1_dot_anysync__pb2.ReadPackResponse.SerializeToString,
+            ),
+            'BeginUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.BeginUpload,
+                    request_deserializer=anysync_dot_v1_dot_anysync__pb2.BeginUploadRequest.FromString,
+                    response_serializer=anysync_dot_v1_dot_anysync__pb2.BeginUploadResponse.SerializeToString,
+            ),
+            'CommitUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.CommitUpload,
+                    request_deserializer=anysync_dot_v1_dot_anysync__pb2.CommitUploadRequest.FromString,
+                    response_serializer=anysync_dot_v1_dot_anysync__pb2.UploadPackResponse.SerializeToString,
+            ),
+            'GetPackUrl': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPackUrl,
+                    request_deserializer=anysync_dot_v1_dot_anysync__pb2.GetPackUrlRequest.FromString,
+                    response_serializer=anysync_dot_v1_dot_anysync__pb2.GetPackUrlResponse.SerializeToString,
             ),
             'ListRefs': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRefs,
@@ -632,6 +684,87 @@ class Storage:
             '/anysync.v1.Storage/ReadPack',
             anysync_dot_v1_dot_anysync__pb2.ReadPackRequest.SerializeToString,
             anysync_dot_v1_dot_anysync__pb2.ReadPackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BeginUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anysync.v1.Storage/BeginUpload',
+            anysync_dot_v1_dot_anysync__pb2.BeginUploadRequest.SerializeToString,
+            anysync_dot_v1_dot_anysync__pb2.BeginUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CommitUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anysync.v1.Storage/CommitUpload',
+            anysync_dot_v1_dot_anysync__pb2.CommitUploadRequest.SerializeToString,
+            anysync_dot_v1_dot_anysync__pb2.UploadPackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPackUrl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anysync.v1.Storage/GetPackUrl',
+            anysync_dot_v1_dot_anysync__pb2.GetPackUrlRequest.SerializeToString,
+            anysync_dot_v1_dot_anysync__pb2.GetPackUrlResponse.FromString,
             options,
             channel_credentials,
             insecure,
