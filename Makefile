@@ -4,7 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test check unit integration proto proto-check clean
+.PHONY: install run test check unit integration proto proto-check clean deps test-containers \
+	test-ansible test-image
 
 install: $(STAMP)
 
@@ -18,9 +19,24 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/anysync-server run
 
-# Everything CI runs: lint, types, import rules, then every test.
-test: check
+# Everything CI runs: system packages the tests need (root only), lint, types, import
+# rules, then every test.
+test: check deps
 	$(BIN)/pytest -q
+
+# System packages for the container, Ansible and image tests (Debian; needs root).
+# Each scripts/deps-*.sh installs only what is missing.
+deps:
+	@for script in scripts/deps-*.sh; do [ -e "$$script" ] && bash "$$script"; done; true
+
+test-containers: install deps
+	$(BIN)/pytest -q tests/containers
+
+test-ansible: install deps
+	$(BIN)/pytest -q tests/ansible
+
+test-image: install deps
+	$(BIN)/pytest -q tests/image
 
 unit: install
 	$(BIN)/pytest -q tests/unit
