@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from anysync import tls
 from anysync.server import packs
 from anysync.store import S3Store
 from anysync.types import PackId
@@ -113,13 +114,15 @@ class Server:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 30
+        # The server prints this line once it accepts connections (app.serve).
+        ready = f"listening on {self.address}"
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log.read_text()}")
-            if self.admin("health", "--address", self.address, check=False).returncode == 0:
+            if ready in self.log.read_text(errors="replace"):
                 return
-            time.sleep(0.2)
+            time.sleep(0.05)
         raise RuntimeError(f"server did not become healthy:\n{self.log.read_text()}")
 
     def stop(self) -> None:
@@ -133,7 +136,7 @@ class Server:
         self.proc = None
 
     def fingerprint(self) -> str:
-        return self.admin("fingerprint").stdout.strip()
+        return tls.fingerprint((self.home / "tls" / "server.crt").read_bytes())
 
     def invite(self) -> str:
         return self.admin("invite", "create").stdout.strip()

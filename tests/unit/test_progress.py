@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import io
+import time
+
+from anysync.progress import Progress, human_bytes
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_draws_on_a_terminal_and_clears_the_line() -> None:
+    out = _Tty()
+    p = Progress("backup", out)
+    p._last = -1.0  # draw at the first update
+    p.add(files=3, nbytes=5 * 1024 * 1024)
+    text = out.getvalue()
+    assert "backup: 3 files, 5.0 MiB" in text and "/s" in text
+    p.done()
+    assert out.getvalue().endswith("\r")
+
+
+def test_progress_is_silent_when_piped() -> None:
+    out = io.StringIO()
+    p = Progress("restore", out)
+    for _ in range(5):
+        p.add(files=1, nbytes=100)
+        time.sleep(0.01)
+    p.done()
+    assert out.getvalue() == ""
+    assert (p.files, p.bytes) == (5, 500)
+
+
+def test_human_bytes() -> None:
+    assert human_bytes(0) == "0 B"
+    assert human_bytes(1536) == "1.5 KiB"
+    assert human_bytes(3 * 1024**3) == "3.0 GiB"
