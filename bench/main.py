@@ -57,6 +57,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0,
         help="start no further round once the run would exceed this (0: no limit)",
     )
+    p.add_argument(
+        "--anysync-code",
+        choices=["installed", "head"],
+        default="installed",
+        help="run the installed AnySync, or a snapshot of the git HEAD's src/ "
+        "(stable while others edit the work tree)",
+    )
+    p.add_argument("--rerender", type=Path, metavar="JSON", help="only rewrite JSON's .md")
     p.add_argument("--skip-limits", action="store_true", help="do not measure physical limits")
     return p.parse_args(argv)
 
@@ -89,11 +97,29 @@ def _cmd_version(argv: list[str]) -> str:
     return (out.stdout or out.stderr).strip().splitlines()[0] if out.returncode == 0 else "?"
 
 
-def make_tools(names: list[str], runner: Runner, peers: Peers, notes: list[str]) -> list[Tool]:
+def head_snapshot(work: Path) -> tuple[Path, str]:
+    """Extract src/ of the git HEAD under work/; returns (its src dir, the commit)."""
+    repo = BENCH.parent
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    dest = work / f"anysync-{commit[:12]}"
+    if not (dest / "src").is_dir():
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", commit, "src"], cwd=repo, capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest / "src", commit
+
+
+def make_tools(
+    names: list[str], runner: Runner, peers: Peers, notes: list[str], anysync: AnySync
+) -> list[Tool]:
     tools: list[Tool] = []
     for name in names:
         if name == "anysync":
-            tools.append(AnySync(runner))
+            tools.append(anysync)
         elif name == "restic":
             tools.append(Restic(runner, peers.restic or "restic"))
         elif name == "borg12":
@@ -200,7 +226,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def rerender(path: Path) -> int:
+    """Rewrite the Markdown report next to a JSON result (after changing report.py)."""
+    doc = json.loads(path.read_text())
+    doc["summary"] = report.summarize(doc["results"], doc["tools"])
+    doc["targets"] = report.targets(doc["summary"], doc["tools"])
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    path.with_suffix(".md").write_text(report.markdown(doc))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.rerender:
+        return rerender(args.rerender)
     full = bool(args.full)
     scale = FULL if full else QUICK
     rounds = args.rounds or (3 if full else 1)
@@ -214,7 +252,8 @@ def run(args: argparse.Namespace) -> int:
     setup_s = time.monotonic() - started
     runner = Runner(args.work_dir / "logs", timeout_s=3600 if full else 600)
     shutil.rmtree(runner.log_dir, ignore_errors=True)
-    tools = make_tools(names, runner, peers, notes)
+    code, commit = head_snapshot(args.work_dir) if args.anysync_code == "head" else (None, "")
+    tools = make_tools(names, runner, peers, notes, AnySync(runner, code, commit))
     data = DataSets(args.work_dir / f"data-{scale.name}", scale)
     t0 = time.monotonic()
     made = data.ensure()

@@ -39,6 +39,7 @@ class Measurement:
     client_peak_rss: int = 0
     server_peak_rss: int = 0
     commands: int = 0
+    foreign_cpu_s: float = 0.0  # CPU other processes on the machine used meanwhile (noise)
 
 
 def _tree_rss(proc: psutil.Process) -> int:
@@ -112,6 +113,7 @@ class Runner:
         meas = Measurement()
         self._meas, self._watch = meas, watch
         server_cpu0 = sum(_cpu(p) for p in watch)
+        busy0 = _busy()
         stop = threading.Event()
         sampler = threading.Thread(target=self._sample, args=(meas, stop), daemon=True)
         sampler.start()
@@ -124,6 +126,7 @@ class Runner:
             sampler.join()
             meas.server_cpu_s = sum(_cpu(p) for p in watch) - server_cpu0
             meas.cpu_s = meas.client_cpu_s + meas.server_cpu_s
+            meas.foreign_cpu_s = max(0.0, _busy() - busy0 - meas.cpu_s)
             self._meas, self._watch = None, []
 
     def _sample(self, meas: Measurement, stop: threading.Event) -> None:
@@ -136,6 +139,12 @@ class Runner:
             meas.peak_rss = max(meas.peak_rss, client + server)
             if stop.wait(SAMPLE_SECONDS):
                 return
+
+
+def _busy() -> float:
+    """CPU seconds all processes of the machine have used (not idle, not iowait)."""
+    t = psutil.cpu_times()
+    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
 
 
 def _kill_group(pid: int) -> None:

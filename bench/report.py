@@ -27,6 +27,7 @@ FIELDS = [
     "bytes_added",
     "repo_bytes",
     "cache_bytes",
+    "foreign_cpu_s",
 ]
 RATIO_FIELDS = ["wall_s", "cpu_s", "peak_rss", "bytes_added"]
 MEM_TARGET = 128 * MiB
@@ -42,7 +43,7 @@ def summarize(results: list[dict[str, Any]], tools: list[str]) -> dict[str, Any]
     peers = [t for t in tools if t != PRIMARY]
     for step in STEPS:
         medians = {
-            tool: {f: statistics.median(r[f] for r in rows) for f in FIELDS}
+            tool: {f: statistics.median(r.get(f, 0.0) for r in rows) for f in FIELDS}
             for tool in tools
             if (rows := _by(results, step, tool))
         }
@@ -149,6 +150,21 @@ def _table(summary: dict[str, Any], tools: list[str], field: str, steps: list[st
     return lines
 
 
+def _noise(summary: dict[str, Any], tools: list[str]) -> list[str]:
+    per_step = {
+        s: statistics.median(summary[s]["medians"][t]["foreign_cpu_s"] for t in tools)
+        for s in STEPS
+    }
+    if not any(per_step.values()):
+        return []
+    shown = ", ".join(f"{STEPS[s]} {v:.1f}" for s, v in per_step.items())
+    return [
+        "Noise: CPU seconds that other processes on this machine used during each step "
+        f"(median over rounds and tools): {shown}. Per run: `foreign_cpu_s` in the JSON.",
+        "",
+    ]
+
+
 def markdown(doc: dict[str, Any]) -> str:
     tools: list[str] = doc["tools"]
     summary = doc["summary"]
@@ -211,6 +227,7 @@ def markdown(doc: dict[str, Any]) -> str:
         )
         + ".",
         "",
+        *_noise(summary, tools),
         "## Targets (reported, not asserted)",
         "",
         "| target | measured | met |",

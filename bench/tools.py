@@ -81,8 +81,11 @@ class Tool(ABC):
 class AnySync(Tool):
     name = "anysync"
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Runner, code: Path | None = None, commit: str = "") -> None:
+        """code: a source tree (its src/ directory) to run instead of the installed one."""
         super().__init__(runner)
+        self.code = code
+        self.commit = commit
         self.server_exe = str(BIN / "anysync-server")
         self.client_exe = str(BIN / "anysync")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -93,14 +96,22 @@ class AnySync(Tool):
         return self.root / "server"
 
     @property
+    def env(self) -> dict[str, str]:
+        return base_env() | ({"PYTHONPATH": str(self.code)} if self.code else {})
+
+    @property
     def client_env(self) -> dict[str, str]:
-        return base_env() | {
+        return self.env | {
             "ANYSYNC_HOME": str(self.root / "client"),
             "ANYSYNC_PASSWORD": PASSWORD,
         }
 
     def version(self) -> str:
-        v = subprocess.run([self.client_exe, "--version"], capture_output=True, text=True)
+        v = subprocess.run(
+            [self.client_exe, "--version"], capture_output=True, text=True, env=self.env
+        )
+        if self.commit:
+            return f"{v.stdout.strip()} (snapshot of commit {self.commit[:12]})"
         git = subprocess.run(
             ["git", "describe", "--always", "--dirty"],
             capture_output=True,
@@ -112,7 +123,7 @@ class AnySync(Tool):
     def _admin(self, *args: str) -> str:
         return self.runner.run(
             [self.server_exe, "--home", str(self.server_home), *args],
-            base_env(),
+            self.env,
             label=f"anysync-server-{args[0]}",
         ).strip()
 
@@ -125,7 +136,7 @@ class AnySync(Tool):
         with open(root / "server.log", "ab") as log:
             self.proc = subprocess.Popen(
                 [self.server_exe, "--home", str(self.server_home), "run", "--listen", address],
-                env=base_env(),
+                env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -137,7 +148,7 @@ class AnySync(Tool):
                 raise RuntimeError(f"anysync-server exited early; see {root / 'server.log'}")
             probe = subprocess.run(
                 [self.server_exe, "--home", str(self.server_home), "health", "--address", address],
-                env=base_env(),
+                env=self.env,
                 capture_output=True,
             )
             if probe.returncode == 0:
