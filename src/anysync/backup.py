@@ -1,9 +1,9 @@
 """Backup: walk paths into trees of chunked, encrypted blobs; record one commit.
 
 A file whose inode, size, mtime and ctime match the stat cache is not read: its chunk
-IDs are reused once the server confirms it still holds them (one batched call). A
-changed file is re-chunked and only chunks the server lacks are uploaded. Unchanged
-directories produce identical tree blobs, which the server already holds.
+IDs are reused (the cache is written only after a snapshot holding them was
+committed). A changed file is re-chunked and only chunks the server lacks are uploaded.
+Unchanged directories produce identical tree blobs, which the server already holds.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from anysync.chunker import Chunker
-from anysync.errors import AnySyncError, UsageError
+from anysync.errors import UsageError
 from anysync.progress import Progress
 from anysync.repo import history
 from anysync.repo.commit import Commit
@@ -82,11 +82,12 @@ def run_backup(
             st = os.lstat(path)
         except OSError as exc:
             raise UsageError(f"cannot back up {path}: {exc.strerror}") from None
-        entry = walker.entry(os.fsencode(path), name, st)
+        parent_cache = state.stats_in(os.fsencode(path.parent))
+        entry = walker.entry(os.fsencode(path), name, st, parent_cache.get(name))
         if entry is not None:
             entries.append(entry)
     root = repo.save_tree(entries)
-    walker.settle()
+    repo.finish()
     stats = walker.stats
     ref = backup_ref_name(repo, origin.hostname, sources)
 
@@ -127,18 +128,19 @@ class _Walker:
         self.progress = progress
         self.stats = BackupStats()
         self.new_stats: list[tuple[bytes, CachedStat]] = []
-        self._reused: list[tuple[bytes, tuple[BlobId, ...]]] = []
 
     def warn(self, message: str) -> None:
         log.warning("%s", message)
         self.stats.warnings.append(message)
 
-    def entry(self, path: bytes, name: bytes, st: os.stat_result) -> TreeEntry | None:
+    def entry(
+        self, path: bytes, name: bytes, st: os.stat_result, cached: CachedStat | None = None
+    ) -> TreeEntry | None:
         mode = st.st_mode
         if stat.S_ISDIR(mode):
             return self._dir(path, name, st)
         if stat.S_ISREG(mode):
-            return self._file(path, name, st)
+            return self._file(path, name, st, cached)
         if stat.S_ISLNK(mode):
             try:
                 target = os.readlink(path)
@@ -159,27 +161,29 @@ class _Walker:
             self.warn(f"cannot read directory {os.fsdecode(path)}: {exc.strerror}")
             return None
         entries = []
+        cache = self.state.stats_in(path)
         for child in children:
             try:
                 child_st = child.stat(follow_symlinks=False)
             except OSError as exc:
                 self.warn(f"cannot stat {os.fsdecode(child.path)}: {exc.strerror}")
                 continue
-            entry = self.entry(child.path, child.name, child_st)
+            entry = self.entry(child.path, child.name, child_st, cache.get(child.name))
             if entry is not None:
                 entries.append(entry)
         self.stats.dirs += 1
         subtree = self.repo.save_tree(entries)
         return TreeEntry(name, EntryType.DIR, st.st_mode, st.st_mtime_ns, subtree=subtree)
 
-    def _file(self, path: bytes, name: bytes, st: os.stat_result) -> TreeEntry | None:
-        cached = self.state.get_stat(path)
+    def _file(
+        self, path: bytes, name: bytes, st: os.stat_result, cached: CachedStat | None
+    ) -> TreeEntry | None:
         if cached is not None and (cached.ino, cached.size, cached.mtime_ns, cached.ctime_ns) == (
             _stat_key(st)
         ):
+            # Cache rows are written only after a snapshot referencing these chunks was
+            # committed, so the server holds them: reuse without reading or asking.
             chunks, size = cached.chunks, cached.size
-            self.repo.confirm(chunks)
-            self._reused.append((path, chunks))
         else:
             try:
                 chunks, size = self._read(path, st)
@@ -197,10 +201,10 @@ class _Walker:
         size = 0
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NOCTTY)
         with os.fdopen(fd, "rb", buffering=0) as f:
-            # cut_stream reads into a buffer: unlike mmap, a file truncated while we read
-            # it cannot crash the process with SIGBUS.
-            for piece in self.chunker.cut_stream(f):
-                chunks.append(self.repo.save(BlobKind.DATA, bytes(piece)))
+            # read(), not mmap: a file truncated while we read it cannot crash the
+            # process with SIGBUS.
+            for piece in self.chunker.file_chunks(f, st.st_size):
+                chunks.append(self.repo.save(BlobKind.DATA, piece))
                 size += len(piece)
             after = os.fstat(f.fileno())
         self.stats.files_read += 1
@@ -210,22 +214,6 @@ class _Walker:
         else:
             self.warn(f"{os.fsdecode(path)} changed while it was read; backed up as read")
         return tuple(chunks), size
-
-    def settle(self) -> None:
-        """Make sure reused chunk lists are really on the server; re-read files if not."""
-        self.repo.flush()
-        missing = self.repo.take_missing()
-        for path, chunks in self._reused:
-            if missing.isdisjoint(chunks):
-                continue
-            st = os.lstat(path)
-            new_chunks, _ = self._read(path, st)
-            if new_chunks != chunks:
-                raise AnySyncError(
-                    f"{os.fsdecode(path)} changed during the backup and the server lacks its "
-                    "old content; run the backup again"
-                )
-        self.repo.finish()
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:

@@ -14,6 +14,7 @@ import errno
 import os
 import secrets
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from anysync.types import BlobId, BlobKind
 # Small files are fetched together; a batch holds at most this much content.
 BATCH_BYTES = 32 * 1024 * 1024
 BATCH_FILES = 256
+# Large files stream in windows of about this much content.
+STREAM_WINDOW = 16 * 1024 * 1024
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -216,15 +219,24 @@ class _Restorer:
                 os.close(p.dir_fd)
 
     def _stream(self, entry: TreeEntry) -> Iterator[bytes]:
-        """Chunks of a large file, fetched a window at a time to bound memory."""
-        window: list[BlobId] = []
-        size = 0
-        for i, chunk in enumerate(entry.chunks):
-            window.append(chunk)
-            size += 8 * 1024 * 1024  # chunk sizes are unknown before loading; assume max
-            if size >= BATCH_BYTES or i == len(entry.chunks) - 1:
-                yield from _chunks_from(self.repo.load_many(BlobKind.DATA, window), window)
-                window, size = [], 0
+        """Chunks of a large file, a window at a time: the next window is fetched while
+        this one is written, and memory stays bounded by two windows."""
+        average = max(entry.size // max(len(entry.chunks), 1), 1)
+        per_window = max(STREAM_WINDOW // average, 1)
+        windows = [
+            entry.chunks[i : i + per_window] for i in range(0, len(entry.chunks), per_window)
+        ]
+
+        def load(ids: tuple[BlobId, ...]) -> dict[BlobId, bytes | IntegrityError | NotFound]:
+            return self.repo.load_many(BlobKind.DATA, list(ids))
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as ahead:
+            pending = ahead.submit(load, windows[0])
+            for i, window in enumerate(windows):
+                blobs = pending.result()
+                if i + 1 < len(windows):
+                    pending = ahead.submit(load, windows[i + 1])
+                yield from _chunks_from(blobs, window)
 
     def _write_file(self, p: _PendingFile, chunks: Iterator[bytes]) -> None:
         tmp = _temp_name()

@@ -7,6 +7,7 @@ give back, so the user loses at most one slow (full-read) backup.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -25,6 +26,10 @@ class CachedStat:
     mtime_ns: int
     ctime_ns: int
     chunks: tuple[BlobId, ...]
+
+
+def _ids(raw: bytes) -> tuple[BlobId, ...]:
+    return tuple(BlobId(raw[i : i + BLOB_ID_SIZE]) for i in range(0, len(raw), BLOB_ID_SIZE))
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -75,22 +80,30 @@ class StateDB:
 
     # ----------------------------------------------------------------- stat cache
 
-    def get_stat(self, path: bytes) -> CachedStat | None:
-        row = self._conn.execute(
-            "SELECT ino, size, mtime_ns, ctime_ns, chunks FROM stat_cache WHERE path = ?", (path,)
-        ).fetchone()
-        if row is None:
-            return None
-        raw: bytes = row[4]
-        chunks = tuple(BlobId(raw[i : i + BLOB_ID_SIZE]) for i in range(0, len(raw), BLOB_ID_SIZE))
-        return CachedStat(row[0], row[1], row[2], row[3], chunks)
+    def stats_in(self, directory: bytes) -> dict[bytes, CachedStat]:
+        """The cached stats of the files directly inside `directory`, by name."""
+        rows = self._conn.execute(
+            "SELECT name, ino, size, mtime_ns, ctime_ns, chunks FROM stat_cache WHERE dir = ?",
+            (directory,),
+        )
+        return {
+            name: CachedStat(ino, size, mtime, ctime, _ids(raw))
+            for name, ino, size, mtime, ctime, raw in rows
+        }
 
     def put_stats(self, rows: list[tuple[bytes, CachedStat]]) -> None:
         with self.transaction():
             self._conn.executemany(
-                "INSERT OR REPLACE INTO stat_cache VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO stat_cache VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (p, s.ino, s.size, s.mtime_ns, s.ctime_ns, b"".join(c.raw for c in s.chunks))
+                    (
+                        *os.path.split(p),
+                        s.ino,
+                        s.size,
+                        s.mtime_ns,
+                        s.ctime_ns,
+                        b"".join(c.raw for c in s.chunks),
+                    )
                     for p, s in rows
                 ],
             )

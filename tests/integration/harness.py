@@ -107,6 +107,7 @@ class Server:
 
     def start(self) -> None:
         self.log = self.home.parent / f"{self.home.name}-server.log"
+        offset = self.log.stat().st_size if self.log.exists() else 0  # earlier runs' lines
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [SERVER, "--home", str(self.home), "run", "--listen", self.address],
@@ -120,7 +121,7 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log.read_text()}")
-            if ready in self.log.read_text(errors="replace"):
+            if ready in self.log.read_bytes()[offset:].decode(errors="replace"):
                 return
             time.sleep(0.05)
         raise RuntimeError(f"server did not become healthy:\n{self.log.read_text()}")

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import io
 import random
+from pathlib import Path
 
-from anysync.chunker import MAX_SIZE, MIN_SIZE, Chunker
+from anysync.chunker import MAX_SIZE, MIN_SIZE, WHOLE_FILE, Chunker
 
 
 def _data(n: int, seed: int = 1) -> bytes:
@@ -42,3 +43,24 @@ def test_boundaries_depend_on_the_key() -> None:
 def test_small_and_empty_inputs() -> None:
     assert cut(Chunker(seed=3), b"") == []
     assert cut(Chunker(seed=3), b"abc") == [b"abc"]
+
+
+def test_file_chunks_cut_like_the_stream_at_every_size(tmp_path: Path) -> None:
+    chunker = Chunker(seed=42)
+    for size in (0, 1, MIN_SIZE, MIN_SIZE + 1, 3 * 1024 * 1024, WHOLE_FILE + 5 * 1024 * 1024):
+        data = _data(size, seed=size)
+        path = tmp_path / f"f{size}"
+        path.write_bytes(data)
+        with open(path, "rb", buffering=0) as f:
+            pieces = list(chunker.file_chunks(f, size))
+        assert pieces == cut(chunker, data)
+        assert b"".join(pieces) == data
+
+
+def test_file_chunks_follow_a_file_that_grew_since_its_stat(tmp_path: Path) -> None:
+    chunker = Chunker(seed=1)
+    data = _data(2 * 1024 * 1024)
+    path = tmp_path / "grown"
+    path.write_bytes(data)
+    with open(path, "rb", buffering=0) as f:
+        assert b"".join(chunker.file_chunks(f, 100)) == data

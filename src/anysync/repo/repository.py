@@ -2,13 +2,15 @@
 
 Write path: `save()` queues plaintext; `flush()` asks the server in one batch which
 queued blobs it already holds, seals the rest on a thread pool (zstd and BLAKE3 release
-the GIL), groups them into packs and uploads full packs in the background. `finish()`
-uploads the last pack and waits. Callers store a commit only after `finish()`, and move
-a ref only after the commit is stored: packs → index → commit → ref (docs/design.md).
+the GIL) and groups them into packs; a full pack is laid out, hashed and uploaded on the
+upload thread while the next one fills. `finish()` uploads the last pack and waits.
+Callers store a commit only after `finish()`, and move a ref only after the commit is
+stored: packs → index → commit → ref (docs/design.md).
 
 Read path: `load_many()` locates blobs through the server's index, reads coalesced byte
-ranges of packs and authenticates every blob; a bad blob is reported per ID so that one
-tampered chunk names the files it belongs to instead of aborting everything.
+ranges of packs and authenticates every blob on the thread pool; a bad blob is reported
+per ID so that one tampered chunk names the files it belongs to instead of aborting
+everything.
 """
 
 from __future__ import annotations
@@ -25,17 +27,18 @@ from anysync.keys import MasterKeys
 from anysync.repo import commit as commit_codec
 from anysync.repo import envelope
 from anysync.repo import tree as tree_codec
-from anysync.repo.pack import FinishedPack, PackBuilder, PackedBlob
+from anysync.repo.pack import PackBuilder, PackedBlob
 from anysync.types import BlobId, BlobKind, BlobLocation, PackId, Ref
 
 FIND_BATCH = 10_000
 # Flush the write queue when it holds this much plaintext or this many blobs.
-QUEUE_BYTES = 64 * 1024 * 1024
+QUEUE_BYTES = 16 * 1024 * 1024
 QUEUE_BLOBS = 5_000
 # Read ranges of one pack are merged when the gap between them is small.
 COALESCE_GAP = 256 * 1024
 MAX_READ = 32 * 1024 * 1024
-MAX_UPLOADS_IN_FLIGHT = 2
+# Packs being uploaded while the next one fills; bounds memory to about two packs.
+MAX_UPLOADS_IN_FLIGHT = 1
 
 
 class RemoteStorage(Protocol):
@@ -75,8 +78,6 @@ class Repository:
         self._known: set[BlobId] = set()  # on the server, or packed in this session
         self._queue: dict[BlobId, tuple[BlobKind, bytes | memoryview]] = {}
         self._queue_bytes = 0
-        self._confirm: set[BlobId] = set()
-        self._missing: set[BlobId] = set()
         self._packer = PackBuilder(keys.data_key, keys.id_key)
         self._locations: dict[BlobId, BlobLocation] = {}
 
@@ -106,24 +107,10 @@ class Repository:
             self.flush()
         return bid
 
-    def confirm(self, ids: Iterable[BlobId]) -> None:
-        """Ask (at the next flush) whether these blobs exist; see take_missing()."""
-        self._confirm.update(i for i in ids if i not in self._known)
-        if len(self._confirm) >= QUEUE_BLOBS:
-            self.flush()
-
-    def take_missing(self) -> set[BlobId]:
-        """Blobs passed to confirm() that the server turned out not to hold."""
-        missing, self._missing = self._missing, set()
-        return missing
-
     def flush(self) -> None:
         """Resolve the queue: skip what the server holds, seal and pack the rest."""
-        ask = [i for i in list(self._queue) + list(self._confirm) if i not in self._known]
-        found = self._find(ask)
+        found = self._find([i for i in self._queue if i not in self._known])
         self._known.update(found)
-        self._missing.update(i for i in self._confirm if i not in found)
-        self._confirm.clear()
         todo = [(bid, kind, data) for bid, (kind, data) in self._queue.items() if bid not in found]
         self.stats.blobs_known += len(self._queue) - len(todo)
         self._queue.clear()
@@ -137,19 +124,22 @@ class Repository:
             self.stats.blobs_new += 1
             self.stats.bytes_plain_new += len(data)
             if self._packer.full():
-                self._upload(self._packer.finish())
+                self._upload()
 
     def finish(self) -> None:
         """Flush, upload the last pack and wait until every pack is stored."""
         self.flush()
         if len(self._packer):
-            self._upload(self._packer.finish())
+            self._upload()
         self._wait_uploads(0)
 
-    def _upload(self, pack: FinishedPack) -> None:
-        self._wait_uploads(MAX_UPLOADS_IN_FLIGHT - 1)  # bounds memory: packs in flight
+    def _upload(self) -> None:
+        self._wait_uploads(MAX_UPLOADS_IN_FLIGHT - 1)
+        packer = self._packer
+        self._packer = PackBuilder(self.keys.data_key, self.keys.id_key)
 
         def run() -> None:
+            pack = packer.finish()  # lay out and hash off the main thread
             self.remote.upload_pack(pack.data, pack.sha256, pack.blobs)
             with self._lock:
                 self.stats.packs += 1
@@ -208,15 +198,24 @@ class Repository:
                     for loc in group:
                         out[loc.blob_id] = exc
                     continue
-                for loc in group:
-                    piece = memoryview(data)[loc.offset - start : loc.offset - start + loc.length]
-                    try:
-                        out[loc.blob_id] = envelope.open_(
-                            self.keys.data_key, self.keys.id_key, kind, loc.blob_id, piece
-                        )
-                    except IntegrityError as exc:
-                        out[loc.blob_id] = exc
+                view = memoryview(data)
+                pieces = [
+                    (loc.blob_id, view[loc.offset - start : loc.offset - start + loc.length])
+                    for loc in group
+                ]
+                for bid, result in zip(
+                    (b for b, _ in pieces),
+                    self._pool.map(lambda p: self._open(kind, *p), pieces),
+                    strict=True,
+                ):
+                    out[bid] = result
         return out
+
+    def _open(self, kind: BlobKind, bid: BlobId, sealed: memoryview) -> bytes | IntegrityError:
+        try:
+            return envelope.open_(self.keys.data_key, self.keys.id_key, kind, bid, sealed)
+        except IntegrityError as exc:
+            return exc
 
     def load_tree(self, bid: BlobId) -> list[tree_codec.TreeEntry]:
         return tree_codec.decode(self.load(BlobKind.TREE, bid))

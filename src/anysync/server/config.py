@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from anysync.errors import UsageError
-from anysync.store.s3 import S3Settings
+from anysync.store.base import S3Settings
 
 CONFIG_VERSION = 1
 REGISTRATION_MODES = ("open", "invite", "closed")

@@ -501,6 +501,8 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode = WAL")
     # FULL: a pack the server confirmed stays recorded after a power cut.
     conn.execute("PRAGMA synchronous = FULL")
+    # One connection per RPC thread: keep each page cache small (the OS caches the file).
+    conn.execute("PRAGMA cache_size = -1024")
     return conn
 
 

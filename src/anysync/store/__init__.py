@@ -6,7 +6,7 @@ import datetime
 import logging
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from anysync.errors import UsageError
 from anysync.store.base import (
@@ -15,11 +15,15 @@ from anysync.store.base import (
     OutOfRangeError,
     PresigningStore,
     Readable,
+    S3Settings,
+    TransientStoreError,
     check_key,
 )
 from anysync.store.local import LocalStore
 from anysync.store.retry import RetryingStore
-from anysync.store.s3 import S3Settings, S3Store, TransientStoreError
+
+if TYPE_CHECKING:
+    from anysync.store.s3 import S3Store
 
 __all__ = [
     "READ_CHUNK",
@@ -37,6 +41,15 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+def __getattr__(name: str) -> object:
+    # The S3 store pulls in the minio SDK (slow to import, memory): only when used.
+    if name == "S3Store":
+        from anysync.store.s3 import S3Store
+
+        return S3Store
+    raise AttributeError(name)
 
 
 class StoreConfig(Protocol):
@@ -74,6 +87,8 @@ def open_store(config: StoreConfig, home_root: Path) -> ObjectStore:
     """The store the configuration names; an S3 store is retried and its bucket ensured."""
     if config.storage_kind == "local" or config.s3 is None:
         return LocalStore(home_root / config.storage_path)
+    from anysync.store.s3 import S3Store
+
     s3 = config.s3
     inner = S3Store(
         s3.endpoint,

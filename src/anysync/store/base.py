@@ -16,16 +16,37 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from anysync.errors import UsageError
+from anysync.errors import AnySyncError, UsageError
 
 # Largest piece get_range yields; also the largest gRPC data message the server sends.
 READ_CHUNK = 1 << 20
 
 _KEY = re.compile(r"[0-9a-z_-]+(/[0-9a-z_-]+)*")
 _MAX_KEY_LENGTH = 512
+
+
+class TransientStoreError(AnySyncError):
+    """The object store failed in a way that may pass: retry with backoff."""
+
+
+@dataclass(frozen=True, slots=True)
+class S3Settings:
+    """[storage] settings of an S3 store (server.toml)."""
+
+    endpoint: str
+    bucket: str
+    access_key: str
+    region: str = "us-east-1"
+    secret_key_file: str = ""
+    secret_key_env: str = ""
+    ca_file: str = ""
+    direct: bool = True  # clients use presigned URLs
+    public_endpoint: str = ""
+    presign_seconds: int = 900
 
 
 class OutOfRangeError(UsageError):

@@ -17,8 +17,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from anysync.errors import UsageError
-from anysync.store.base import READ_CHUNK, ObjectStore, PresigningStore, Readable
-from anysync.store.s3 import TransientStoreError
+from anysync.store.base import (
+    READ_CHUNK,
+    ObjectStore,
+    PresigningStore,
+    Readable,
+    TransientStoreError,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -17,7 +17,6 @@ import datetime
 import logging
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 from urllib.parse import urlsplit
@@ -28,33 +27,23 @@ from minio import Minio
 from minio.error import S3Error, ServerError
 
 from anysync.errors import AnySyncError, NotFound
-from anysync.store.base import READ_CHUNK, OutOfRangeError, Readable, check_key, check_prefix
+from anysync.store.base import (
+    READ_CHUNK,
+    OutOfRangeError,
+    Readable,
+    S3Settings,
+    TransientStoreError,
+    check_key,
+    check_prefix,
+)
+
+__all__ = ["S3Settings", "S3Store", "TransientStoreError"]
 
 log = logging.getLogger(__name__)
 
 PART_SIZE = 64 << 20  # above any pack the client makes: one PUT, no multipart
 _MISSING = {"NoSuchKey", "NoSuchObject", "NoSuchUpload", "NotFound"}
 _CREDENTIALS = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden"}
-
-
-@dataclass(frozen=True, slots=True)
-class S3Settings:
-    """[storage] settings of an S3 store (server.toml)."""
-
-    endpoint: str
-    bucket: str
-    access_key: str
-    region: str = "us-east-1"
-    secret_key_file: str = ""
-    secret_key_env: str = ""
-    ca_file: str = ""
-    direct: bool = True  # clients use presigned URLs
-    public_endpoint: str = ""
-    presign_seconds: int = 900
-
-
-class TransientStoreError(AnySyncError):
-    """The object store failed in a way that may pass: retry with backoff."""
 
 
 class S3Store:

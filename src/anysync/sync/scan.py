@@ -98,7 +98,7 @@ def _entry(
         # A chmod or rename changes no content: keep the chunks, take name and mode anew.
         return replace(record.entry, name=name, mode=st.st_mode & 0o7777)
     try:
-        chunks, size = _read(full, repo, chunker)
+        chunks, size = _read(full, st.st_size, repo, chunker)
     except OSError as exc:
         out.warnings.append(f"cannot read {os.fsdecode(rel)}: {exc.strerror}")
         return None
@@ -113,13 +113,15 @@ def _moved_here(st: os.stat_result, by_inode: dict[tuple[int, int, int], Record]
     return Record(found.entry, stat_key(st)) if found is not None else None
 
 
-def _read(path: bytes, repo: Repository, chunker: Chunker) -> tuple[tuple[BlobId, ...], int]:
+def _read(
+    path: bytes, size_hint: int, repo: Repository, chunker: Chunker
+) -> tuple[tuple[BlobId, ...], int]:
     chunks = []
     size = 0
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     with os.fdopen(fd, "rb", buffering=0) as f:
-        for piece in chunker.cut_stream(f):
-            chunks.append(repo.save(BlobKind.DATA, bytes(piece)))
+        for piece in chunker.file_chunks(f, size_hint):
+            chunks.append(repo.save(BlobKind.DATA, piece))
             size += len(piece)
     return tuple(chunks), size
 
