@@ -401,7 +401,7 @@ def _http(
             problem = str(getattr(exc, "reason", exc))
         if attempt == DIRECT_ATTEMPTS:
             raise _DirectFailed(f"{problem}, after {attempt} attempts")
-        delay = random.uniform(0, min(8.0, 0.5 * 2**attempt))  # noqa: S311
+        delay = random.uniform(0, min(4.0, 0.5 * 2**attempt))  # noqa: S311
         log.info("object store %s failed (%s); retry %d in %.1f s", method, problem, attempt, delay)
         time.sleep(delay)
     raise AssertionError("unreachable")

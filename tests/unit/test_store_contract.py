@@ -6,6 +6,7 @@ To add a backend, add a factory to STORES; every test here then runs against it.
 from __future__ import annotations
 
 import io
+import os
 import threading
 import uuid
 from collections.abc import Callable
@@ -20,7 +21,9 @@ from anysync.store import (
     ObjectStore,
     OutOfRangeError,
     RetryingStore,
+    S3Settings,
     S3Store,
+    open_store,
 )
 from tests import s3server
 
@@ -223,3 +226,21 @@ def test_abandoned_reads_are_harmless(store: ObjectStore) -> None:
     del never_started, half_read  # nothing left open (filterwarnings=error would tell)
     store.delete(KEY)
     assert list(store.list()) == []
+
+
+def test_open_store_refuses_a_bad_bucket_name_clearly(tmp_path: Path) -> None:
+    settings = S3Settings(
+        "http://127.0.0.1:9", "b", "key", secret_key_env="ANYSYNC_TEST_NO_SUCH_VAR"
+    )
+
+    class Config:
+        storage_kind = "s3"
+        storage_path = "objects"
+        s3 = settings
+
+    os.environ["ANYSYNC_TEST_NO_SUCH_VAR"] = "secret"
+    try:
+        with pytest.raises(UsageError, match=r"\[storage\]"):
+            open_store(Config(), tmp_path)
+    finally:
+        del os.environ["ANYSYNC_TEST_NO_SUCH_VAR"]

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from anysync import tls
 from anysync.errors import AnySyncError, UsageError
-from anysync.server import app, auth
+from anysync.server import app, auth, logs
 from anysync.server.config import format_size, parse_listen, parse_size
 from anysync.server.home import ENV_HOME, Home, init_home, resolve_home
 from anysync.server.metadata import Metadata
@@ -30,6 +30,8 @@ EXIT_CODES = "exit codes: 0 success, 1 failure, 2 usage error"
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    # Admin commands print their results on standard output: their logs go to stderr.
+    # `run` switches to the [log] settings (standard output) once it has read them.
     logging.basicConfig(
         level=logging.INFO if args.func is cmd_run else logging.WARNING,
         stream=sys.stderr,
@@ -69,6 +71,8 @@ def cmd_run(home: Home, args: argparse.Namespace) -> int:
     if not home.is_initialised():
         init_home(home.root)
         print(f"initialised new server home at {home.root}", flush=True)
+    config = home.load_config()
+    logs.configure(config.log_format, config.log_level)
     app.serve(home, args.listen)
     return 0
 

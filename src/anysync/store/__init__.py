@@ -90,17 +90,20 @@ def open_store(config: StoreConfig, home_root: Path) -> ObjectStore:
     from anysync.store.s3 import S3Store
 
     s3 = config.s3
-    inner = S3Store(
-        s3.endpoint,
-        s3.bucket,
-        s3.access_key,
-        s3_secret(s3, home_root),
-        region=s3.region,
-        ca_file=str(home_root / s3.ca_file) if s3.ca_file else "",
-        public_endpoint=s3.public_endpoint,
-    )
-    store = RetryingStore(inner, home_root / "tmp")
-    store.retried(f"bucket {s3.bucket}", inner.ensure_bucket)
+    try:
+        inner = S3Store(
+            s3.endpoint,
+            s3.bucket,
+            s3.access_key,
+            s3_secret(s3, home_root),
+            region=s3.region,
+            ca_file=str(home_root / s3.ca_file) if s3.ca_file else "",
+            public_endpoint=s3.public_endpoint,
+        )
+        store = RetryingStore(inner, home_root / "tmp")
+        store.retried(f"bucket {s3.bucket}", inner.ensure_bucket)
+    except ValueError as exc:  # the SDK's checks of endpoint and bucket names
+        raise UsageError(f"[storage]: {exc}") from None
     try:
         inner.abort_stale_uploads(datetime.timedelta(days=1))
     except Exception as exc:  # best effort; some S3 servers lack the call

@@ -1,0 +1,43 @@
+"""deploy/firewall: exactly the two AnySync ports, and valid nftables syntax."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+FIREWALL = Path(__file__).resolve().parents[2] / "deploy" / "firewall"
+
+
+def test_only_the_two_ports_are_opened() -> None:
+    for name in ("anysync.nft", "anysync-ports.nft"):
+        rules = [
+            line.split("#")[0]
+            for line in (FIREWALL / name).read_text().splitlines()
+            if "dport" in line.split("#")[0]
+        ]
+        ports = {p for rule in rules for p in re.findall(r"\b\d+\b", rule)}
+        expected = {"65064", "65065", "22"} if name == "anysync.nft" else {"65064", "65065"}
+        assert ports == expected, (name, rules)
+
+
+@pytest.mark.skipif(shutil.which("nft") is None, reason="nft (nftables) is not installed")
+def test_nftables_accepts_the_files(tmp_path: Path) -> None:
+    check = subprocess.run(
+        ["nft", "--check", "-f", str(FIREWALL / "anysync.nft")], capture_output=True, text=True
+    )
+    if "Operation not permitted" in check.stderr:
+        pytest.skip("nft --check needs CAP_NET_ADMIN")
+    assert check.returncode == 0, check.stderr
+    # The single rule, included into someone else's default-drop chain.
+    host = tmp_path / "host.nft"
+    host.write_text(
+        "table inet host {\n  chain input {\n"
+        "    type filter hook input priority filter; policy drop;\n"
+        f'    include "{FIREWALL / "anysync-ports.nft"}"\n  }}\n}}\n'
+    )
+    check = subprocess.run(["nft", "--check", "-f", str(host)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
