@@ -14,22 +14,19 @@ import errno
 import os
 import secrets
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from anysync.errors import AnySyncError, DiskFull, IntegrityError, NotFound, UsageError
 from anysync.progress import Progress
 from anysync.repo.history import Snapshot
-from anysync.repo.repository import Repository
+from anysync.repo.repository import Repository, chunks_of
 from anysync.repo.tree import EntryType, TreeEntry, check_name
-from anysync.types import BlobId, BlobKind
+from anysync.types import BlobKind
 
 # Small files are fetched together; a batch holds at most this much content.
 BATCH_BYTES = 32 * 1024 * 1024
 BATCH_FILES = 256
-# Large files stream in windows of about this much content.
-STREAM_WINDOW = 16 * 1024 * 1024
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -191,7 +188,8 @@ class _Restorer:
 
     def _queue_file(self, dir_fd: int, entry: TreeEntry, shown: str) -> None:
         if entry.size > BATCH_BYTES:
-            self._write_file(_PendingFile(dir_fd, entry.name, entry, shown), self._stream(entry))
+            chunks = self.repo.stream(entry.chunks, entry.size)
+            self._write_file(_PendingFile(dir_fd, entry.name, entry, shown), chunks)
             return
         # The pending file holds its own descriptor of the directory, which may be
         # finished (and its descriptor closed) before the batch is written.
@@ -207,7 +205,7 @@ class _Restorer:
         try:
             for p in pending:
                 try:
-                    self._write_file(p, _chunks_from(blobs, p.entry.chunks))
+                    self._write_file(p, chunks_of(blobs, p.entry.chunks))
                 except (IntegrityError, NotFound) as exc:
                     self.stats.failed.append((p.path, exc.message))
                 except OSError as exc:
@@ -217,26 +215,6 @@ class _Restorer:
         finally:
             for p in pending:
                 os.close(p.dir_fd)
-
-    def _stream(self, entry: TreeEntry) -> Iterator[bytes]:
-        """Chunks of a large file, a window at a time: the next window is fetched while
-        this one is written, and memory stays bounded by two windows."""
-        average = max(entry.size // max(len(entry.chunks), 1), 1)
-        per_window = max(STREAM_WINDOW // average, 1)
-        windows = [
-            entry.chunks[i : i + per_window] for i in range(0, len(entry.chunks), per_window)
-        ]
-
-        def load(ids: tuple[BlobId, ...]) -> dict[BlobId, bytes | IntegrityError | NotFound]:
-            return self.repo.load_many(BlobKind.DATA, list(ids))
-
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as ahead:
-            pending = ahead.submit(load, windows[0])
-            for i, window in enumerate(windows):
-                blobs = pending.result()
-                if i + 1 < len(windows):
-                    pending = ahead.submit(load, windows[i + 1])
-                yield from _chunks_from(blobs, window)
 
     def _write_file(self, p: _PendingFile, chunks: Iterator[bytes]) -> None:
         tmp = _temp_name()
@@ -288,16 +266,6 @@ class _Restorer:
             self.stats.failed.append((os.fsdecode(b"/".join(rel)), exc.strerror or str(exc)))
         finally:
             os.close(fd)
-
-
-def _chunks_from(
-    blobs: dict[BlobId, bytes | IntegrityError | NotFound], ids: tuple[BlobId, ...] | list[BlobId]
-) -> Iterator[bytes]:
-    for cid in ids:
-        data = blobs[cid]
-        if isinstance(data, Exception):
-            raise data
-        yield data
 
 
 def _temp_name() -> bytes:

@@ -152,3 +152,14 @@ def test_password_change_reaches_every_device(
         ).returncode
         == 3
     )
+
+
+def test_large_file_restores_in_windows(server: Server, device_a: Client, tmp_path: Path) -> None:
+    src = tmp_path / "Media"
+    src.mkdir()
+    big = os.urandom(45 * 1024 * 1024)
+    (src / "movie.bin").write_bytes(big)
+    device_a.signup(server, "large@example.org")
+    device_a.run("backup", str(src))
+    device_a.run("restore", "latest", "--target", str(tmp_path / "r"))
+    assert (tmp_path / "r" / "Media" / "movie.bin").read_bytes() == big

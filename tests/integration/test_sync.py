@@ -383,3 +383,26 @@ def test_case_only_rename(server: Server, tmp_path: Path) -> None:
     sync(b)
     assert sorted(p.name for p in fb.iterdir()) == ["readme.txt"]
     assert tree_of(fa) == tree_of(fb)
+
+
+def test_large_file_streams_through_in_windows(server: Server, tmp_path: Path) -> None:
+    (a, fa), (b, fb) = setup_devices(server, tmp_path, 2)
+    big = os.urandom(40 * 1024 * 1024)  # above the batch size: streamed, window by window
+    (fa / "video.bin").write_bytes(big)
+    sync(a)
+    assert "1 downloaded" in sync(b)
+    assert (fb / "video.bin").read_bytes() == big
+    out = b.run(
+        "restore-version",
+        str(fb / "video.bin"),
+        "--version",
+        _latest(b, fb / "video.bin"),
+        "--to",
+        str(tmp_path / "copy.bin"),
+    )
+    assert "restored version" in out.stdout
+    assert (tmp_path / "copy.bin").read_bytes() == big
+
+
+def _latest(client: Client, path: Path) -> str:
+    return str(json.loads(client.run("versions", "--json", str(path)).stdout)[0]["version"])

@@ -15,7 +15,6 @@ from anysync.repo.tree import EntryType
 from anysync.sync import engine, fsops
 from anysync.sync.state import SyncState, stat_key
 from anysync.sync.versions import find_version, versions
-from anysync.types import BlobKind
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -71,8 +70,7 @@ def run_restore_version(args: argparse.Namespace) -> int:
         entry = find_version(s.repo, s.state, folder, rel, args.version)
         if entry.type is not EntryType.FILE:
             raise UsageError("only files have versions to restore")
-        blobs = s.repo.load_many(BlobKind.DATA, list(entry.chunks))
-        chunks = engine._chunks(blobs, entry.chunks)
+        chunks = s.repo.stream(entry.chunks, entry.size)
         dest = Path(os.path.abspath(args.to or args.path))
         root_fd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -39,6 +39,8 @@ COALESCE_GAP = 256 * 1024
 MAX_READ = 32 * 1024 * 1024
 # Packs being uploaded while the next one fills; bounds memory to about two packs.
 MAX_UPLOADS_IN_FLIGHT = 1
+# Large files are read in windows of about this much content (see stream()).
+STREAM_WINDOW = 16 * 1024 * 1024
 
 
 class RemoteStorage(Protocol):
@@ -217,11 +219,41 @@ class Repository:
         except IntegrityError as exc:
             return exc
 
+    def stream(
+        self, chunks: Sequence[BlobId], size: int, window: int = STREAM_WINDOW
+    ) -> Iterator[bytes]:
+        """A file's content, chunk by chunk, fetched about `window` bytes at a time; the
+        next window is fetched while the caller consumes this one, so memory stays at
+        two windows whatever the file's size. Raises the first failed chunk's error."""
+        average = max(size // max(len(chunks), 1), 1)
+        per = max(window // average, 1)
+        windows = [list(chunks[i : i + per]) for i in range(0, len(chunks), per)]
+        if not windows:
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as ahead:
+            pending = ahead.submit(self.load_many, BlobKind.DATA, windows[0])
+            for i, ids in enumerate(windows):
+                blobs = pending.result()
+                if i + 1 < len(windows):
+                    pending = ahead.submit(self.load_many, BlobKind.DATA, windows[i + 1])
+                yield from chunks_of(blobs, ids)
+
     def load_tree(self, bid: BlobId) -> list[tree_codec.TreeEntry]:
         return tree_codec.decode(self.load(BlobKind.TREE, bid))
 
     def load_commit(self, bid: BlobId) -> commit_codec.Commit:
         return commit_codec.decode(self.load(BlobKind.COMMIT, bid))
+
+
+def chunks_of(
+    blobs: dict[BlobId, bytes | IntegrityError | NotFound], ids: Sequence[BlobId]
+) -> Iterator[bytes]:
+    """The contents of `ids` in order, from a load_many() result; raises the first error."""
+    for cid in ids:
+        data = blobs[cid]
+        if isinstance(data, Exception):
+            raise data
+        yield data
 
 
 def _coalesce(

@@ -15,14 +15,13 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from anysync.chunker import Chunker
-from anysync.errors import AnySyncError, Conflict, IntegrityError, NotFound
+from anysync.errors import AnySyncError, Conflict, NotFound
 from anysync.repo import history
 from anysync.repo.commit import Commit
-from anysync.repo.repository import Repository
+from anysync.repo.repository import Repository, chunks_of
 from anysync.repo.tree import EntryType, TreeEntry
 from anysync.statedb import StateDB
 from anysync.sync import flat, fsops
@@ -249,7 +248,7 @@ def _download(
                 st = fsops.write_file(
                     root_fd,
                     p,
-                    _chunks(blobs, e.chunks),
+                    chunks_of(blobs, e.chunks),
                     e.size,
                     e.mode,
                     e.mtime_ns,
@@ -262,23 +261,24 @@ def _download(
         batch.clear()
 
     for p in paths:
+        e = wanted[p]
+        if e.size > DOWNLOAD_BATCH:  # a large file streams: bounded memory, overlapped reads
+
+            def write_large(p: bytes = p, e: TreeEntry = e) -> None:
+                chunks = repo.stream(e.chunks, e.size)
+                st = fsops.write_file(root_fd, p, chunks, e.size, e.mode, e.mtime_ns, expected[p])
+                put[p] = Record(e, st)
+                result.downloaded += 1
+
+            _try(result, p, write_large)
+            continue
         batch.append(p)
-        size += wanted[p].size
+        size += e.size
         if size >= DOWNLOAD_BATCH:
             flush()
             size = 0
     if batch:
         flush()
-
-
-def _chunks(
-    blobs: dict[BlobId, bytes | IntegrityError | NotFound], ids: tuple[BlobId, ...]
-) -> Iterator[bytes]:
-    for c in ids:
-        data = blobs[c]
-        if isinstance(data, Exception):
-            raise data
-        yield data
 
 
 def _try(result: PassResult, path: bytes, op: object, quiet_errnos: tuple[int, ...] = ()) -> bool:

@@ -68,10 +68,11 @@ class Watcher:
         self._refs = refs
         self._stream: RefStream | None = None
 
-    def _wake(self) -> None:
+    def _wake(self, at_once: bool = False) -> None:
+        """A local event (debounced) or, with at_once, a finished remote change."""
         with self._cond:
             now = time.monotonic()
-            self._last_event = now
+            self._last_event = now - QUIET if at_once else now
             if self._dirty_since is None:
                 self._dirty_since = now
             self._cond.notify_all()
@@ -83,12 +84,12 @@ class Watcher:
             try:
                 stream = self._remote.watch_refs(self._refs)
                 self._stream = stream
-                self._wake()  # catch up on anything missed while disconnected
+                self._wake(at_once=True)  # catch up on anything missed while away
                 delay = 1.0
                 for ref in stream:
                     if ref is not None:
                         log.info("remote change of %s", ref.name[:12])
-                        self._wake()
+                        self._wake(at_once=True)  # a commit is complete: no need to wait
             except AnySyncError as exc:
                 if self._stop:
                     return
