@@ -153,7 +153,9 @@ def _apply(
         }
         for p, e in merged.items():
             if p in disk.entries and p not in wanted and managed(p, e):
-                put[p] = Record(e, disk.stats[p])  # already as agreed
+                agreed = Record(e, disk.stats[p])  # already as agreed
+                if records.get(p) != agreed:  # write only rows that change
+                    put[p] = agreed
         gone = [p for p in disk.entries if p not in merged]
         # Local files whose content is wanted at another path: rename, don't download.
         sources: dict[tuple[BlobId, ...], list[bytes]] = defaultdict(list)
