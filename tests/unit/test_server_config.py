@@ -77,3 +77,19 @@ def test_format_size() -> None:
         "1.0 KiB",
         "3.0 GiB",
     ]
+
+
+def test_boolean_settings_are_accepted_and_checked() -> None:
+    s3 = {
+        "kind": "s3",
+        "endpoint": "http://127.0.0.1:65064",
+        "bucket": "anysync",
+        "access_key": "k",
+        "secret_key_file": "s3.secret",
+    }
+    config = parse_config({"version": 1, "storage": {**s3, "direct": False}})
+    assert config.s3 is not None and config.s3.direct is False
+    with pytest.raises(UsageError, match="wrong type"):
+        parse_config({"version": 1, "storage": {**s3, "direct": "no"}})
+    with pytest.raises(UsageError, match="wrong type"):
+        parse_config({"version": 1, "limits": {"max_failed_logins": True}})

@@ -247,7 +247,7 @@ def _checked(section: str, key: str, value: object) -> str:
         known = ", ".join(k for k in _SCHEMA[section] if k) if section in _SCHEMA else ""
         hint = f" (known keys: {known})" if known else ""
         raise UsageError(f"unknown setting {key!r} in {where}{hint}")
-    if isinstance(value, bool) or not isinstance(value, expected):
+    if (isinstance(value, bool) and expected is not bool) or not isinstance(value, expected):
         raise UsageError(f"{name} has the wrong type: {value!r}")
     return name
 
