@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from anysync import tls
+from anysync import __version__, tls
 from anysync.errors import AnySyncError, UsageError
 from anysync.server import app, auth, logs
 from anysync.server.config import format_size, parse_listen, parse_size
@@ -242,6 +242,7 @@ def _parser() -> argparse.ArgumentParser:
         description="AnySync server: end-to-end encrypted backup and sync, self-hosted.",
         epilog=EXIT_CODES,
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(
