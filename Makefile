@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: install run test check unit integration proto proto-check clean deps test-containers \
-	test-ansible test-image
+	test-ansible test-image test-image-armhf image
 
 install: $(STAMP)
 
@@ -27,7 +27,7 @@ test: check deps
 # System packages for the container, Ansible and image tests (Debian; needs root).
 # Each scripts/deps-*.sh installs only what is missing.
 deps:
-	@for script in scripts/deps-*.sh; do [ -e "$$script" ] && bash "$$script"; done; true
+	@for script in scripts/deps-*.sh; do bash "$$script" || exit 1; done
 
 test-containers: install deps
 	$(BIN)/pytest -q tests/containers
@@ -37,6 +37,16 @@ test-ansible: install deps
 
 test-image: install deps
 	$(BIN)/pytest -q tests/image
+
+# The 32-bit image's build-and-boot test; not in `make test` (tests/image/test_image.py).
+test-image-armhf: install deps
+	ANYSYNC_TEST_ARMHF=1 $(BIN)/pytest -q tests/image -k armhf
+
+# The flashable Raspberry Pi image (docs/install.md): make image [IMAGE_ARCH=armhf].
+IMAGE_ARCH ?= arm64
+image: install deps
+	ANSIBLE_PLAYBOOK=$(BIN)/ansible-playbook image-build/build.sh $(IMAGE_ARCH) \
+		anysync-rpi-$(IMAGE_ARCH).img
 
 unit: install
 	$(BIN)/pytest -q tests/unit
