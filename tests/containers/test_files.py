@@ -62,7 +62,7 @@ def test_compose_config_is_valid() -> None:
 
 
 def test_the_first_command_of_run_with_docker_makes_a_complete_env_file(tmp_path: Path) -> None:
-    # docs/containers.md: cp .env.example .env && echo "ANYSYNC_S3_SECRET_KEY=…" >> .env
+    # docs/containers.md: install -m 600 .env.example .env && echo "ANYSYNC_S3_SECRET_KEY=…" >> .env
     env_file = tmp_path / ".env"
     shutil.copyfile(REPO / ".env.example", env_file)
     with env_file.open("a") as f:
