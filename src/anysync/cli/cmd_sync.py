@@ -13,8 +13,10 @@ import argparse
 import contextlib
 import fcntl
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,9 +121,27 @@ def run_sync(args: argparse.Namespace) -> int:
             return 1 if one_pass(folders) else 0
         print(f"watching {len(folders)} folder(s); Ctrl-C stops", flush=True)
         watcher = Watcher([f.path for f in folders], s.remote, [f.ref for f in folders])
+        _stop_on_signals(watcher)
         with contextlib.suppress(KeyboardInterrupt):
             watcher.run(lambda: _ignore(one_pass(folders)))
         return 0
+
+
+def _stop_on_signals(watcher: Watcher) -> None:
+    """Ctrl-C or SIGTERM (a service manager) lets the pass in progress finish, then stops;
+    a second one stops at once. Interrupting a pass loses nothing (the commit comes
+    first), but a pass that ends cleanly leaves nothing to redo and shuts down quickly."""
+
+    def stop(signum: int, _frame: object) -> None:
+        signal.signal(
+            signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+        )
+        print("stopping after the pass in progress (again to stop at once)", file=sys.stderr)
+        # Not in the handler: it may have interrupted the watcher holding its own lock.
+        threading.Thread(target=watcher.stop, name="stop", daemon=True).start()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
 
 
 def _ignore(_: object) -> None:

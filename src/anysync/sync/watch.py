@@ -125,9 +125,12 @@ class Watcher:
             self.stop()
 
     def stop(self) -> None:
+        """Stop run() after the pass in progress; safe to call from any thread, twice."""
         with self._cond:
-            self._stop = True
+            first, self._stop = not self._stop, True
             self._cond.notify_all()
+        if not first:
+            return
         if self._stream is not None:
             self._stream.cancel()
         if self._observer.is_alive():
