@@ -136,7 +136,8 @@ def _stop_on_signals(watcher: Watcher) -> None:
         signal.signal(
             signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
         )
-        print("stopping after the pass in progress (again to stop at once)", file=sys.stderr)
+        # os.write: print() could re-enter a write the signal interrupted.
+        os.write(2, b"stopping after the pass in progress (again to stop at once)\n")
         # Not in the handler: it may have interrupted the watcher holding its own lock.
         threading.Thread(target=watcher.stop, name="stop", daemon=True).start()
 
