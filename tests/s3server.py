@@ -5,38 +5,16 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.ports import free_port_range
+
 ACCESS_KEY = "anysynctest"
 SECRET_KEY = "anysync-test-secret-key"
-
-
-def _free_base_port() -> int:
-    """A base port B with B..B+4 and B+10000..B+10004 free (weed mini's listeners)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + 10004 > 65535:
-            continue
-        ports = [base + i for i in range(5)] + [base + 10000 + i for i in range(5)]
-        if all(_free(p) for p in ports):
-            return base
-    raise RuntimeError("no free port range for weed mini")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @dataclass
@@ -64,7 +42,7 @@ def weed_binary() -> str:
 
 def start(data: Path) -> S3Server:
     data.mkdir(parents=True, exist_ok=True)
-    base = _free_base_port()
+    base = free_port_range(5, twins=10000)
     env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
     log = open(data.parent / f"{data.name}.log", "ab")  # noqa: SIM115 - lives with the process
     proc = subprocess.Popen(

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.ports import free_port, free_port_range  # noqa: F401 - used as targets.free_port*
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "ansible"
@@ -57,32 +58,6 @@ def require_root_tools(*tools: str) -> None:
         pytest.fail(f"CI must run this test: {problem}")
     if problem:
         pytest.skip(problem)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def free_port_range(count: int, twins: int = 0) -> int:
-    """A base port B with B..B+count-1 free (and B+twins.. too, when twins)."""
-    for _ in range(200):
-        base = free_port()
-        ports = [base + i for i in range(count)]
-        ports += [base + twins + i for i in range(count)] if twins else []
-        if max(ports) <= 65535 and all(_is_free(p) for p in ports):
-            return base
-    raise RuntimeError("no free port range")
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def extra_ca_certs() -> str:

@@ -9,7 +9,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -24,37 +23,13 @@ import psutil
 import pytest
 
 from tests.integration.harness import CLIENT, Client, Server, base_env, make_tree, snapshot_of
+from tests.ports import free_port, free_port_range
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 VENV = Path(sys.executable).parent.parent
 EMAIL = "owner@example.org"
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _weed_base_port() -> int:
-    """B with B..B+4 and B+10000..B+10003 free: weed mini's internal listeners."""
-    for _ in range(200):
-        base = _free_port()
-        ports = [base + i for i in range(5)] + [base + 10000 + i for i in range(4)]
-        if base <= 55532 and all(_free(p) for p in ports):
-            return base
-    raise RuntimeError("no free port range for weed mini")
 
 
 @dataclass
@@ -122,10 +97,10 @@ def appliance(tmp_path: Path) -> Iterator[Appliance]:
             "ANYSYNC_OBJECT_STORE": "seaweedfs",
             "ANYSYNC_BIND": "127.0.0.1",
             "ANYSYNC_S3_BIND": "127.0.0.1",
-            "ANYSYNC_PORT": str(_free_port()),
-            "ANYSYNC_S3_PORT": str(_free_port()),
-            "ANYSYNC_METRICS_PORT": str(_free_port()),
-            "ANYSYNC_WEED_BASE_PORT": str(_weed_base_port()),
+            "ANYSYNC_PORT": str(free_port()),
+            "ANYSYNC_S3_PORT": str(free_port()),
+            "ANYSYNC_METRICS_PORT": str(free_port()),
+            "ANYSYNC_WEED_BASE_PORT": str(free_port_range(5, twins=10000)),
             "ANYSYNC_START_TIMEOUT": "60",
         },
         port=0,

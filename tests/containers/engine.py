@@ -23,7 +23,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -36,6 +35,8 @@ from pathlib import Path
 from docker.client import DockerClient
 from docker.errors import BuildError, DockerException, ImageNotFound
 from docker.models.containers import Container
+
+from tests.ports import free_port  # noqa: F401 - used as engine.free_port
 
 REPO = Path(__file__).resolve().parents[2]
 # Every container, volume, network and compose project of these tests starts with it.
@@ -206,12 +207,6 @@ def emulation_available(arch: str) -> bool:
 
 def new_name() -> str:
     return f"{PREFIX}-{uuid.uuid4().hex[:8]}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ---------------------------------------------------------------- images

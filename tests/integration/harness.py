@@ -6,7 +6,6 @@ import io
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,17 +18,12 @@ from anysync.server import packs
 from anysync.store import S3Store
 from anysync.types import PackId
 from tests import s3server
+from tests.ports import free_port
 from tests.s3server import S3Server
 
 BIN = Path(sys.executable).parent
 SERVER = str(BIN / "anysync-server")
 CLIENT = str(BIN / "anysync")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def base_env() -> dict[str, str]:
