@@ -15,6 +15,7 @@
 #   ANYSYNC_OBJECTSTORE     seaweedfs (arm64 default), minio, or none (armhf default:
 #                           PyPI has no 32-bit SeaweedFS; the server stores on the SD card)
 #   ANSIBLE_PLAYBOOK        the ansible-playbook to run (default: the repository's .venv)
+#   ANYSYNC_DEBIAN_MIRROR, ANYSYNC_SECURITY_MIRROR, ANYSYNC_INITRAMFS_MODULES: rootfs.sh
 set -euo pipefail
 
 arch=${1:?usage: build.sh arm64|armhf [OUT.img]}
@@ -88,6 +89,12 @@ ANSIBLE_CONFIG=$repo/ansible/ansible.cfg ANSIBLE_ROLES_PATH=$repo/ansible/roles 
   -e "@$work/vars.json" >&2 \
   || { log "ansible-playbook failed"; exit 1; }
 log "role applied after ${SECONDS} s"
+
+if [[ ${ANYSYNC_SECURITY_MIRROR:-} == none ]]; then
+  log "built without the security archive; the device gets its updates on first upgrade"
+  echo "deb http://security.debian.org/debian-security bookworm-security main non-free-firmware" \
+    >>"$root/etc/apt/sources.list"
+fi
 
 # Nothing of the build machine stays in the image.
 rm -f "$root/usr/sbin/policy-rc.d" "$root/etc/resolv.conf" "$root/etc/anysync/ca-bundle.pem"

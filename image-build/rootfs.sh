@@ -10,6 +10,9 @@
 # machine unpacks it in seconds instead of debootstrapping for minutes.
 #
 # Environment: ANYSYNC_DEBIAN_MIRROR (default http://deb.debian.org/debian),
+# ANYSYNC_SECURITY_MIRROR (default http://security.debian.org/debian-security; "none"
+# builds without the security archive, for networks whose mirror serves a broken index
+# of it; build.sh adds it back to the image's sources list once the role is applied),
 # ANYSYNC_INITRAMFS_MODULES = "list" (default: the modules QEMU and the Pi boot from,
 # fast to build under emulation) or "most" (Debian's default: every storage driver,
 # e.g. for USB boot on a Pi 4).
@@ -20,6 +23,7 @@ dir=${2:?usage: rootfs.sh ARCH DIR [CACHE_DIR]}
 cache=${3:-}
 suite=bookworm
 mirror=${ANYSYNC_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+security=${ANYSYNC_SECURITY_MIRROR:-http://security.debian.org/debian-security}
 modules=${ANYSYNC_INITRAMFS_MODULES:-list}
 
 case $arch in
@@ -34,7 +38,7 @@ base+=,dosfstools,e2fsprogs,fdisk,ca-certificates,systemd-timesyncd,less,nano,su
 
 log() { printf '%s rootfs[%s]: %s\n' "$(date +%T)" "$arch" "$*" >&2; }
 
-key=$(cat "$0" <(echo "$suite $mirror $modules $base") | sha256sum | cut -c1-16)
+key=$(cat "$0" <(echo "$suite $mirror $security $modules $base") | sha256sum | cut -c1-16)
 tarball=${cache:+$cache/rootfs-$arch-$key.tar}
 
 if [[ -n $tarball && -s $tarball ]]; then
@@ -67,11 +71,14 @@ unshare --mount --propagation private -- \
   debootstrap --arch="$arch" --variant=minbase --components=main,non-free-firmware \
   --include="$base" "$suite" "$dir" "$mirror" >&2
 
-cat >"$dir/etc/apt/sources.list" <<SOURCES
-deb $mirror $suite main non-free-firmware
-deb $mirror $suite-updates main non-free-firmware
-deb http://security.debian.org/debian-security $suite-security main non-free-firmware
-SOURCES
+sources() {
+  echo "deb $mirror $suite main non-free-firmware"
+  echo "deb $mirror $suite-updates main non-free-firmware"
+  if [[ $1 != none ]]; then
+    echo "deb $1 $suite-security main non-free-firmware"
+  fi
+}
+sources "$security" >"$dir/etc/apt/sources.list"
 
 # Before the kernel's postinst builds the initramfs: a small one, built once. Under
 # emulation mkinitramfs with MODULES=most takes minutes; a list takes seconds.
