@@ -3,8 +3,9 @@ first boot, read the fingerprint and the first invite from the console, then con
 client from the host through forwarded ports, back up and restore.
 
 arm64 runs by default. armhf (32-bit boards) builds and boots to healthy services when
-ANYSYNC_TEST_ARMHF=1 (`make test-image-armhf`): under emulation it adds ~25 minutes,
-most of it compiling the dependencies that PyPI has no armv7 wheels for.
+ANYSYNC_TEST_ARMHF=1 (`make test-image-armhf`): under emulation it takes 35-40 minutes,
+most of it compiling the dependencies that PyPI has no armv7 wheels for (cffi, PyNaCl
+with its libsodium, zstandard, pyfastcdc).
 """
 
 from __future__ import annotations
