@@ -42,7 +42,7 @@ class Measurement:
     foreign_cpu_s: float = 0.0  # CPU other processes on the machine used meanwhile (noise)
 
 
-def _tree_rss(proc: psutil.Process) -> int:
+def tree_rss(proc: psutil.Process) -> int:
     total = 0
     with contextlib.suppress(psutil.Error):
         for p in [proc, *proc.children(recursive=True)]:
@@ -132,8 +132,8 @@ class Runner:
     def _sample(self, meas: Measurement, stop: threading.Event) -> None:
         while True:
             cur = self._current
-            client = _tree_rss(cur) if cur is not None else 0
-            server = sum(_tree_rss(p) for p in self._watch)
+            client = tree_rss(cur) if cur is not None else 0
+            server = sum(tree_rss(p) for p in self._watch)
             meas.client_peak_rss = max(meas.client_peak_rss, client)
             meas.server_peak_rss = max(meas.server_peak_rss, server)
             meas.peak_rss = max(meas.peak_rss, client + server)

@@ -48,6 +48,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.main import head_snapshot, machine
+from bench.measure import tree_rss
 from bench.tools import base_env, free_port
 
 BENCH = Path(__file__).resolve().parent
@@ -109,15 +110,6 @@ def stop(proc: subprocess.Popen[bytes] | None, timeout_s: float = 15.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
-
-
-def tree_rss(proc: psutil.Process) -> int:
-    total = 0
-    with contextlib.suppress(psutil.Error):
-        for p in [proc, *proc.children(recursive=True)]:
-            with contextlib.suppress(psutil.Error):
-                total += p.memory_info().rss
-    return total
 
 
 class Sampler:
