@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from anysync import faults
 from anysync.chunker import Chunker
 from anysync.errors import UsageError
 from anysync.progress import Progress
@@ -88,6 +89,7 @@ def run_backup(
             entries.append(entry)
     root = repo.save_tree(entries)
     repo.finish()
+    faults.point("backup.packs-done")
     stats = walker.stats
     ref = backup_ref_name(repo, origin.hostname, sources)
 

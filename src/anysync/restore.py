@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from anysync import faults
 from anysync.errors import AnySyncError, DiskFull, IntegrityError, NotFound, UsageError
 from anysync.progress import Progress
 from anysync.repo.history import Snapshot
@@ -234,6 +235,7 @@ class _Restorer:
                         assert n is not None
                         view = view[n:]
                     written += len(data)
+                    faults.point("restore.file-partial")
             if written != p.entry.size:
                 raise IntegrityError(
                     f"restored size {written} differs from the recorded {p.entry.size}"
@@ -244,6 +246,7 @@ class _Restorer:
             os.close(fd)
             fd = -1
             os.rename(tmp, p.name, src_dir_fd=p.dir_fd, dst_dir_fd=p.dir_fd)
+            faults.point("restore.file-written")
         except BaseException:
             if fd >= 0:
                 os.close(fd)

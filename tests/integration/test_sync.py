@@ -7,12 +7,15 @@ import os
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from anysync.errors import HostilePath
+from anysync.faults import ENV as FAULT_ENV
 from anysync.repo import history
 from anysync.repo.commit import Commit
 from anysync.repo.repository import Repository
@@ -200,41 +203,83 @@ def test_ignore_rules_sync_and_apply_everywhere(server: Server, tmp_path: Path) 
     assert not (fa / "local.log").exists()
 
 
-def test_watch_mode_propagates_within_seconds(server: Server, tmp_path: Path) -> None:
+class Output:
+    """The lines a process prints, collected on a thread so that a test can wait for one."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        self._stream = proc.stdout
+        self._cond = threading.Condition()
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def close(self) -> None:
+        """After the process has exited: read to the end and close the pipe."""
+        self._reader.join(timeout=WAIT)
+        self._stream.close()
+
+    def _read(self) -> None:
+        for line in self._stream:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def wait_for(self, wanted: Callable[[str], bool], start: int = 0) -> int:
+        """The index of the first line from `start` on that satisfies `wanted`."""
+        deadline = time.monotonic() + WAIT  # a safety net against hanging, not a measure
+        with self._cond:
+            while True:
+                for i in range(start, len(self.lines)):
+                    if wanted(self.lines[i]):
+                        return i
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no such line within {WAIT} s; got {self.lines}")
+                self._cond.wait(left)
+
+
+WAIT = 60.0
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT  # a safety net against hanging, not a measure
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not after {WAIT} s"
+        time.sleep(0.05)
+
+
+def test_watch_mode_propagates_changes(server: Server, tmp_path: Path) -> None:
     (a, fa), (b, fb) = setup_devices(server, tmp_path, 2)
-    procs = []
+    procs: list[subprocess.Popen[str]] = []
+    outputs: list[Output] = []
     try:
         for client in (a, b):
             env = base_env() | {
                 "ANYSYNC_HOME": str(client.home),
                 "ANYSYNC_PASSWORD": client.password,
             }
-            procs.append(
-                subprocess.Popen(
-                    [CLIENT, "sync", "run", "--watch"],
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    stdin=subprocess.DEVNULL,
-                )
+            proc = subprocess.Popen(
+                [CLIENT, "sync", "run", "--watch"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                text=True,
             )
-        time.sleep(2)  # both watchers up and through their first pass
-        start = time.monotonic()
+            procs.append(proc)
+            outputs.append(Output(proc))
+        # A pass report comes after the watch is established (Watcher.run starts the
+        # file observer and the update stream, then passes): both watchers are up.
+        for out in outputs:
+            started = out.wait_for(lambda line: line.startswith("watching "))
+            out.wait_for(lambda line: line.startswith("Shared: "), started + 1)
+
         (fa / "saved.txt").write_text("saved on A")
         target = fb / "saved.txt"
-        while time.monotonic() - start < 10 and not (
-            target.exists() and target.read_text() == "saved on A"
-        ):
-            time.sleep(0.1)
-        latency = time.monotonic() - start
-        assert target.exists() and target.read_text() == "saved on A", (
-            f"not there after {latency:.1f} s"
-        )
+        wait_until(lambda: target.exists() and target.read_text() == "saved on A", "saved.txt on B")
         (fb / "saved.txt").write_text("changed on B")
-        start = time.monotonic()
-        while time.monotonic() - start < 10 and (fa / "saved.txt").read_text() != "changed on B":
-            time.sleep(0.1)
-        assert (fa / "saved.txt").read_text() == "changed on B"
+        wait_until(lambda: (fa / "saved.txt").read_text() == "changed on B", "the edit on A")
     finally:
         # Ctrl-C on one, a service manager's SIGTERM on the other: both finish the pass
         # in progress and exit cleanly.
@@ -248,6 +293,8 @@ def test_watch_mode_propagates_within_seconds(server: Server, tmp_path: Path) ->
                 p.kill()
                 p.wait()
                 codes.append(None)
+        for out in outputs:
+            out.close()
     assert codes == [0, 0], f"exit codes after SIGINT, SIGTERM (None: still running): {codes}"
 
 
@@ -281,19 +328,31 @@ def test_server_rollback_and_missing_ref_are_refused(server: Server, tmp_path: P
 
 def test_killed_sync_resumes_without_loss(server: Server, tmp_path: Path) -> None:
     (a, fa), (b, fb) = setup_devices(server, tmp_path, 2)
-    for i in range(30):
-        (fa / f"file{i}.bin").write_bytes(os.urandom(200_000))
-    env = base_env() | {"ANYSYNC_HOME": str(a.home), "ANYSYNC_PASSWORD": a.password}
-    for delay in (0.6, 0.9, 1.2):
-        proc = subprocess.Popen(
-            [CLIENT, "sync", "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    files = {f"file{i}.bin": os.urandom(200_000) for i in range(30)}
+    for name, data in files.items():
+        (fa / name).write_bytes(data)
+
+    def killed(client: Client, fault: str) -> None:
+        proc = client.run("sync", "run", check=False, env={FAULT_ENV: fault})
+        assert proc.returncode == -signal.SIGKILL, (
+            f"sync run was to die at {fault} but exited {proc.returncode}\n{proc.stderr}"
         )
-        time.sleep(delay)
-        proc.kill()
-        proc.wait()
+
+    # Content and commit stored, the ref not moved: nobody sees the commit.
+    killed(a, "sync.commit-stored")
+    assert "up to date" in sync(b) and not list(fb.iterdir())
+    # The ref moved, then a died before saving its records.
+    killed(a, "sync.before-records")
+    # b dies after writing 10 of the 30 downloads, before saving any record.
+    killed(b, "sync.apply-file:10")
+    assert len(list(fb.iterdir())) == 10
+    # b dies once everything is on disk, before saving the records.
+    killed(b, "sync.before-records")
     sync(a)
     sync(b)
+    sync(a)
     assert tree_of(fa) == tree_of(fb)
+    assert {p.name: p.read_bytes() for p in fb.iterdir()} == files
     assert not list(fa.rglob(".anysync-tmp-*")) and not list(fb.rglob(".anysync-tmp-*"))
 
 

@@ -7,12 +7,12 @@ when one of its passes completed can be found in some version of the folder.
 from __future__ import annotations
 
 import random
-import subprocess
-import time
+import signal
 from pathlib import Path
 
 import pytest
 
+from anysync.faults import ENV as FAULT_ENV
 from anysync.repo import envelope, history
 from anysync.repo.repository import Repository
 from anysync.repo.tree import EntryType
@@ -20,9 +20,16 @@ from anysync.session import ClientHome
 from anysync.statedb import StateDB
 from anysync.sync import flat
 from anysync.sync.engine import folder_ref
-from tests.integration.harness import CLIENT, Client, Server, base_env
+from tests.integration.harness import Client, Server
 from tests.integration.test_sync import setup_devices, tree_of
 
+# (fault point, highest count): where a pass may die (see anysync.faults).
+FAULTS = [
+    ("sync.commit-stored", 1),
+    ("sync.before-apply", 1),
+    ("sync.apply-file", 3),
+    ("sync.before-records", 1),
+]
 NAMES = ["a.txt", "b.txt", "c.md", "d/e.txt", "d/f.txt", "g/h/i.txt"]
 
 
@@ -78,25 +85,25 @@ def test_random_operations_converge_and_lose_nothing(
     rnd = random.Random(seed)
     devices = setup_devices(server, tmp_path, 3)
     must_survive: set[bytes] = set()
+    landed: list[str] = []  # fault points at which a pass really died
+    not_reached: list[str] = []  # armed passes that finished without reaching theirs
     for _ in range(14):
         client, folder = rnd.choice(devices)
         for _ in range(rnd.randint(1, 3)):
             random_edit(rnd, folder)
         roll = rnd.random()
-        if roll < 0.2:  # killed mid-pass
-            env = base_env() | {
-                "ANYSYNC_HOME": str(client.home),
-                "ANYSYNC_PASSWORD": client.password,
-            }
-            proc = subprocess.Popen(
-                [CLIENT, "sync", "run"],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+        if roll < 0.2:  # killed mid-pass, at a random step of it
+            point, most = rnd.choice(FAULTS)
+            fault = f"{point}:{rnd.randint(1, most)}"
+            proc = client.run("sync", "run", check=False, env={FAULT_ENV: fault})
+            assert proc.returncode in (-signal.SIGKILL, 0), (
+                f"pass armed with {fault} exited {proc.returncode}\n{proc.stderr}"
             )
-            time.sleep(rnd.uniform(0.3, 1.0))
-            proc.kill()
-            proc.wait()
+            if proc.returncode == 0:  # this pass never got there (e.g. nothing to download)
+                not_reached.append(fault)
+                must_survive |= contents(folder)
+            else:
+                landed.append(fault)
         elif roll < 0.85:
             client.run("sync", "run")
             must_survive |= contents(folder)
@@ -104,9 +111,11 @@ def test_random_operations_converge_and_lose_nothing(
         for client, folder in devices:
             client.run("sync", "run")
             must_survive |= contents(folder)
+    assert landed, f"no kill landed mid-pass (armed but not reached: {not_reached})"
     trees = [tree_of(folder) for _, folder in devices]
-    assert trees[0] == trees[1] == trees[2]
+    print(f"seed {seed}: died at {landed}; armed but not reached: {not_reached}")
+    assert trees[0] == trees[1] == trees[2], f"kills at {landed}"
     key = ClientHome(devices[0][0].home).unlock(devices[0][0].password).id_key
     stored = all_versions(devices[0][0], tmp_path)
     lost = [c[:20] for c in must_survive if envelope.blob_id(key, c).raw not in stored]
-    assert not lost, f"{len(lost)} contents are in no version"
+    assert not lost, f"{len(lost)} contents are in no version (kills at {landed})"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from anysync import faults
 from anysync.errors import Conflict, NotFound, RollbackError, UsageError
 from anysync.repo.commit import Commit
 from anysync.repo.repository import Repository
@@ -69,6 +70,7 @@ def advance(
         commit = make(head)
         commit_id = repo.save_commit(commit)
         repo.finish()  # the commit must be stored before the ref points at it
+        faults.point("history.commit-stored")
         try:
             repo.remote.update_ref(ref, version, commit_id)
         except Conflict:

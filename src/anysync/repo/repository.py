@@ -22,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
+from anysync import faults
 from anysync.errors import IntegrityError, NotFound
 from anysync.keys import MasterKeys
 from anysync.repo import commit as commit_codec
@@ -146,6 +147,7 @@ class Repository:
             with self._lock:
                 self.stats.packs += 1
                 self.stats.bytes_stored += len(pack.data)
+            faults.point("repo.pack-uploaded")
 
         self._uploads.append(self._uploader.submit(run))
 

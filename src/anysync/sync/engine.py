@@ -17,6 +17,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from anysync import faults
 from anysync.chunker import Chunker
 from anysync.errors import AnySyncError, Conflict, NotFound
 from anysync.repo import history
@@ -111,6 +112,7 @@ def run_pass(repo: Repository, db: StateDB, folder: Folder, device: Device) -> P
         commit = make(head)
         commit_id = repo.save_commit(commit)
         repo.finish()  # content and trees are stored before the ref moves
+        faults.point("sync.commit-stored")
         try:
             repo.remote.update_ref(folder.ref, version, commit_id)
         except Conflict:
@@ -122,7 +124,9 @@ def run_pass(repo: Repository, db: StateDB, folder: Folder, device: Device) -> P
     else:
         raise Conflict(f"folder {folder.name} kept changing on the server; try again")
 
+    faults.point("sync.before-apply")
     put, drop = _apply(repo, root, merged, disk, records, managed, result)
+    faults.point("sync.before-records")
     state.save_records(folder.name, put, drop)
     return result
 
@@ -258,6 +262,7 @@ def _download(
                 )
                 put[p] = Record(e, st)
                 result.downloaded += 1
+                faults.point("sync.apply-file")
 
             _try(result, p, write)
         batch.clear()
@@ -271,6 +276,7 @@ def _download(
                 st = fsops.write_file(root_fd, p, chunks, e.size, e.mode, e.mtime_ns, expected[p])
                 put[p] = Record(e, st)
                 result.downloaded += 1
+                faults.point("sync.apply-file")
 
             _try(result, p, write_large)
             continue

@@ -1,0 +1,99 @@
+"""Test-only fault points: die hard at a named step, to prove that a crash there loses nothing.
+
+`point(name)` does nothing unless the environment variable ANYSYNC_TESTONLY_FAULT names
+that point when the process starts: `NAME` (die the first time NAME is reached) or
+`NAME:N` (die the N-th time). Then the process sends itself SIGKILL: a real crash, with
+no cleanup, no `finally`, no atexit and no flushing, so a test that sees the process end
+by signal 9 knows it was still running and had reached that step. Never set in
+production; whoever controls a client's environment controls the client anyway. The
+variable is read once per process; when unset, a point costs one comparison, so points
+may sit in hot loops.
+
+Points (name: where; what is on disk and on the server when the process dies):
+
+repo.pack-uploaded
+    repo/repository.py, upload thread, after a pack was stored and counted (once per
+    pack). That pack and every earlier one are on the server and in its index; no commit
+    refers to them yet; the ref is unchanged; the backup stat cache is not updated.
+backup.packs-done
+    backup.py run_backup, after repo.finish(): every content and tree blob of the new
+    snapshot is stored in packs; the commit blob is not saved, the ref is unchanged.
+history.commit-stored
+    repo/history.py advance (backups), after the commit blob is stored (repo.finish())
+    and before the compare-and-swap of the ref: the commit exists on the server but no
+    ref points at it; the stat cache is not updated.
+sync.commit-stored
+    sync/engine.py run_pass, after the merged tree and commit blob are stored and before
+    the ref's compare-and-swap: the folder's ref is unchanged, nothing local is written.
+sync.before-apply
+    sync/engine.py run_pass, after the head is agreed (this pass's commit is referenced,
+    or there was nothing to commit) and before anything in the folder is written or
+    removed; the local records are the previous pass's.
+sync.apply-file
+    sync/engine.py _download, after each downloaded file is complete under its final
+    name (once per file): some remote changes are in the folder, the rest (downloads,
+    deletions) are not, and no record of this pass is saved.
+sync.before-records
+    sync/engine.py run_pass, after the folder matches the agreed head and before the
+    records are saved: the disk is done, the records are the previous pass's.
+restore.file-partial
+    restore.py _write_file, after each chunk is written to a file's temp file (once per
+    chunk): that file exists only as a partial `.anysync-tmp-*` file beside its final
+    name; files restored before it are complete under their final names.
+restore.file-written
+    restore.py _write_file, after each file is renamed to its final name (once per file):
+    that file and those before it are complete; later ones do not exist yet; directory
+    modes and mtimes are not applied yet.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+ENV = "ANYSYNC_TESTONLY_FAULT"
+POINTS = frozenset(
+    {
+        "repo.pack-uploaded",
+        "backup.packs-done",
+        "history.commit-stored",
+        "sync.commit-stored",
+        "sync.before-apply",
+        "sync.apply-file",
+        "sync.before-records",
+        "restore.file-partial",
+        "restore.file-written",
+    }
+)
+
+
+def _parse(value: str | None) -> tuple[str, int] | None:
+    if not value:
+        return None
+    name, _, count = value.partition(":")
+    if name not in POINTS:
+        raise ValueError(f"{ENV} names an unknown fault point {name!r}")
+    n = int(count) if count else 1
+    if n < 1:
+        raise ValueError(f"{ENV}: the count must be at least 1, not {n}")
+    return name, n
+
+
+_armed_name: str | None
+_armed_count: int
+_armed_name, _armed_count = _parse(os.environ.get(ENV)) or (None, 0)
+_hits = 0
+_lock = threading.Lock()
+
+
+def point(name: str) -> None:
+    """Die by SIGKILL here if ANYSYNC_TESTONLY_FAULT names this point (and count)."""
+    if name != _armed_name:  # the whole cost when unarmed: _armed_name is None
+        return
+    global _hits
+    with _lock:  # points may be reached on several threads
+        _hits += 1
+        due = _hits == _armed_count
+    if due:
+        os.kill(os.getpid(), signal.SIGKILL)
