@@ -41,6 +41,7 @@ class Server:
     log: Path | None = None
     s3: S3Server | None = None  # set when the server stores packs in S3
     bucket: str = ""
+    env: dict[str, str] = field(default_factory=dict)  # extra environment of the process
 
     def use_s3(self, s3: S3Server, bucket: str) -> None:
         """Point an initialised (not running) server at a bucket of a real S3 server."""
@@ -105,7 +106,7 @@ class Server:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [SERVER, "--home", str(self.home), "run", "--listen", self.address],
-                env=base_env(),
+                env=base_env() | self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -496,6 +496,38 @@ def test_quota(make_server: Callable[..., Server]) -> None:
     alice.upload(os.urandom(600), [])
 
 
+def test_quota_is_checked_on_the_header_before_any_data(
+    make_server: Callable[..., Server],
+) -> None:
+    """The header's declared size alone is refused: the server does not wait for (or
+    store) the data to find out afterwards that it does not fit."""
+    server = make_server(registration='"open"', default_quota='"1K"')
+    alice = _signup(server, "a@example.org")
+    data = os.urandom(2000)
+    header = pb.PackHeader(size=len(data), sha256=hashlib.sha256(data).digest())
+    header.entries.add(blob_id=_blob(1), offset=0, length=len(data))
+    finished = threading.Event()
+    data_sent: list[bool] = []
+
+    def messages() -> Iterator[pb.UploadPackRequest]:
+        yield pb.UploadPackRequest(header=header)
+        # The data goes only to a server still waiting for it once the call should have
+        # been refused; the deadline is a safety net, not a synchronisation.
+        if not finished.wait(20):
+            data_sent.append(True)
+            yield pb.UploadPackRequest(data=data)
+
+    future = alice.storage.UploadPack.future(messages(), metadata=alice.md)
+    future.add_done_callback(lambda _: finished.set())
+    err = future.exception()
+    assert isinstance(err, grpc.RpcError)
+    assert err.code() == Code.RESOURCE_EXHAUSTED
+    assert err.details().startswith("quota exceeded: 0 B of 1.0 KiB used")
+    assert data_sent == []
+    assert server.stored_objects() == []
+    assert alice.devices.Whoami(pb.WhoamiRequest(), metadata=alice.md).used_bytes == 0
+
+
 def test_a_client_going_away_mid_upload_leaves_nothing(server: Server) -> None:
     alice = _signup(server, "a@example.org")
     data = os.urandom(4 * MiB)

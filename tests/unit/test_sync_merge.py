@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterator
+
+import pytest
 
 from anysync.repo.tree import EntryType, TreeEntry
 from anysync.sync.flat import Flat
@@ -10,6 +14,19 @@ from anysync.sync.merge import conflict_name, merge
 from anysync.types import BlobId
 
 NOW = 1_767_000_000.0
+# 2025-12-29 15:50:56.7 UTC: every field of the time of day differs from the others.
+WHEN = 1_767_023_456.7
+STAMP = b"2025-12-29 155056"
+
+
+@pytest.fixture
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Conflict names use local time; pin it so that names can be checked exactly."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
 
 
 def f(path: bytes, content: bytes = b"x", mode: int = 0o644) -> tuple[bytes, TreeEntry]:
@@ -39,14 +56,16 @@ def test_one_sided_changes_win() -> None:
     }
 
 
-def test_concurrent_edits_keep_both() -> None:
+def test_concurrent_edits_keep_both(utc: None) -> None:
     base = flat(f(b"doc.txt", b"1"))
-    m = merge(base, flat(f(b"doc.txt", b"L")), flat(f(b"doc.txt", b"R")), "laptop", NOW)
+    m = merge(base, flat(f(b"doc.txt", b"L")), flat(f(b"doc.txt", b"R")), "laptop", WHEN)
     assert m.merged[b"doc.txt"].chunks[0].raw[:1] == b"R"
     [(path, copy)] = m.conflicts
     assert path == b"doc.txt"
-    assert copy.startswith(b"doc (conflict from laptop ") and copy.endswith(b").txt")
+    assert copy == b"doc (conflict from laptop " + STAMP + b").txt"
+    assert m.merged[copy].name == copy
     assert m.merged[copy].chunks[0].raw[:1] == b"L"
+    assert set(m.merged) == {b"doc.txt", copy}
 
 
 def test_modify_beats_delete_both_ways() -> None:
@@ -54,7 +73,9 @@ def test_modify_beats_delete_both_ways() -> None:
     local = flat(f(b"a", b"2"))  # edited a, deleted b
     remote = flat(f(b"b", b"2"))  # deleted a, edited b
     m = merge(base, local, remote, "laptop", NOW)
-    assert set(m.merged) == {b"a", b"b"} and m.conflicts == []
+    assert m.conflicts == []
+    # The edits survive, not the base versions the other side deleted.
+    assert m.merged == {b"a": f(b"a", b"2")[1], b"b": f(b"b", b"2")[1]}
 
 
 def test_identical_additions_are_adopted() -> None:
@@ -92,12 +113,57 @@ def test_file_versus_directory() -> None:
     assert len(m.conflicts) == 1 and m.merged[m.conflicts[0][1]].type is EntryType.FILE
 
 
-def test_conflict_names() -> None:
+def test_conflict_names(utc: None) -> None:
+    """`name (conflict from DEVICE YYYY-MM-DD HHMMSS).ext` (docs/design.md), in local time."""
     taken: Flat = {}
-    name = conflict_name(b"dir/report.final.pdf", "pc", NOW, taken)
-    assert name.startswith(b"dir/report.final (conflict from pc ") and name.endswith(b").pdf")
-    assert conflict_name(b".bashrc", "pc", NOW, taken).startswith(b".bashrc (conflict from pc ")
-    assert conflict_name(b"Makefile", "pc", NOW, taken).endswith(b")")
+    name = conflict_name(b"dir/report.final.pdf", "pc", WHEN, taken)
+    assert name == b"dir/report.final (conflict from pc " + STAMP + b").pdf"
+    assert (
+        conflict_name(b".bashrc", "pc", WHEN, taken) == b".bashrc (conflict from pc " + STAMP + b")"
+    )
+    assert (
+        conflict_name(b"Makefile", "pc", WHEN, taken)
+        == b"Makefile (conflict from pc " + STAMP + b")"
+    )
     taken[name] = f(name)[1]
-    assert conflict_name(b"dir/report.final.pdf", "pc", NOW, taken) != name
+    second = conflict_name(b"dir/report.final.pdf", "pc", WHEN, taken)
+    assert second == b"dir/report.final (conflict from pc " + STAMP + b" 2).pdf"
+    taken[second] = f(second)[1]
+    assert conflict_name(b"dir/report.final.pdf", "pc", WHEN, taken) == (
+        b"dir/report.final (conflict from pc " + STAMP + b" 3).pdf"
+    )
+    assert conflict_name("Ünï/żółć.txt".encode(), "läptop", WHEN, {}) == (
+        "Ünï/żółć (conflict from läptop 2025-12-29 155056).txt".encode()
+    )
     assert os.fsdecode(name)
+
+
+def test_local_directory_versus_remote_file(utc: None) -> None:
+    """The directory keeps the name and its content; the remote file moves aside."""
+    local = flat(d(b"x"), f(b"x/inner", b"i"))
+    remote = flat(f(b"x", b"remote file"))
+    m = merge({}, local, remote, "pc", WHEN)
+    copy = b"x (conflict from pc " + STAMP + b")"
+    assert m.conflicts == [(b"x", copy)]
+    assert m.merged == {
+        b"x": d(b"x")[1],
+        b"x/inner": f(b"x/inner", b"i")[1],
+        copy: f(copy, b"remote file")[1],
+    }
+
+
+def test_file_where_a_directory_must_be(utc: None) -> None:
+    """Remote replaced a directory by a file while this device added a file inside it:
+    the added file keeps its place, so the directory is re-made and the remote file
+    becomes the conflict copy."""
+    base = flat(d(b"a"), f(b"a/old", b"o"))
+    local = flat(d(b"a"), f(b"a/old", b"o"), f(b"a/new", b"n"))
+    remote = flat(f(b"a", b"now a file"))
+    m = merge(base, local, remote, "pc", WHEN)
+    copy = b"a (conflict from pc " + STAMP + b")"
+    assert m.conflicts == [(b"a", copy)]
+    assert m.merged == {
+        b"a": d(b"a")[1],
+        b"a/new": f(b"a/new", b"n")[1],
+        copy: f(copy, b"now a file")[1],
+    }
