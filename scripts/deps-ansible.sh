@@ -10,4 +10,4 @@ source "$(dirname "$0")/lib/apt.sh"
 apt_install_missing deps-ansible \
   debootstrap podman runc conmon netavark aardvark-dns containernetworking-plugins \
   slirp4netns uidmap catatonit openssh-client ca-certificates \
-  || exit 0
+  || deps_stop deps-ansible $?

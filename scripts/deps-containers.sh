@@ -12,5 +12,5 @@ apt_install_missing deps-containers \
   podman buildah runc conmon netavark aardvark-dns containernetworking-plugins \
   slirp4netns uidmap fuse-overlayfs catatonit \
   mmdebstrap arch-test qemu-user-static binfmt-support shellcheck \
-  || exit 0
+  || deps_stop deps-containers $?
 enable_binfmt

@@ -11,5 +11,5 @@ source "$(dirname "$0")/lib/apt.sh"
 apt_install_missing deps-image \
   debootstrap qemu-user-static binfmt-support qemu-system-arm ipxe-qemu \
   mtools dosfstools parted fdisk e2fsprogs xz-utils openssh-client ca-certificates \
-  || exit 0
+  || deps_stop deps-image $?
 enable_binfmt
