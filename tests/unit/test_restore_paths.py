@@ -1,0 +1,355 @@
+"""Restore's path handling: selecting a sub-path, refusing hostile names, never writing
+through a symlink or a file where a directory should be, and directory metadata."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from anysync import restore
+from anysync.errors import DiskFull, HostilePath, NotFound
+from anysync.progress import Progress
+from anysync.repo.repository import Repository
+from anysync.repo.tree import EntryType, TreeEntry
+from anysync.types import BlobId, BlobKind
+from tests.unit.test_history import KEYS, MemoryRemote
+
+
+@pytest.fixture
+def repo() -> Iterator[Repository]:
+    r = Repository(MemoryRemote(), KEYS)
+    yield r
+    r.close()
+
+
+def file(repo: Repository, name: bytes, data: bytes, mode: int = 0o640) -> TreeEntry:
+    chunks = (repo.save(BlobKind.DATA, data),) if data else ()
+    return TreeEntry(name, EntryType.FILE, mode, 1_000_000_000, len(data), chunks=chunks)
+
+
+def directory(
+    repo: Repository, name: bytes, children: list[TreeEntry], mode: int = 0o750, mtime: int = 7
+) -> TreeEntry:
+    sub = repo.save_tree(children)
+    return TreeEntry(name, EntryType.DIR, mode, mtime * 1_000_000_000, subtree=sub)
+
+
+def sample(repo: Repository) -> list[TreeEntry]:
+    """top/ (0o751) → mid/ (0o711) → leaf.txt, other.txt; top/x.txt; root.txt"""
+    mid = directory(
+        repo,
+        b"mid",
+        [file(repo, b"leaf.txt", b"leaf"), file(repo, b"other.txt", b"other")],
+        mode=0o711,
+        mtime=20,
+    )
+    top = directory(repo, b"top", [mid, file(repo, b"x.txt", b"x")], mode=0o751, mtime=30)
+    entries = [file(repo, b"root.txt", b"root"), top]
+    repo.finish()
+    return entries
+
+
+def restorer(repo: Repository) -> restore._Restorer:
+    return restore._Restorer(repo, Progress("restored", io.StringIO(), enabled=False))
+
+
+def restore_into(
+    repo: Repository, target: Path, entries: list[TreeEntry], include: str = ""
+) -> restore.RestoreStats:
+    prefix: list[TreeEntry] = []
+    if include:
+        entries, prefix = restore._select(repo, entries, include)
+    r = restorer(repo)
+    fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        r.restore_into(fd, prefix, entries)
+    finally:
+        r.close()
+        os.close(fd)
+    return r.stats
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+# ---------------------------------------------------------------- _select
+
+
+def test_select_walks_down_to_the_include(repo: Repository) -> None:
+    entries = sample(repo)
+    top = entries[1]
+    for spec in ("top/mid/leaf.txt", "/top/mid/leaf.txt", "top//mid/leaf.txt/"):
+        chosen, leading = restore._select(repo, entries, spec)
+        assert [e.name for e in chosen] == [b"leaf.txt"]
+        assert [e.name for e in leading] == [b"top", b"mid"]
+        assert leading[0] == top
+    chosen, leading = restore._select(repo, entries, "top")
+    assert (chosen, leading) == ([top], [])
+
+
+@pytest.mark.parametrize("spec", ["", "/", "//"])
+def test_select_of_nothing_is_everything(repo: Repository, spec: str) -> None:
+    entries = sample(repo)
+    assert restore._select(repo, entries, spec) == (entries, [])
+
+
+def test_select_of_a_missing_path(repo: Repository) -> None:
+    entries = sample(repo)
+    with pytest.raises(NotFound, match=r"^top/nope is not in this snapshot; see `anysync ls`$"):
+        restore._select(repo, entries, "top/nope")
+    with pytest.raises(NotFound, match=r"^top/mid/leaf.txt/more is not in this snapshot"):
+        restore._select(repo, entries, "top/mid/leaf.txt/more")
+
+
+def test_select_through_a_file(repo: Repository) -> None:
+    entries = sample(repo)
+    with pytest.raises(
+        NotFound, match=r"^root.txt/x is not in this snapshot \(root.txt is not a directory\)$"
+    ):
+        restore._select(repo, entries, "root.txt/x")
+
+
+def test_select_through_a_directory_without_subtree(repo: Repository) -> None:
+    broken = TreeEntry(b"d", EntryType.DIR, 0o755, 0, subtree=None)
+    with pytest.raises(NotFound, match=r"\(d is not a directory\)"):
+        restore._select(repo, [broken], "d/x")
+
+
+# ---------------------------------------------------------------- restoring
+
+
+def test_a_whole_tree(repo: Repository, tmp_path: Path) -> None:
+    stats = restore_into(repo, tmp_path, sample(repo))
+    assert files_under(tmp_path) == {
+        "root.txt": b"root",
+        "top/x.txt": b"x",
+        "top/mid/leaf.txt": b"leaf",
+        "top/mid/other.txt": b"other",
+    }
+    assert (stats.files, stats.dirs, stats.failed) == (4, 2, [])
+    assert (tmp_path / "top").stat().st_mode & 0o7777 == 0o751
+    assert (tmp_path / "top" / "mid").stat().st_mode & 0o7777 == 0o711
+    assert (tmp_path / "top").stat().st_mtime_ns == 30_000_000_000
+    assert (tmp_path / "top" / "mid").stat().st_mtime_ns == 20_000_000_000
+
+
+def test_an_include_brings_its_leading_directories(repo: Repository, tmp_path: Path) -> None:
+    stats = restore_into(repo, tmp_path, sample(repo), "top/mid/leaf.txt")
+    assert files_under(tmp_path) == {"top/mid/leaf.txt": b"leaf"}
+    assert (stats.files, stats.failed) == (1, [])
+    # each leading directory gets its own mode and mtime
+    assert (tmp_path / "top").stat().st_mode & 0o7777 == 0o751
+    assert (tmp_path / "top" / "mid").stat().st_mode & 0o7777 == 0o711
+    assert (tmp_path / "top").stat().st_mtime_ns == 30_000_000_000
+    assert (tmp_path / "top" / "mid").stat().st_mtime_ns == 20_000_000_000
+
+
+def test_an_include_into_an_existing_directory(repo: Repository, tmp_path: Path) -> None:
+    (tmp_path / "top" / "mid").mkdir(parents=True)
+    (tmp_path / "top" / "keep").write_bytes(b"mine")
+    restore_into(repo, tmp_path, sample(repo), "top/mid")
+    assert files_under(tmp_path) == {
+        "top/keep": b"mine",
+        "top/mid/leaf.txt": b"leaf",
+        "top/mid/other.txt": b"other",
+    }
+
+
+@pytest.mark.parametrize("name", [b"", b".", b"..", b"a/b", b"../x", b"a\0b", b"x" * 1025])
+def test_hostile_names_are_refused_before_anything_is_written(
+    repo: Repository, tmp_path: Path, name: bytes
+) -> None:
+    target = tmp_path / "t"
+    target.mkdir()
+    entries = [TreeEntry(name, EntryType.SYMLINK, 0o777, 0, target=b"/etc")]
+    with pytest.raises(HostilePath):
+        restore_into(repo, target, entries)
+    assert list(tmp_path.rglob("*")) == [target]
+
+
+def test_a_long_name_is_fine(repo: Repository, tmp_path: Path) -> None:
+    entries = [file(repo, b"y" * 255, b"ok")]
+    repo.finish()
+    restore_into(repo, tmp_path, entries)
+    assert (tmp_path / ("y" * 255)).read_bytes() == b"ok"
+
+
+@pytest.mark.parametrize("include", ["", "top/mid"])
+def test_never_through_a_symlink_where_a_directory_goes(
+    repo: Repository, tmp_path: Path, include: str
+) -> None:
+    target, elsewhere = tmp_path / "t", tmp_path / "elsewhere"
+    target.mkdir()
+    elsewhere.mkdir()
+    (target / "top").symlink_to(elsewhere)
+    entries = sample(repo)
+    if include:
+        with pytest.raises(Exception, match="refusing to restore into top: it exists and is not"):
+            restore_into(repo, target, entries, include)
+    else:
+        stats = restore_into(repo, target, entries)
+        assert stats.failed == [
+            (
+                "top",
+                "refusing to restore into top: it exists and is not a directory "
+                "(never writing through a symlink)",
+            )
+        ]
+        assert files_under(target) == {"root.txt": b"root"}
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_file_where_a_directory_goes_fails_that_directory_only(
+    repo: Repository, tmp_path: Path
+) -> None:
+    (tmp_path / "top").mkdir()
+    (tmp_path / "top" / "mid").write_bytes(b"a file")
+    stats = restore_into(repo, tmp_path, sample(repo))
+    assert [p for p, _ in stats.failed] == ["top/mid"]
+    assert "top/mid: it exists and is not a directory" in stats.failed[0][1]
+    assert files_under(tmp_path) == {"root.txt": b"root", "top/mid": b"a file", "top/x.txt": b"x"}
+
+
+def test_a_missing_subtree_fails_that_directory_by_name(repo: Repository, tmp_path: Path) -> None:
+    missing = TreeEntry(b"gone", EntryType.DIR, 0o755, 0, subtree=BlobId(b"\5" * 32))
+    ok = file(repo, b"ok", b"fine")
+    repo.finish()
+    stats = restore_into(repo, tmp_path, [missing, ok])
+    assert [p for p, _ in stats.failed] == ["gone"]
+    assert files_under(tmp_path) == {"ok": b"fine"}
+
+
+def test_an_os_error_fails_that_entry_by_name(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entries = [TreeEntry(b"link", EntryType.SYMLINK, 0o777, 0, target=b"t"), file(repo, b"f", b"1")]
+    repo.finish()
+
+    def no_symlinks(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(restore.os, "symlink", no_symlinks)
+    stats = restore_into(repo, tmp_path, entries)
+    assert stats.failed == [("link", "Operation not permitted")]
+    assert files_under(tmp_path) == {"f": b"1"}
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_a_full_disk_stops_the_restore(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    entries = [TreeEntry(b"link", EntryType.SYMLINK, 0o777, 0, target=b"t")]
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(restore.os, "symlink", full)
+    with pytest.raises(DiskFull, match="cannot restore link: no space left"):
+        restore_into(repo, tmp_path, entries)
+
+
+def test_directory_metadata_failure_is_reported_by_path(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_fchmod = os.fchmod
+
+    def fchmod(fd: int, mode: int) -> None:
+        if mode == 0o711:
+            raise OSError(errno.EPERM, "Operation not permitted")
+        real_fchmod(fd, mode)
+
+    monkeypatch.setattr(restore.os, "fchmod", fchmod)
+    stats = restore_into(repo, tmp_path, sample(repo))
+    assert stats.failed == [("top/mid", "Operation not permitted")]
+    assert (tmp_path / "top").stat().st_mode & 0o7777 == 0o751
+
+
+def test_names_are_exact_spaces_included(repo: Repository, tmp_path: Path) -> None:
+    entries = [file(repo, b" spaced X", b"s"), file(repo, b"spaced", b"t")]
+    repo.finish()
+    for spec in (" spaced X", "/ spaced X/"):
+        chosen, leading = restore._select(repo, entries, spec)
+        assert ([e.name for e in chosen], leading) == ([b" spaced X"], [])
+
+
+def test_a_symlink_is_made_inside_the_target(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    target = tmp_path / "t"
+    target.mkdir()
+    link = TreeEntry(b"link", EntryType.SYMLINK, 0o777, 5_000_000_000, target=b"../x")
+    stats = restore_into(repo, target, [link])
+    assert (stats.symlinks, stats.failed) == (1, [])
+    assert os.readlink(target / "link") == "../x"
+    assert os.lstat(target / "link").st_mtime_ns == 5_000_000_000
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_file_with_a_missing_chunk_fails_by_its_path(repo: Repository, tmp_path: Path) -> None:
+    lost = TreeEntry(b"lost", EntryType.FILE, 0o644, 0, 3, chunks=(BlobId(b"\6" * 32),))
+    top = directory(repo, b"top", [lost, file(repo, b"ok", b"yes")])
+    repo.finish()
+    stats = restore_into(repo, tmp_path, [top])
+    assert [p for p, _ in stats.failed] == ["top/lost"]
+    assert files_under(tmp_path) == {"top/ok": b"yes"}
+
+
+def test_a_symlinked_leading_directory_is_named_in_full(repo: Repository, tmp_path: Path) -> None:
+    (tmp_path / "top").mkdir()
+    (tmp_path / "top" / "mid").symlink_to(tmp_path)
+    with pytest.raises(Exception, match="refusing to restore into top/mid: it exists"):
+        restore_into(repo, tmp_path, sample(repo), "top/mid/leaf.txt")
+
+
+def test_a_leading_directory_that_is_not_utf8(repo: Repository, tmp_path: Path) -> None:
+    inner = directory(repo, b"\xffdir", [file(repo, b"f", b"data")])
+    repo.finish()
+    stats = restore_into(repo, tmp_path, [inner], os.fsdecode(b"\xffdir/f"))
+    assert stats.failed == []
+    assert (tmp_path / os.fsdecode(b"\xffdir") / "f").read_bytes() == b"data"
+
+
+def test_directory_metadata_is_applied_deepest_first(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    applied: list[int] = []
+    real_fchmod = os.fchmod
+
+    def fchmod(fd: int, mode: int) -> None:
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            applied.append(mode)
+        real_fchmod(fd, mode)
+
+    monkeypatch.setattr(restore.os, "fchmod", fchmod)
+    restore_into(repo, tmp_path, sample(repo))
+    assert applied == [0o711, 0o751]  # mid before top
+
+
+def test_errors_without_an_errno_are_reported_by_their_text(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def odd(*args: object, **kwargs: object) -> None:
+        raise OSError("something odd")
+
+    monkeypatch.setattr(restore.os, "symlink", odd)
+    monkeypatch.setattr(restore.os, "fchmod", odd)
+    link = TreeEntry(b"link", EntryType.SYMLINK, 0o777, 0, target=b"t")
+    d = directory(repo, b"d", [])
+    repo.finish()
+    stats = restore_into(repo, tmp_path, [d, link])
+    assert stats.failed == [("link", "something odd"), ("d", "something odd")]
+    # a directory whose own mode could not be applied stays private
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o700
