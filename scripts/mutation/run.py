@@ -31,30 +31,30 @@ STAGE = ROOT / ".mutation"
 # Area -> mutmut mutant-name patterns (module.x_function / module.xǁClassǁmethod).
 # A whole module where all of it is the area; otherwise only the functions that are.
 SCOPES: dict[str, list[str]] = {
-    "envelope": ["anysync.repo.envelope.*"],
-    "tree": ["anysync.repo.tree.*"],
+    "envelope": ["anysync.client.repo.envelope.*"],
+    "tree": ["anysync.client.repo.tree.*"],
     "history/refs": [
-        "anysync.repo.history.*",
+        "anysync.client.repo.history.*",
         # the rollback floor
-        "anysync.statedb.xǁStateDBǁseen__mutmut_*",
-        "anysync.statedb.xǁStateDBǁset_seen__mutmut_*",
+        "anysync.client.statedb.xǁStateDBǁseen__mutmut_*",
+        "anysync.client.statedb.xǁStateDBǁset_seen__mutmut_*",
     ],
-    "merge": ["anysync.sync.merge.*"],
+    "merge": ["anysync.client.sync.merge.*"],
     "restore paths": [
-        "anysync.restore.x__select__mutmut_*",
-        "anysync.restore.xǁ_Restorerǁrestore_into__mutmut_*",
-        "anysync.restore.xǁ_Restorerǁ_restore_entries__mutmut_*",
-        "anysync.restore.xǁ_Restorerǁ_open_dir__mutmut_*",
-        "anysync.restore.xǁ_Restorerǁ_apply_dir_meta__mutmut_*",
+        "anysync.client.restore.x__select__mutmut_*",
+        "anysync.client.restore.xǁ_Restorerǁrestore_into__mutmut_*",
+        "anysync.client.restore.xǁ_Restorerǁ_restore_entries__mutmut_*",
+        "anysync.client.restore.xǁ_Restorerǁ_open_dir__mutmut_*",
+        "anysync.client.restore.xǁ_Restorerǁ_apply_dir_meta__mutmut_*",
     ],
     "stat cache": [
-        "anysync.statedb.x__ids__mutmut_*",
-        "anysync.statedb.xǁStateDBǁstats_in__mutmut_*",
-        "anysync.statedb.xǁStateDBǁput_stats__mutmut_*",
-        "anysync.statedb.xǁ_Txǁ*",
-        "anysync.backup.xǁ_Walkerǁ_file__mutmut_*",
-        "anysync.backup.xǁ_Walkerǁ_read__mutmut_*",
-        "anysync.backup.x__stat_key__mutmut_*",
+        "anysync.client.statedb.x__ids__mutmut_*",
+        "anysync.client.statedb.xǁStateDBǁstats_in__mutmut_*",
+        "anysync.client.statedb.xǁStateDBǁput_stats__mutmut_*",
+        "anysync.client.statedb.xǁ_Txǁ*",
+        "anysync.client.backup.xǁ_Walkerǁ_file__mutmut_*",
+        "anysync.client.backup.xǁ_Walkerǁ_read__mutmut_*",
+        "anysync.client.backup.x__stat_key__mutmut_*",
     ],
     "auth": ["anysync.server.auth.*"],
     "quota": [

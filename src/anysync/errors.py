@@ -1,7 +1,7 @@
 """Typed errors. Each carries a one-line message for the user and an exit code.
 
 The CLI maps them to exit codes in one place; the RPC layers map gRPC status codes to
-and from them in one place each (anysync.remote, anysync.server.service).
+and from them in one place each (anysync.client.remote, anysync.server.service).
 """
 
 from __future__ import annotations

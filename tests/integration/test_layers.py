@@ -14,19 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from anysync import backup, chunker
-from anysync.backup import Origin, run_backup
+from anysync.client import backup, chunker
+from anysync.client.backup import Origin, run_backup
+from anysync.client.keys import MasterKeys
+from anysync.client.progress import Progress
+from anysync.client.remote import Remote
+from anysync.client.repo import history
+from anysync.client.repo.pack import PackedBlob
+from anysync.client.repo.repository import Repository
+from anysync.client.session import ClientHome
+from anysync.client.statedb import StateDB
+from anysync.client.sync import engine, flat
+from anysync.client.sync.state import SyncState
 from anysync.errors import AnySyncError, AuthError, PermissionDenied
-from anysync.keys import MasterKeys
-from anysync.progress import Progress
-from anysync.remote import Remote
-from anysync.repo import history
-from anysync.repo.pack import PackedBlob
-from anysync.repo.repository import Repository
-from anysync.session import ClientHome
-from anysync.statedb import StateDB
-from anysync.sync import engine, flat
-from anysync.sync.state import SyncState
 from anysync.types import BlobId, BlobLocation, PackId, Ref
 from tests.integration.harness import Client, Server
 

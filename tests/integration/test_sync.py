@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from anysync.client.repo import history
+from anysync.client.repo.commit import Commit
+from anysync.client.repo.repository import Repository
+from anysync.client.repo.tree import EntryType, TreeEntry, check_name, encode
+from anysync.client.session import ClientHome
+from anysync.client.statedb import StateDB
+from anysync.client.sync.engine import folder_ref
 from anysync.errors import HostilePath
 from anysync.faults import ENV as FAULT_ENV
-from anysync.repo import history
-from anysync.repo.commit import Commit
-from anysync.repo.repository import Repository
-from anysync.repo.tree import EntryType, TreeEntry, check_name, encode
-from anysync.session import ClientHome
-from anysync.statedb import StateDB
-from anysync.sync.engine import folder_ref
 from anysync.types import BlobKind
 from tests.integration.harness import CLIENT, Client, Server, base_env
 

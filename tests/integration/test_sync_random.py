@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from anysync.client.repo import envelope, history
+from anysync.client.repo.repository import Repository
+from anysync.client.repo.tree import EntryType
+from anysync.client.session import ClientHome
+from anysync.client.statedb import StateDB
+from anysync.client.sync import flat
+from anysync.client.sync.engine import folder_ref
 from anysync.faults import ENV as FAULT_ENV
-from anysync.repo import envelope, history
-from anysync.repo.repository import Repository
-from anysync.repo.tree import EntryType
-from anysync.session import ClientHome
-from anysync.statedb import StateDB
-from anysync.sync import flat
-from anysync.sync.engine import folder_ref
 from tests.integration.harness import Client, Server
 from tests.integration.test_sync import setup_devices, tree_of
 

@@ -4,7 +4,7 @@ import io
 import random
 from pathlib import Path
 
-from anysync.chunker import MAX_SIZE, MIN_SIZE, WHOLE_FILE, Chunker
+from anysync.client.chunker import MAX_SIZE, MIN_SIZE, WHOLE_FILE, Chunker
 
 
 def _data(n: int, seed: int = 1) -> bytes:

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from anysync import crypto, keys
+from anysync import crypto
+from anysync.client import keys
 from anysync.errors import IntegrityError, WrongPassword
 from anysync.types import KdfParams
 

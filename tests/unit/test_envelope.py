@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from anysync.client.keys import MasterKeys
+from anysync.client.repo import envelope
 from anysync.errors import IntegrityError
-from anysync.keys import MasterKeys
-from anysync.repo import envelope
 from anysync.types import BlobId, BlobKind
 
 KEYS = MasterKeys.generate()

@@ -6,10 +6,10 @@ import os
 
 import pytest
 
+from anysync.client.keys import MasterKeys
+from anysync.client.repo import commit, envelope, pack, tree
+from anysync.client.repo.tree import EntryType, TreeEntry
 from anysync.errors import HostilePath, IntegrityError
-from anysync.keys import MasterKeys
-from anysync.repo import commit, envelope, pack, tree
-from anysync.repo.tree import EntryType, TreeEntry
 from anysync.types import BlobId, BlobKind
 
 KEYS = MasterKeys.generate()

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from anysync import faults
+from anysync.client.keys import MasterKeys
+from anysync.client.repo import commit as commit_codec
+from anysync.client.repo import history
+from anysync.client.repo.commit import Commit
+from anysync.client.repo.pack import PackedBlob
+from anysync.client.repo.repository import Repository
+from anysync.client.statedb import StateDB
 from anysync.errors import Conflict, NotFound, RollbackError, UsageError
-from anysync.keys import MasterKeys
-from anysync.repo import commit as commit_codec
-from anysync.repo import history
-from anysync.repo.commit import Commit
-from anysync.repo.pack import PackedBlob
-from anysync.repo.repository import Repository
-from anysync.statedb import StateDB
 from anysync.types import BlobId, BlobLocation, PackId, Ref
 
 KEYS = MasterKeys.generate()

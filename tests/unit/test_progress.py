@@ -3,7 +3,7 @@ from __future__ import annotations
 import io
 import time
 
-from anysync.progress import Progress, human_bytes
+from anysync.client.progress import Progress, human_bytes
 
 
 class _Tty(io.StringIO):

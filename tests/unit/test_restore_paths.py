@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from anysync import restore
+from anysync.client import restore
+from anysync.client.progress import Progress
+from anysync.client.repo.repository import Repository
+from anysync.client.repo.tree import EntryType, TreeEntry
 from anysync.errors import DiskFull, HostilePath, NotFound
-from anysync.progress import Progress
-from anysync.repo.repository import Repository
-from anysync.repo.tree import EntryType, TreeEntry
 from anysync.types import BlobId, BlobKind
 from tests.unit.test_history import KEYS, MemoryRemote
 

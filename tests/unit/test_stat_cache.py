@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from anysync import backup
-from anysync.chunker import Chunker
-from anysync.progress import Progress
-from anysync.repo.repository import Repository
-from anysync.repo.tree import EntryType
-from anysync.statedb import CachedStat, StateDB
+from anysync.client import backup
+from anysync.client.chunker import Chunker
+from anysync.client.progress import Progress
+from anysync.client.repo.repository import Repository
+from anysync.client.repo.tree import EntryType
+from anysync.client.statedb import CachedStat, StateDB
 from anysync.types import BlobId, BlobKind
 from tests.unit.test_history import KEYS, MemoryRemote
 

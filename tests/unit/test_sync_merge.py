@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from anysync.repo.tree import EntryType, TreeEntry
-from anysync.sync.flat import Flat
-from anysync.sync.merge import conflict_name, merge
+from anysync.client.repo.tree import EntryType, TreeEntry
+from anysync.client.sync.flat import Flat
+from anysync.client.sync.merge import conflict_name, merge
 from anysync.types import BlobId
 
 NOW = 1_767_000_000.0

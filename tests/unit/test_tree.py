@@ -8,9 +8,9 @@ import struct
 
 import pytest
 
+from anysync.client.repo import tree
+from anysync.client.repo.tree import EntryType, TreeEntry
 from anysync.errors import HostilePath, IntegrityError
-from anysync.repo import tree
-from anysync.repo.tree import EntryType, TreeEntry
 from anysync.types import BlobId
 
 ID = b"\x11" * 32

@@ -11,18 +11,18 @@ import pytest
 import zstandard
 
 from anysync import crypto
+from anysync.client.keys import MasterKeys
+from anysync.client.progress import Progress
+from anysync.client.repo import envelope, history
+from anysync.client.repo.commit import Commit
+from anysync.client.repo.pack import PackedBlob
+from anysync.client.repo.repository import Repository
+from anysync.client.repo.tree import EntryType, TreeEntry
+from anysync.client.restore import _Restorer
+from anysync.client.statedb import StateDB
+from anysync.client.sync import engine
+from anysync.client.sync.state import SyncState
 from anysync.errors import Conflict, HostilePath, IntegrityError, RollbackError
-from anysync.keys import MasterKeys
-from anysync.progress import Progress
-from anysync.repo import envelope, history
-from anysync.repo.commit import Commit
-from anysync.repo.pack import PackedBlob
-from anysync.repo.repository import Repository
-from anysync.repo.tree import EntryType, TreeEntry
-from anysync.restore import _Restorer
-from anysync.statedb import StateDB
-from anysync.sync import engine
-from anysync.sync.state import SyncState
 from anysync.types import BlobId, BlobKind, BlobLocation, PackId, Ref
 
 KEYS = MasterKeys.generate()

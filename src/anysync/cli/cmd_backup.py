@@ -7,9 +7,9 @@ import socket
 import sys
 from pathlib import Path
 
-from anysync.backup import Origin, run_backup
 from anysync.cli import common
-from anysync.progress import human_bytes
+from anysync.client.backup import Origin, run_backup
+from anysync.client.progress import human_bytes
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

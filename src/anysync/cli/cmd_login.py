@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from anysync import session
 from anysync.cli import common
 from anysync.cli.cmd_signup import add_trust_options
+from anysync.client import session
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

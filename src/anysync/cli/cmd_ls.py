@@ -8,9 +8,9 @@ import stat
 import time
 
 from anysync.cli import common
+from anysync.client.repo import history
+from anysync.client.repo.tree import EntryType, TreeEntry
 from anysync.errors import NotFound
-from anysync.repo import history
-from anysync.repo.tree import EntryType, TreeEntry
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 from anysync.cli import common
+from anysync.client.progress import human_bytes
+from anysync.client.repo import history
+from anysync.client.restore import run_restore
 from anysync.errors import RestoreIncomplete
-from anysync.progress import human_bytes
-from anysync.repo import history
-from anysync.restore import run_restore
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from anysync import session
 from anysync.cli import common
+from anysync.client import session
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

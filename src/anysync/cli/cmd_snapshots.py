@@ -6,8 +6,8 @@ import argparse
 import time
 
 from anysync.cli import common
-from anysync.progress import human_bytes
-from anysync.repo import history
+from anysync.client.progress import human_bytes
+from anysync.client.repo import history
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

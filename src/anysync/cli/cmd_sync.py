@@ -22,12 +22,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from anysync.cli import common
+from anysync.client.sync import engine
+from anysync.client.sync.ignore import IgnoreRules
+from anysync.client.sync.scan import pending
+from anysync.client.sync.state import Folder, SyncState, under
+from anysync.client.sync.watch import Watcher
 from anysync.errors import AnySyncError, NotFound, UsageError
-from anysync.sync import engine
-from anysync.sync.ignore import IgnoreRules
-from anysync.sync.scan import pending
-from anysync.sync.state import Folder, SyncState, under
-from anysync.sync.watch import Watcher
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

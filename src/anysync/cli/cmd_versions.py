@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 
 from anysync.cli import common
+from anysync.client.progress import human_bytes
+from anysync.client.repo.tree import EntryType
+from anysync.client.sync import engine, fsops
+from anysync.client.sync.state import SyncState, stat_key
+from anysync.client.sync.versions import find_version, versions
 from anysync.errors import UsageError
-from anysync.progress import human_bytes
-from anysync.repo.tree import EntryType
-from anysync.sync import engine, fsops
-from anysync.sync.state import SyncState, stat_key
-from anysync.sync.versions import find_version, versions
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -13,13 +13,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from anysync.client.keys import MasterKeys
+from anysync.client.progress import Progress
+from anysync.client.remote import Remote
+from anysync.client.repo.repository import Repository
+from anysync.client.session import ClientConfig, ClientHome, default_home
+from anysync.client.statedb import StateDB
 from anysync.errors import UsageError
-from anysync.keys import MasterKeys
-from anysync.progress import Progress
-from anysync.remote import Remote
-from anysync.repo.repository import Repository
-from anysync.session import ClientConfig, ClientHome, default_home
-from anysync.statedb import StateDB
 
 
 def add_password_option(p: argparse.ArgumentParser) -> None:

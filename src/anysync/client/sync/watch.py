@@ -35,7 +35,7 @@ class RefStream(Protocol):
 
 
 class RefSource(Protocol):
-    """What the watcher needs from the server (anysync.remote.Remote provides it)."""
+    """What the watcher needs from the server (anysync.client.remote.Remote provides it)."""
 
     def watch_refs(self, names: Sequence[str] = ()) -> RefStream: ...
 

@@ -25,8 +25,8 @@ import random
 import struct
 from dataclasses import dataclass, field
 
+from anysync.client.repo import envelope
 from anysync.errors import IntegrityError
-from anysync.repo import envelope
 from anysync.types import BlobId, BlobKind
 
 MAGIC = b"ASPK"

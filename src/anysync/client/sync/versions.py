@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from anysync.client.repo import history
+from anysync.client.repo.repository import Repository
+from anysync.client.repo.tree import TreeEntry
+from anysync.client.statedb import StateDB
+from anysync.client.sync import flat
+from anysync.client.sync.state import Folder
 from anysync.errors import NotFound, UsageError
-from anysync.repo import history
-from anysync.repo.repository import Repository
-from anysync.repo.tree import TreeEntry
-from anysync.statedb import StateDB
-from anysync.sync import flat
-from anysync.sync.state import Folder
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from anysync import crypto, keys, tls
+from anysync import crypto, tls
+from anysync.client import keys
+from anysync.client.keys import MasterKeys
+from anysync.client.remote import LoginResult, Remote, fetch_certificate
 from anysync.errors import (
     AuthError,
     IntegrityError,
@@ -30,8 +33,6 @@ from anysync.errors import (
     UsageError,
     WrongPassword,
 )
-from anysync.keys import MasterKeys
-from anysync.remote import LoginResult, Remote, fetch_certificate
 from anysync.types import KdfParams
 
 CONFIG_VERSION = 1

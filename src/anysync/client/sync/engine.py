@@ -18,18 +18,18 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from anysync import faults
-from anysync.chunker import Chunker
+from anysync.client.chunker import Chunker
+from anysync.client.repo import history
+from anysync.client.repo.commit import Commit
+from anysync.client.repo.repository import Repository, chunks_of
+from anysync.client.repo.tree import EntryType, TreeEntry
+from anysync.client.statedb import StateDB
+from anysync.client.sync import flat, fsops
+from anysync.client.sync.ignore import IgnoreRules
+from anysync.client.sync.merge import merge
+from anysync.client.sync.scan import Scan, scan
+from anysync.client.sync.state import Folder, Record, StatKey, SyncState, under
 from anysync.errors import AnySyncError, Conflict, NotFound
-from anysync.repo import history
-from anysync.repo.commit import Commit
-from anysync.repo.repository import Repository, chunks_of
-from anysync.repo.tree import EntryType, TreeEntry
-from anysync.statedb import StateDB
-from anysync.sync import flat, fsops
-from anysync.sync.ignore import IgnoreRules
-from anysync.sync.merge import merge
-from anysync.sync.scan import Scan, scan
-from anysync.sync.state import Folder, Record, StatKey, SyncState, under
 from anysync.types import BlobId, BlobKind
 
 log = logging.getLogger(__name__)

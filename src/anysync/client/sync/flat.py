@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import replace
 
-from anysync.repo.repository import Repository
-from anysync.repo.tree import EntryType, TreeEntry
+from anysync.client.repo.repository import Repository
+from anysync.client.repo.tree import EntryType, TreeEntry
 from anysync.types import BlobId
 
 Flat = dict[bytes, TreeEntry]

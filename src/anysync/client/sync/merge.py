@@ -19,8 +19,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 
-from anysync.repo.tree import EntryType, TreeEntry
-from anysync.sync.flat import Flat, parent_of, same
+from anysync.client.repo.tree import EntryType, TreeEntry
+from anysync.client.sync.flat import Flat, parent_of, same
 
 
 @dataclass

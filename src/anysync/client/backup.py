@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from anysync import faults
-from anysync.chunker import Chunker
+from anysync.client.chunker import Chunker
+from anysync.client.progress import Progress
+from anysync.client.repo import history
+from anysync.client.repo.commit import Commit
+from anysync.client.repo.repository import Repository
+from anysync.client.repo.tree import EntryType, TreeEntry
+from anysync.client.statedb import CachedStat, StateDB
 from anysync.errors import UsageError
-from anysync.progress import Progress
-from anysync.repo import history
-from anysync.repo.commit import Commit
-from anysync.repo.repository import Repository
-from anysync.repo.tree import EntryType, TreeEntry
-from anysync.statedb import CachedStat, StateDB
 from anysync.types import BlobId, BlobKind
 
 log = logging.getLogger(__name__)

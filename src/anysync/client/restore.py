@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from anysync import faults
+from anysync.client.progress import Progress
+from anysync.client.repo.history import Snapshot
+from anysync.client.repo.repository import Repository, chunks_of
+from anysync.client.repo.tree import EntryType, TreeEntry, check_name
 from anysync.errors import AnySyncError, DiskFull, IntegrityError, NotFound, UsageError
-from anysync.progress import Progress
-from anysync.repo.history import Snapshot
-from anysync.repo.repository import Repository, chunks_of
-from anysync.repo.tree import EntryType, TreeEntry, check_name
 from anysync.types import BlobKind
 
 # Small files are fetched together; a batch holds at most this much content.

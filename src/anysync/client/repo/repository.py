@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from anysync import faults
+from anysync.client.keys import MasterKeys
+from anysync.client.repo import commit as commit_codec
+from anysync.client.repo import envelope
+from anysync.client.repo import tree as tree_codec
+from anysync.client.repo.pack import PackBuilder, PackedBlob
 from anysync.errors import IntegrityError, NotFound
-from anysync.keys import MasterKeys
-from anysync.repo import commit as commit_codec
-from anysync.repo import envelope
-from anysync.repo import tree as tree_codec
-from anysync.repo.pack import PackBuilder, PackedBlob
 from anysync.types import BlobId, BlobKind, BlobLocation, PackId, Ref
 
 FIND_BATCH = 10_000
@@ -45,7 +45,7 @@ STREAM_WINDOW = 16 * 1024 * 1024
 
 
 class RemoteStorage(Protocol):
-    """What the repository needs from a server; anysync.remote implements it over gRPC."""
+    """What the repository needs from a server; anysync.client.remote implements it over gRPC."""
 
     def find_blobs(self, ids: Sequence[BlobId]) -> dict[BlobId, BlobLocation]: ...
 

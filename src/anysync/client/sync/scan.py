@@ -12,11 +12,11 @@ import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from anysync.chunker import Chunker
-from anysync.repo.repository import Repository
-from anysync.repo.tree import EntryType, TreeEntry, check_name
-from anysync.sync.ignore import IgnoreRules
-from anysync.sync.state import Record, StatKey, stat_key, under
+from anysync.client.chunker import Chunker
+from anysync.client.repo.repository import Repository
+from anysync.client.repo.tree import EntryType, TreeEntry, check_name
+from anysync.client.sync.ignore import IgnoreRules
+from anysync.client.sync.state import Record, StatKey, stat_key, under
 from anysync.types import BlobId, BlobKind
 
 log = logging.getLogger(__name__)

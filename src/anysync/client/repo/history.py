@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from anysync import faults
+from anysync.client.repo.commit import Commit
+from anysync.client.repo.repository import Repository
+from anysync.client.statedb import StateDB
 from anysync.errors import Conflict, NotFound, RollbackError, UsageError
-from anysync.repo.commit import Commit
-from anysync.repo.repository import Repository
-from anysync.statedb import StateDB
 from anysync.types import BlobId
 
 CAS_ATTEMPTS = 8

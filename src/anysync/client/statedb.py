@@ -33,7 +33,7 @@ def _ids(raw: bytes) -> tuple[BlobId, ...]:
 
 
 def _migrations() -> list[tuple[int, str]]:
-    folder = resources.files("anysync") / "localdb_sql"
+    folder = resources.files("anysync.client") / "localdb_sql"
     out = []
     for item in folder.iterdir():
         if item.name.endswith(".sql"):

@@ -16,8 +16,8 @@ import os
 import secrets
 from collections.abc import Iterable, Iterator
 
+from anysync.client.sync.state import StatKey, stat_key
 from anysync.errors import IntegrityError
-from anysync.sync.state import StatKey, stat_key
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 

@@ -6,9 +6,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from anysync.client.repo.tree import EntryType, TreeEntry
+from anysync.client.statedb import StateDB
 from anysync.errors import AlreadyExists, NotFound
-from anysync.repo.tree import EntryType, TreeEntry
-from anysync.statedb import StateDB
 from anysync.types import BLOB_ID_SIZE, BlobId
 
 StatKey = tuple[int, int, int, int]  # ino, size, mtime_ns, ctime_ns

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import grpc
 
 from anysync import tls
+from anysync.client.repo.pack import PackedBlob
 from anysync.errors import (
     AlreadyExists,
     AnySyncError,
@@ -36,7 +37,6 @@ from anysync.errors import (
     TlsMismatch,
     UsageError,
 )
-from anysync.repo.pack import PackedBlob
 from anysync.types import BlobId, BlobLocation, KdfParams, PackId, Ref
 from anysync.v1 import anysync_pb2 as pb
 from anysync.v1 import anysync_pb2_grpc as rpc
