@@ -63,3 +63,15 @@ deps_stop() {
   fi
   exit 1
 }
+
+# Foreign-architecture binaries run through binfmt_misc, which machines without systemd
+# do not mount at boot; qemu-user-static registers its handlers with the F flag.
+enable_binfmt() {
+  if [[ ! -e /proc/sys/fs/binfmt_misc/register ]]; then
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
+  fi
+  if [[ -e /proc/sys/fs/binfmt_misc/register ]] \
+    && [[ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 || ! -e /proc/sys/fs/binfmt_misc/qemu-arm ]]; then
+    update-binfmts --enable >/dev/null 2>&1 || true
+  fi
+}

@@ -97,3 +97,20 @@ def test_the_real_apt_get_failing_on_an_unknown_package_is_an_error() -> None:
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "apt-get install no-such-package-zzz failed" in proc.stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_a_script_with_everything_installed_succeeds(script: Path, tmp_path: Path) -> None:
+    # Root on Debian with every package installed: the script must run to its end (a
+    # helper it calls that the library lost would fail here, not only on a fresh machine).
+    bin_dir = _fake_bin(
+        tmp_path,
+        id="echo 0",
+        dpkg_query="echo 'install ok installed'",
+        apt_get="echo unexpected apt-get >&2; exit 100",
+        mount="exit 0",
+        update_binfmts="exit 0",
+    )
+    proc = _run(script, bin_dir, ci=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "command not found" not in proc.stderr
