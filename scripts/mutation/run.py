@@ -35,9 +35,11 @@ SCOPES: dict[str, list[str]] = {
     "tree": ["anysync.client.repo.tree.*"],
     "history/refs": [
         "anysync.client.repo.history.*",
-        # the rollback floor
+        # the one compare-and-swap loop, the rollback floor and the seen-refs check
+        "anysync.client.repo.refs.*",
         "anysync.client.statedb.xǁStateDBǁseen__mutmut_*",
         "anysync.client.statedb.xǁStateDBǁset_seen__mutmut_*",
+        "anysync.client.statedb.xǁStateDBǁseen_labels__mutmut_*",
     ],
     "merge": ["anysync.client.sync.merge.*"],
     "restore paths": [
@@ -51,10 +53,14 @@ SCOPES: dict[str, list[str]] = {
         "anysync.client.statedb.x__ids__mutmut_*",
         "anysync.client.statedb.xǁStateDBǁstats_in__mutmut_*",
         "anysync.client.statedb.xǁStateDBǁput_stats__mutmut_*",
+        "anysync.client.statedb.xǁStateDBǁforget_stats__mutmut_*",
+        "anysync.client.statedb.x__row_mac__mutmut_*",
         "anysync.client.statedb.xǁ_Txǁ*",
         "anysync.client.backup.xǁ_Walkerǁ_file__mutmut_*",
         "anysync.client.backup.xǁ_Walkerǁ_read__mutmut_*",
+        "anysync.client.backup.xǁ_Walkerǁcached_in__mutmut_*",
         "anysync.client.backup.x__stat_key__mutmut_*",
+        "anysync.client.backup.x__unchanged__mutmut_*",
     ],
     "auth": ["anysync.server.auth.*"],
     "quota": [

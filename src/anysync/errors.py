@@ -98,3 +98,12 @@ class RestoreIncomplete(AnySyncError):
 
 class DiskFull(AnySyncError):
     exit_code = 12
+
+
+class PartialSnapshot(AnySyncError):
+    """The snapshot was saved, but some paths could not be read: they are not in it.
+
+    Not raised: `anysync backup` prints the snapshot and the skipped paths, then exits
+    with this code."""
+
+    exit_code = 13

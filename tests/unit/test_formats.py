@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from anysync.client import keys
 from anysync.client.keys import MasterKeys
 from anysync.client.repo import commit, envelope, pack, tree
 from anysync.client.repo.tree import EntryType, TreeEntry
@@ -33,7 +34,7 @@ def test_envelope_round_trip(data: bytes) -> None:
 def test_envelope_compresses_text_not_noise() -> None:
     text, noise = b"abc" * 100_000, os.urandom(300_000)
     assert len(seal(BlobKind.DATA, text)[1]) < len(text) // 10
-    assert len(seal(BlobKind.DATA, noise)[1]) == len(noise) + envelope.OVERHEAD
+    assert len(seal(BlobKind.DATA, noise)[1]) == envelope.sealed_size(len(noise))
 
 
 def test_envelope_fresh_salt_each_time() -> None:
@@ -158,3 +159,27 @@ def test_commit_round_trip() -> None:
     assert commit.decode(commit.encode(c)) == c
     with pytest.raises(IntegrityError):
         commit.decode(b'{"v": 99}')
+
+
+# master.keys test vectors (docs/design.md §3): kek = bytes 0..31, nonce = bytes 100..111,
+# data_key = 32 × 0x01, id_key = 32 × 0x02, box_secret = 32 × 0x03. Version 1 has no
+# counter; version 2 carries counter 7, which is part of the AAD.
+MASTER_KEYS_USER = "0123456789abcdef0123456789abcdef"
+MASTER_KEYS_V1 = bytes.fromhex(
+    "41534d4b016465666768696a6b6c6d6e6f491adf6778e8579f3f635ee9db646bfc43c3070b8a6df273a6d0"
+    "ad49faa2a44996eb42c24e109906fff17a3dff40c8cd19599ae52248432af8f3aed4ed83a7880b8fd80dd548"
+    "3806886cee40128932e5677b1c37a4c68ec5dcf235c778104d5245d0fc7865f6e7cdf0572adc73ea1e74"
+)
+MASTER_KEYS_V2 = bytes.fromhex(
+    "41534d4b02070000006465666768696a6b6c6d6e6f491adf6778e8579f3f635ee9db646bfc43c3070b8a6d"
+    "f273a6d0ad49faa2a44996eb42c24e109906fff17a3dff40c8cd19599ae52248432af8f3aed4ed83a7880b"
+    "8fd80dd5483806886cee40128932e5677b1c37a4c68ec5dcf235c778104d52a6e1c1c86dea8479d6ad54a0"
+    "68e4c013"
+)
+
+
+@pytest.mark.parametrize(("blob", "counter"), [(MASTER_KEYS_V1, 0), (MASTER_KEYS_V2, 7)])
+def test_master_keys_vectors_still_open(blob: bytes, counter: int) -> None:
+    opened = keys.unwrap(blob, bytes(range(32)), MASTER_KEYS_USER)
+    assert opened == MasterKeys(b"\x01" * 32, b"\x02" * 32, b"\x03" * 32)
+    assert keys.claimed_counter(blob) == counter

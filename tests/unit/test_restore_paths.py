@@ -13,6 +13,8 @@ import pytest
 
 from anysync.client import restore
 from anysync.client.progress import Progress
+from anysync.client.repo.commit import Commit
+from anysync.client.repo.refs import Snapshot
 from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType, TreeEntry
 from anysync.errors import DiskFull, HostilePath, NotFound
@@ -353,3 +355,27 @@ def test_errors_without_an_errno_are_reported_by_their_text(
     assert stats.failed == [("link", "something odd"), ("d", "something odd")]
     # a directory whose own mode could not be applied stays private
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o700
+
+
+def test_a_lost_top_tree_fails_the_whole_snapshot_by_name(tmp_path: Path) -> None:
+    """The server lost the pack of the snapshot's top tree: nothing below it can be
+    named, so the restore reports the whole snapshot as failed (exit 11), not exit 7."""
+    remote = MemoryRemote()
+    repo = Repository(remote, KEYS)
+    try:
+        root = repo.save_tree(sample(repo))
+        repo.finish()
+        del remote.packs[remote.index[root].pack_id]
+        snap = Snapshot(BlobId(b"\1" * 32), Commit("backup", root, (), "r-a", 1, 1, 1, "d", "h"))
+        stats = restore.run_restore(
+            repo, snap, tmp_path, None, Progress("restored", io.StringIO(), enabled=False)
+        )
+    finally:
+        repo.close()
+    assert stats.failed == [
+        (
+            "(every file of the snapshot)",
+            f"pack {remote.index[root].pack_id.hex()[:8]} is missing or damaged on the server",
+        )
+    ]
+    assert list(tmp_path.iterdir()) == []

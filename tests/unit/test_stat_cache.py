@@ -1,23 +1,26 @@
-"""The stat cache: a file is skipped only when inode, size, mtime and ctime all match,
-and a row is written only for a file that did not change while it was read."""
+"""The stat cache: a file is skipped only when inode, size, mtime and ctime all match a
+row whose MAC verifies, and a row is written only for a file that did not change while
+it was read."""
 
 from __future__ import annotations
 
 import io
 import os
 import random
-import sqlite3
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+import blake3
 import pytest
 
-from anysync.client import backup
+from anysync import crypto
+from anysync.client import backup, statedb
 from anysync.client.chunker import Chunker
 from anysync.client.progress import Progress
 from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType
-from anysync.client.statedb import CachedStat, StateDB
+from anysync.client.statedb import CachedStat, StateDB, local_state_key
 from anysync.types import BlobId, BlobKind
 from tests.unit.test_history import KEYS, MemoryRemote
 
@@ -36,9 +39,12 @@ def state(tmp_path: Path) -> Iterator[StateDB]:
     db.close()
 
 
+KEY = local_state_key(KEYS.id_key)
+
+
 def walker(repo: Repository, state: StateDB) -> backup._Walker:
     progress = Progress("backed up", io.StringIO(), enabled=False)
-    return backup._Walker(repo, state, Chunker(repo.keys.chunker_seed()), progress)
+    return backup._Walker(repo, state, KEY, Chunker(repo.keys.chunker_seed()), progress)
 
 
 def ids(*seeds: int) -> tuple[BlobId, ...]:
@@ -51,23 +57,23 @@ def ids(*seeds: int) -> tuple[BlobId, ...]:
 def test_put_and_read_back_by_directory(state: StateDB) -> None:
     one = CachedStat(11, 5, 1_000, 2_000, ids(1, 2, 3))
     two = CachedStat(12, 0, 3_000, 4_000, ())
-    state.put_stats([(b"/d/a", one), (b"/d/b", two), (b"/d/sub/c", one)])
-    assert state.stats_in(b"/d") == {b"a": one, b"b": two}
-    assert state.stats_in(b"/d/sub") == {b"c": one}
-    assert state.stats_in(b"/other") == {}
+    state.put_stats([(b"/d/a", one), (b"/d/b", two), (b"/d/sub/c", one)], KEY)
+    assert state.stats_in(b"/d", KEY) == ({b"a": one, b"b": two}, 0)
+    assert state.stats_in(b"/d/sub", KEY) == ({b"c": one}, 0)
+    assert state.stats_in(b"/other", KEY) == ({}, 0)
     newer = CachedStat(11, 6, 1_001, 2_001, ids(4))
-    state.put_stats([(b"/d/a", newer)])  # replaces, never duplicates
-    assert state.stats_in(b"/d") == {b"a": newer, b"b": two}
+    state.put_stats([(b"/d/a", newer)], KEY)  # replaces, never duplicates
+    assert state.stats_in(b"/d", KEY) == ({b"a": newer, b"b": two}, 0)
 
 
 def test_put_stats_is_all_or_nothing(state: StateDB) -> None:
     good = CachedStat(1, 1, 1, 1, ids(1))
-    unbindable = CachedStat(object(), 1, 1, 1, ())  # type: ignore[arg-type]
-    with pytest.raises(sqlite3.Error):
-        state.put_stats([(b"/d/a", good), (b"/d/b", unbindable)])
-    assert state.stats_in(b"/d") == {}
-    state.put_stats([(b"/d/a", good)])  # and the connection is usable again
-    assert state.stats_in(b"/d") == {b"a": good}
+    unbindable = CachedStat(2**64 - 1, 1, 1, 1, ())  # fits the MAC, not an SQLite INTEGER
+    with pytest.raises(OverflowError):
+        state.put_stats([(b"/d/a", good), (b"/d/b", unbindable)], KEY)
+    assert state.stats_in(b"/d", KEY) == ({}, 0)
+    state.put_stats([(b"/d/a", good)], KEY)  # and the connection is usable again
+    assert state.stats_in(b"/d", KEY) == ({b"a": good}, 0)
 
 
 def test_a_failed_transaction_rolls_back(state: StateDB) -> None:
@@ -86,14 +92,14 @@ def test_the_floor_survives_reopening(tmp_path: Path) -> None:
     db.set_seen("r-a", BlobId(b"\1" * 32), 7)
     db.set_seen("r-b", BlobId(b"\2" * 32), 1)
     db.set_seen("r-a", BlobId(b"\3" * 32), 8)
-    db.put_stats([(b"/x/y", CachedStat(1, 2, 3, 4, ids(9, 8)))])
+    db.put_stats([(b"/x/y", CachedStat(1, 2, 3, 4, ids(9, 8)))], KEY)
     db.close()
     db = StateDB(tmp_path / "s.db")
     try:
         assert db.seen("r-a") == (BlobId(b"\3" * 32), 8)
         assert db.seen("r-b") == (BlobId(b"\2" * 32), 1)
         assert db.seen("r-c") is None
-        assert db.stats_in(b"/x") == {b"y": CachedStat(1, 2, 3, 4, ids(9, 8))}
+        assert db.stats_in(b"/x", KEY) == ({b"y": CachedStat(1, 2, 3, 4, ids(9, 8))}, 0)
     finally:
         db.close()
 
@@ -114,7 +120,8 @@ def test_an_unchanged_file_is_not_read(repo: Repository, state: StateDB, tmp_pat
     assert (entry.type, entry.size, entry.chunks) == (EntryType.FILE, 7, ids(5))
     assert (entry.mode, entry.mtime_ns) == (st.st_mode, st.st_mtime_ns)
     assert (w.stats.files, w.stats.bytes, w.stats.files_read, w.stats.bytes_read) == (1, 7, 0, 0)
-    assert w.new_stats == []
+    assert w.fresh == {}
+    assert w.reused == {os.fsencode(f): ids(5)}  # to be confirmed with the server
     assert w.progress.files == 1 and w.progress.bytes == 7
 
 
@@ -136,7 +143,8 @@ def test_any_differing_stat_field_means_reading_again(
     repo.finish()
     assert b"".join(repo.load(BlobKind.DATA, c) for c in entry.chunks) == b"new content"
     assert (w.stats.files_read, w.stats.bytes_read, w.stats.bytes) == (1, 11, 11)
-    assert w.new_stats == [(os.fsencode(f), CachedStat(*backup._stat_key(st), entry.chunks))]
+    assert w.fresh == {os.fsencode(f): CachedStat(*backup._stat_key(st), entry.chunks)}
+    assert w.reused == {}
 
 
 def test_read_records_what_it_read(repo: Repository, state: StateDB, tmp_path: Path) -> None:
@@ -149,7 +157,7 @@ def test_read_records_what_it_read(repo: Repository, state: StateDB, tmp_path: P
     assert size == len(data) and len(chunks) > 1
     repo.finish()
     assert b"".join(repo.load(BlobKind.DATA, c) for c in chunks) == data
-    assert w.new_stats == [(os.fsencode(f), CachedStat(*backup._stat_key(st), chunks))]
+    assert w.fresh == {os.fsencode(f): CachedStat(*backup._stat_key(st), chunks)}
     assert w.stats.warnings == []
 
 
@@ -163,7 +171,7 @@ def test_a_file_changed_while_read_is_not_cached(
     w = walker(repo, state)
     chunks, size = w._read(os.fsencode(f), st)
     assert size == len(b"after, and longer")
-    assert w.new_stats == []
+    assert w.fresh == {}
     assert w.stats.warnings == [f"{f} changed while it was read; backed up as read"]
     assert chunks
 
@@ -179,7 +187,7 @@ def test_a_file_that_grew_only_in_size_is_not_cached(
     monkeypatch.setattr(w.chunker, "file_chunks", lambda fh, size: iter([b"01234"]))
     chunks, size = w._read(os.fsencode(f), st)
     assert size == 5 and len(chunks) == 1
-    assert w.new_stats == []
+    assert w.fresh == {}
     assert len(w.stats.warnings) == 1
 
 
@@ -193,7 +201,8 @@ def test_an_unreadable_file_is_a_warning_not_an_entry(
     w = walker(repo, state)
     assert w.entry(os.fsencode(f), b"gone", st, None) is None
     assert w.stats.files == 0 and w.stats.bytes == 0
-    assert w.stats.warnings == [f"cannot read {f}: No such file or directory"]
+    assert w.stats.skipped == [backup.Skipped(str(f), "No such file or directory")]
+    assert w.stats.partial and w.stats.warnings == []
 
 
 def test_a_symlink_is_never_followed_when_read(
@@ -216,7 +225,7 @@ def test_the_cache_is_used_through_a_directory_walk(
     (d / "b").write_bytes(b"bbb")
     (d / "c").write_bytes(b"cccc")
     st_a = os.lstat(d / "a")
-    state.put_stats([(os.fsencode(d / "a"), CachedStat(*backup._stat_key(st_a), ids(3)))])
+    state.put_stats([(os.fsencode(d / "a"), CachedStat(*backup._stat_key(st_a), ids(3)))], KEY)
     w = walker(repo, state)
     entry = w.entry(os.fsencode(d), b"d", os.lstat(d))
     assert entry is not None and entry.subtree is not None
@@ -227,4 +236,199 @@ def test_the_cache_is_used_through_a_directory_walk(
     assert b.chunks != ids(3)
     assert (w.stats.files, w.stats.bytes) == (3, 10)
     assert (w.stats.files_read, w.stats.bytes_read) == (2, 7)
-    assert [p for p, _ in w.new_stats] == [os.fsencode(d / "b"), os.fsencode(d / "c")]
+    assert list(w.fresh) == [os.fsencode(d / "b"), os.fsencode(d / "c")]
+    assert w.reused == {os.fsencode(d / "a"): ids(3)}
+
+
+# ---------------------------------------------------------------- row MACs (trust case 3)
+
+ROW = CachedStat(11, 5, 1_000, 2_000, ids(1, 2))
+
+
+def raw_rows(state: StateDB) -> list[tuple[object, ...]]:
+    return state.connection.execute("SELECT * FROM stat_cache ORDER BY dir, name").fetchall()
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("dir", b"/e"),
+        ("name", b"c"),
+        ("ino", 12),
+        ("size", 6),
+        ("mtime_ns", 1_001),
+        ("ctime_ns", 2_001),
+        ("chunks", b"".join(c.raw for c in ids(2, 1))),
+        ("chunks", b"".join(c.raw for c in ids(1))),
+        ("mac", b"\0" * 32),
+    ],
+)
+def test_a_row_changed_in_any_column_is_dropped(state: StateDB, column: str, value: object) -> None:
+    state.put_stats([(b"/d/a", ROW), (b"/d/b", ROW)], KEY)
+    state.connection.execute(
+        f"UPDATE stat_cache SET {column} = ? WHERE name = ?",
+        (value, b"a"),
+    )
+    where = b"/e" if column == "dir" else b"/d"
+    rows, damaged = state.stats_in(where, KEY)
+    assert damaged == 1 and b"a" not in rows and b"c" not in rows
+    assert len(raw_rows(state)) == 1  # deleted: it is not counted again
+    assert state.stats_in(b"/d", KEY) == ({b"b": ROW}, 0)
+
+
+def test_swapped_chunk_lists_fail_both_rows(state: StateDB) -> None:
+    state.put_stats([(b"/d/a", ROW), (b"/d/b", CachedStat(11, 5, 1_000, 2_000, ids(3)))], KEY)
+    db = state.connection
+    a, b = (
+        db.execute("SELECT chunks FROM stat_cache WHERE name = ?", (n,)).fetchone()[0]
+        for n in (b"a", b"b")
+    )
+    db.execute("UPDATE stat_cache SET chunks = ? WHERE name = ?", (b, b"a"))
+    db.execute("UPDATE stat_cache SET chunks = ? WHERE name = ?", (a, b"b"))
+    assert state.stats_in(b"/d", KEY) == ({}, 2)
+
+
+def test_a_row_made_with_another_key_is_dropped(state: StateDB) -> None:
+    state.put_stats([(b"/d/a", ROW)], local_state_key(b"\1" * 32))
+    assert state.stats_in(b"/d", KEY) == ({}, 1)
+
+
+@pytest.mark.parametrize(("column", "value"), [("ino", "text"), ("mac", "text"), ("size", -1)])
+def test_a_row_of_the_wrong_type_is_dropped_not_a_crash(
+    state: StateDB, column: str, value: object
+) -> None:
+    state.put_stats([(b"/d/a", ROW)], KEY)
+    state.connection.execute(f"UPDATE stat_cache SET {column} = ?", (value,))
+    assert state.stats_in(b"/d", KEY) == ({}, 1)
+
+
+def test_the_mac_frames_its_fields() -> None:
+    raw = b"".join(c.raw for c in ROW.chunks)
+    mac = statedb._row_mac(KEY, b"/d", b"ab", ROW, raw)
+    assert mac != statedb._row_mac(KEY, b"/da", b"b", ROW, raw)
+    assert mac == statedb._row_mac(KEY, b"/d", b"ab", ROW, raw)
+    assert local_state_key(KEYS.id_key) != KEYS.id_key
+
+
+def test_the_mac_is_the_documented_format() -> None:
+    """docs/design.md §7: a changed layout would silently invalidate every cache."""
+    key = bytes(range(32))
+    row = CachedStat(2**63 + 5, 7, -1_000, 2_000, ids(1))
+    le = "little"
+    message = b"".join(
+        [
+            b"stat_cache\0",
+            (2).to_bytes(4, le) + b"/d",
+            (1).to_bytes(4, le) + b"n",
+            row.ino.to_bytes(8, le) + row.size.to_bytes(8, le),
+            row.mtime_ns.to_bytes(8, le, signed=True) + row.ctime_ns.to_bytes(8, le, signed=True),
+            ids(1)[0].raw,
+        ]
+    )
+    expected = blake3.blake3(message, key=key).digest()
+    assert statedb._row_mac(key, b"/d", b"n", row, ids(1)[0].raw) == expected
+    assert local_state_key(KEYS.id_key) == crypto.hkdf(KEYS.id_key, b"anysync v1 local state")
+
+
+def test_forget_stats_drops_only_those_rows(state: StateDB) -> None:
+    state.put_stats([(b"/d/a", ROW), (b"/d/b", ROW), (b"/e/a", ROW)], KEY)
+    state.forget_stats([b"/d/a", b"/e/a"])
+    assert state.stats_in(b"/d", KEY) == ({b"b": ROW}, 0)
+    assert state.stats_in(b"/e", KEY) == ({}, 0)
+
+
+def test_the_walker_counts_damaged_rows_and_reads_their_files(
+    repo: Repository, state: StateDB, tmp_path: Path
+) -> None:
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    for f in (d / "a", d / "sub" / "b"):
+        f.write_bytes(b"aaa")
+        st = os.lstat(f)
+        state.put_stats([(os.fsencode(f), CachedStat(*backup._stat_key(st), ids(3)))], KEY)
+    state.connection.execute("UPDATE stat_cache SET chunks = ?", (ids(4)[0].raw,))
+    w = walker(repo, state)
+    entry = w.entry(os.fsencode(d), b"d", os.lstat(d))
+    assert entry is not None and w.damaged == 2  # summed over directories
+    assert w.stats.files_read == 2 and w.reused == {}
+
+
+# ---------------------------------------------------------------- skipped paths (trust case 4)
+
+
+def test_special_files_are_listed_by_kind_and_do_not_make_it_partial(
+    repo: Repository, state: StateDB, tmp_path: Path
+) -> None:
+    os.mkfifo(tmp_path / "pipe")
+    os.mknod(tmp_path / "sock", stat.S_IFSOCK | 0o600)
+    w = walker(repo, state)
+    for name in ("pipe", "sock"):
+        path = tmp_path / name
+        assert w.entry(os.fsencode(path), name.encode(), os.lstat(path)) is None
+    assert w.stats.skipped == [
+        backup.Skipped(str(tmp_path / "pipe"), "fifo", special=True),
+        backup.Skipped(str(tmp_path / "sock"), "socket", special=True),
+    ]
+    assert not w.stats.partial
+
+
+def test_a_directory_that_cannot_be_listed_is_skipped(
+    repo: Repository, state: StateDB, tmp_path: Path
+) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    st = os.lstat(gone)
+    gone.rmdir()
+    w = walker(repo, state)
+    assert w.entry(os.fsencode(gone), b"gone", st) is None
+    assert w.stats.skipped == [backup.Skipped(str(gone), "No such file or directory")]
+    assert w.stats.partial and w.stats.dirs == 0
+
+
+# ---------------------------------------------------------------- run_backup's server check
+
+
+def test_a_reused_chunk_the_server_lost_is_read_again(tmp_path: Path) -> None:
+    remote = MemoryRemote()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(b"content of a")
+    (src / "b").write_bytes(b"content of b")
+    (src / "c").write_bytes(b"content of c")
+    db = StateDB(tmp_path / "state.db")
+    origin = backup.Origin(1, "dev", "host")
+
+    def run() -> backup.BackupResult:
+        repo = Repository(remote, KEYS)
+        try:
+            progress = Progress("backed up", io.StringIO(), enabled=False)
+            return backup.run_backup(repo, db, [src], origin, progress)
+        finally:
+            repo.close()
+
+    try:
+        assert run().stats.files_read == 3
+        rows, _ = db.stats_in(os.fsencode(src), KEY)
+        (lost,) = rows[b"a"].chunks
+        del remote.index[lost]
+        (src / "c").write_bytes(b"changed c")  # read in the first walk, not in the second
+        result = run()
+        assert (result.stats.files, result.stats.files_read) == (3, 2)
+        assert result.stats.warnings == [
+            "1 chunk(s) named by the local stat cache are not on the server; read 1 file(s) again"
+        ]
+        assert lost in remote.index  # uploaded again before the commit
+        repo = Repository(remote, KEYS)
+        try:
+            (top,) = repo.load_tree(repo.load_commit(result.snapshot.id).tree)
+            assert top.subtree is not None
+            contents = {
+                e.name: b"".join(repo.load(BlobKind.DATA, c) for c in e.chunks)
+                for e in repo.load_tree(top.subtree)
+            }
+        finally:
+            repo.close()
+        assert contents == {b"a": b"content of a", b"b": b"content of b", b"c": b"changed c"}
+        assert run().stats.files_read == 0  # every row sound and confirmed again
+    finally:
+        db.close()

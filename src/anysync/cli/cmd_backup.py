@@ -1,4 +1,7 @@
-"""anysync backup: snapshot one or more paths. Prints the snapshot ID and statistics."""
+"""anysync backup: snapshot one or more paths. Prints the snapshot ID and statistics.
+
+Paths that could not be read are listed and the exit code is 13 (PartialSnapshot): the
+snapshot was saved without them. Skipped special files are listed but exit 0."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from pathlib import Path
 from anysync.cli import common
 from anysync.client.backup import Origin, run_backup
 from anysync.client.progress import human_bytes
+from anysync.errors import PartialSnapshot
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,13 +48,28 @@ def run(args: argparse.Namespace) -> int:
                 "blobs_new": ws.blobs_new,
                 "bytes_added": ws.bytes_stored,
                 "warnings": st.warnings,
+                "skipped": [{"path": _shown(k.path), "reason": k.reason} for k in st.skipped],
+                "partial": st.partial,
             }
         )
-        return 0
-    print(f"snapshot {result.snapshot.id.short()} saved")
-    print(
-        f"  {st.files} files, {st.dirs} directories, {human_bytes(st.bytes)}; "
-        f"read {st.files_read} files ({human_bytes(st.bytes_read)})"
-    )
-    print(f"  added {human_bytes(ws.bytes_stored)} in {ws.blobs_new} new blobs, {ws.packs} packs")
-    return 0
+    else:
+        partial = "; some paths could not be read" if st.partial else ""
+        print(f"snapshot {result.snapshot.id.short()} saved{partial}")
+        print(
+            f"  {st.files} files, {st.dirs} directories, {human_bytes(st.bytes)}; "
+            f"read {st.files_read} files ({human_bytes(st.bytes_read)})"
+        )
+        print(
+            f"  added {human_bytes(ws.bytes_stored)} in {ws.blobs_new} new blobs, {ws.packs} packs"
+        )
+        if st.skipped:
+            print(f"  skipped {len(st.skipped)} paths, which are not in the snapshot:")
+            for k in st.skipped:
+                print(f"    {_shown(k.path)} ({k.reason})")
+    return PartialSnapshot.exit_code if st.partial else 0
+
+
+def _shown(path: str) -> str:
+    """A file name that is not UTF-8 (kept by os.fsdecode as surrogates) printed with
+    U+FFFD in place of the undecodable bytes, instead of failing to print at all."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

@@ -8,6 +8,7 @@ import stat
 import time
 
 from anysync.cli import common
+from anysync.cli.cmd_snapshots import print_warning
 from anysync.client.repo import history
 from anysync.client.repo.tree import EntryType, TreeEntry
 from anysync.errors import NotFound
@@ -34,7 +35,7 @@ _MODE_CHAR = {
 def run(args: argparse.Namespace) -> int:
     out: list[tuple[str, TreeEntry]] = []
     with common.open_session(args) as s:
-        snap = history.resolve(s.repo, s.state, args.snapshot)
+        snap = history.resolve(s.repo, s.state, args.snapshot, warn=print_warning)
         entries = s.repo.load_tree(snap.commit.tree)
         prefix = ""
         for part in [p for p in args.path.strip("/").split("/") if p]:

@@ -69,7 +69,10 @@ def interactive_confirm() -> Callable[[str], bool] | None:
 
 
 def home() -> ClientHome:
-    return ClientHome(default_home())
+    """The client home, refused with its reason if this user cannot use it."""
+    h = ClientHome(default_home())
+    h.check()
+    return h
 
 
 def default_device_name() -> str:
@@ -96,10 +99,18 @@ def open_session(args: argparse.Namespace) -> Iterator[Session]:
     remote = h.remote()
     repo = Repository(remote, keys)
     state = StateDB(h.state_path)
+    interrupted = False
     try:
         yield Session(h, cfg, keys, remote, repo, state)
+    except KeyboardInterrupt:
+        # Ctrl-C: end the transfers in flight instead of waiting for them (an upload
+        # blocked on a silent network would hold the exit for minutes). Packs are stored
+        # before the commit and the commit before the ref, so this leaves nothing half-made.
+        interrupted = True
+        remote.abort()
+        raise
     finally:
-        repo.close()
+        repo.close(abort=interrupted)
         state.close()
         remote.close()
 

@@ -4,7 +4,7 @@ Exit codes: 0 success, 1 other error, 2 usage, 3 wrong password, 4 server unreac
 or certificate mismatch, 5 not authorised (revoked device, rate limit), 6 integrity
 (tampered or corrupt data), 7 not found / already exists, 8 concurrent change,
 9 quota exceeded, 10 local state unreadable, 11 restore incomplete, 12 disk full,
-130 interrupted.
+13 snapshot saved; some paths could not be read (listed), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -72,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("anysync: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a file problem no command put into words: still one line
+        logging.getLogger("anysync").debug("unhandled OSError", exc_info=True)
+        where = f": {exc.filename}" if exc.filename is not None else ""
+        print(f"anysync: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
     except Exception as exc:  # a bug: still one line, details with --verbose
         logging.getLogger("anysync").debug("unexpected error", exc_info=True)
         print(f"anysync: internal error: {exc!r} (run with -v for details)", file=sys.stderr)

@@ -1,9 +1,13 @@
 """Backup: walk paths into trees of chunked, encrypted blobs; record one commit.
 
-A file whose inode, size, mtime and ctime match the stat cache is not read: its chunk
-IDs are reused (the cache is written only after a snapshot holding them was
-committed). A changed file is re-chunked and only chunks the server lacks are uploaded.
-Unchanged directories produce identical tree blobs, which the server already holds.
+A file whose inode, size, mtime and ctime match a sound stat-cache row (its MAC
+verified) is not read: its chunk IDs are reused, and before the commit the server is
+asked, in one batch, whether it still holds every reused chunk; a file whose chunk it
+lost is read again. A changed file is re-chunked and only chunks the server lacks are
+uploaded. Unchanged directories produce identical tree blobs, which the server holds.
+
+What cannot be read (permissions, I/O errors) and special files (fifos, sockets,
+devices) are skipped and listed; the former make the snapshot partial (docs/design.md §7).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from anysync.client.repo import history
 from anysync.client.repo.commit import Commit
 from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType, TreeEntry
-from anysync.client.statedb import CachedStat, StateDB
+from anysync.client.statedb import CachedStat, StateDB, local_state_key
 from anysync.errors import UsageError
 from anysync.types import BlobId, BlobKind
 
@@ -37,8 +41,21 @@ class BackupStats:
     bytes: int = 0  # total size of the files in the snapshot
     files_read: int = 0  # files whose content was read (new or changed)
     bytes_read: int = 0
-    skipped: int = 0  # special files (fifos, sockets, devices)
+    skipped: list[Skipped] = field(default_factory=list)  # not in the snapshot
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def partial(self) -> bool:
+        """Some path could not be read. Special files alone do not make a snapshot
+        partial: they hold no content to back up, and are skipped by design."""
+        return any(not s.special for s in self.skipped)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str  # the OS error, or the kind of special file ("fifo", "socket", ...)
+    special: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,18 +93,29 @@ def run_backup(
         raise UsageError("back up the directories under / rather than / itself")
     if len(set(names)) != len(names):
         raise UsageError("two of the paths have the same name; back them up separately")
-    walker = _Walker(repo, state, Chunker(repo.keys.chunker_seed()), progress)
-    entries = []
-    for path, name in zip(sources, names, strict=True):
+    for path in sources:
         try:
-            st = os.lstat(path)
+            os.lstat(path)
         except OSError as exc:
             raise UsageError(f"cannot back up {path}: {exc.strerror}") from None
-        parent_cache = state.stats_in(os.fsencode(path.parent))
-        entry = walker.entry(os.fsencode(path), name, st, parent_cache.get(name))
-        if entry is not None:
-            entries.append(entry)
-    root = repo.save_tree(entries)
+    cache_key = local_state_key(repo.keys.id_key)
+    walker = _Walker(repo, state, cache_key, Chunker(repo.keys.chunker_seed()), progress)
+    root = walker.walk(sources, names)
+    # A reused chunk that the server does not hold is never committed: forget the rows
+    # naming one and walk again, which reads those files (and nothing read before).
+    while lost := repo.missing(c for chunks in walker.reused.values() for c in chunks):
+        stale = [p for p, chunks in walker.reused.items() if lost.intersection(chunks)]
+        state.forget_stats(stale)
+        walker.warn(
+            f"{len(lost)} chunk(s) named by the local stat cache are not on the server; "
+            f"read {len(stale)} file(s) again"
+        )
+        root = walker.walk(sources, names)
+    if walker.damaged:
+        walker.warn(
+            f"dropped {walker.damaged} damaged entries of the local stat cache; "
+            "read those files again"
+        )
     repo.finish()
     faults.point("backup.packs-done")
     stats = walker.stats
@@ -115,25 +143,71 @@ def run_backup(
         )
 
     snap = history.advance(repo, state, ref, make)
-    state.put_stats(walker.new_stats)  # only after the commit is safely referenced
+    state.put_stats(list(walker.fresh.items()), cache_key)  # only after the commit is referenced
     progress.done()
     return BackupResult(snap, stats)
 
 
+_SPECIAL = {
+    stat.S_IFIFO: "fifo",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+}
+
+
 class _Walker:
     def __init__(
-        self, repo: Repository, state: StateDB, chunker: Chunker, progress: Progress
+        self, repo: Repository, state: StateDB, key: bytes, chunker: Chunker, progress: Progress
     ) -> None:
         self.repo = repo
         self.state = state
+        self.cache_key = key  # of the stat cache's row MACs
         self.chunker = chunker
         self.progress = progress
         self.stats = BackupStats()
-        self.new_stats: list[tuple[bytes, CachedStat]] = []
+        self.damaged = 0  # stat-cache rows that failed their MAC (dropped)
+        # Read in this run, by path: the rows to cache after the commit, and what a
+        # second walk reuses. Their chunks are queued or uploaded in this session.
+        self.fresh: dict[bytes, CachedStat] = {}
+        # Reused from the stat cache by the last walk, by path: to be confirmed with
+        # the server before the commit.
+        self.reused: dict[bytes, tuple[BlobId, ...]] = {}
+
+    def walk(self, sources: list[Path], names: list[bytes]) -> BlobId:
+        """Walk every source into trees; returns the root tree's ID. What a walk counts
+        starts afresh; what was read (and the warnings) adds up over walks."""
+        done = self.stats
+        self.stats = BackupStats(
+            files_read=done.files_read, bytes_read=done.bytes_read, warnings=done.warnings
+        )
+        self.reused = {}
+        entries = []
+        for path, name in zip(sources, names, strict=True):
+            try:
+                st = os.lstat(path)
+            except OSError as exc:
+                self.skip(os.fsencode(path), exc)
+                continue
+            parent_cache = self.cached_in(os.fsencode(path.parent))
+            entry = self.entry(os.fsencode(path), name, st, parent_cache.get(name))
+            if entry is not None:
+                entries.append(entry)
+        return self.repo.save_tree(entries)
+
+    def cached_in(self, directory: bytes) -> dict[bytes, CachedStat]:
+        rows, damaged = self.state.stats_in(directory, self.cache_key)
+        self.damaged += damaged
+        return rows
 
     def warn(self, message: str) -> None:
-        log.warning("%s", message)
-        self.stats.warnings.append(message)
+        log.info("%s", message)  # the command prints the warnings at the end
+        if message not in self.stats.warnings:  # a second walk may meet it again
+            self.stats.warnings.append(message)
+
+    def skip(self, path: bytes, exc: OSError) -> None:
+        log.info("skipping %s: %s", os.fsdecode(path), exc.strerror)
+        self.stats.skipped.append(Skipped(os.fsdecode(path), exc.strerror or str(exc)))
 
     def entry(
         self, path: bytes, name: bytes, st: os.stat_result, cached: CachedStat | None = None
@@ -147,12 +221,13 @@ class _Walker:
             try:
                 target = os.readlink(path)
             except OSError as exc:
-                self.warn(f"cannot read link {os.fsdecode(path)}: {exc.strerror}")
+                self.skip(path, exc)
                 return None
             self.stats.symlinks += 1
             return TreeEntry(name, EntryType.SYMLINK, 0o777, st.st_mtime_ns, target=target)
-        self.stats.skipped += 1
-        log.info("skipping special file %s", os.fsdecode(path))
+        kind = _SPECIAL.get(stat.S_IFMT(mode), "special file")
+        log.info("skipping %s %s", kind, os.fsdecode(path))
+        self.stats.skipped.append(Skipped(os.fsdecode(path), kind, special=True))
         return None
 
     def _dir(self, path: bytes, name: bytes, st: os.stat_result) -> TreeEntry | None:
@@ -160,15 +235,15 @@ class _Walker:
             with os.scandir(path) as it:
                 children = sorted(it, key=lambda d: d.name)
         except OSError as exc:
-            self.warn(f"cannot read directory {os.fsdecode(path)}: {exc.strerror}")
+            self.skip(path, exc)
             return None
         entries = []
-        cache = self.state.stats_in(path)
+        cache = self.cached_in(path)
         for child in children:
             try:
                 child_st = child.stat(follow_symlinks=False)
             except OSError as exc:
-                self.warn(f"cannot stat {os.fsdecode(child.path)}: {exc.strerror}")
+                self.skip(child.path, exc)
                 continue
             entry = self.entry(child.path, child.name, child_st, cache.get(child.name))
             if entry is not None:
@@ -180,17 +255,19 @@ class _Walker:
     def _file(
         self, path: bytes, name: bytes, st: os.stat_result, cached: CachedStat | None
     ) -> TreeEntry | None:
-        if cached is not None and (cached.ino, cached.size, cached.mtime_ns, cached.ctime_ns) == (
-            _stat_key(st)
-        ):
-            # Cache rows are written only after a snapshot referencing these chunks was
-            # committed, so the server holds them: reuse without reading or asking.
+        fresh = self.fresh.get(path)
+        if fresh is not None and _unchanged(fresh, st):
+            chunks, size = fresh.chunks, fresh.size  # read by an earlier walk of this run
+        elif cached is not None and _unchanged(cached, st):
+            # A sound row (its MAC verified): reuse without reading. run_backup asks the
+            # server about every reused chunk before it commits.
             chunks, size = cached.chunks, cached.size
+            self.reused[path] = chunks
         else:
             try:
                 chunks, size = self._read(path, st)
             except OSError as exc:
-                self.warn(f"cannot read {os.fsdecode(path)}: {exc.strerror}")
+                self.skip(path, exc)
                 return None
         self.stats.files += 1
         self.stats.bytes += size
@@ -212,7 +289,7 @@ class _Walker:
         self.stats.files_read += 1
         self.stats.bytes_read += size
         if _stat_key(st) == _stat_key(after) and size == after.st_size:
-            self.new_stats.append((path, CachedStat(*_stat_key(after), tuple(chunks))))
+            self.fresh[path] = CachedStat(*_stat_key(after), tuple(chunks))
         else:
             self.warn(f"{os.fsdecode(path)} changed while it was read; backed up as read")
         return tuple(chunks), size
@@ -221,3 +298,7 @@ class _Walker:
 def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
     """What must be equal for a file to count as unchanged since it was last read."""
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _unchanged(cached: CachedStat, st: os.stat_result) -> bool:
+    return (cached.ino, cached.size, cached.mtime_ns, cached.ctime_ns) == _stat_key(st)

@@ -9,13 +9,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import random
 import socket
 import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -37,6 +34,7 @@ from anysync.errors import (
     TlsMismatch,
     UsageError,
 )
+from anysync.store.presigned import DirectFailed, Interrupted, PresignedHttp
 from anysync.types import BlobId, BlobLocation, KdfParams, PackId, Ref
 from anysync.v1 import anysync_pb2 as pb
 from anysync.v1 import anysync_pb2_grpc as rpc
@@ -130,6 +128,8 @@ class Remote:
         self._direct = os.environ.get("ANYSYNC_DIRECT_STORE", "1") != "0"
         self._urls: dict[PackId, tuple[str, float]] = {}
         self._urls_lock = threading.Lock()
+        self._aborted = threading.Event()
+        self._http = PresignedHttp(self._aborted, DIRECT_ATTEMPTS, DIRECT_TIMEOUT)
         self._accounts = rpc.AccountsStub(self._channel)
         self._devices = rpc.DevicesStub(self._channel)
         self._storage = rpc.StorageStub(self._channel)
@@ -137,11 +137,25 @@ class Remote:
     def close(self) -> None:
         self._channel.close()
 
+    def abort(self) -> None:
+        """Ctrl-C: end every transfer in flight at once, on any thread; later calls raise
+        Interrupted. Closing the channel cancels its active RPCs; the direct path's
+        sockets are shut down and its backoff sleeps cut short."""
+        self._aborted.set()
+        self._channel.close()
+        self._http.abort()
+
     def _call(self, method: Callable[..., T], request: Any, **kwargs: Any) -> T:
+        if self._aborted.is_set():
+            raise Interrupted()
         try:
             return method(request, metadata=self._metadata, timeout=TIMEOUT, **kwargs)
         except grpc.RpcError as exc:
-            raise self._error(exc) from None
+            raise self._failure(exc) from None
+
+    def _failure(self, exc: grpc.RpcError) -> AnySyncError:
+        """The error to raise for a failed RPC: an aborted call's is the abort's."""
+        return Interrupted() if self._aborted.is_set() else self._error(exc)
 
     def _error(self, exc: grpc.RpcError) -> AnySyncError:
         code: grpc.StatusCode = exc.code()
@@ -288,8 +302,8 @@ class Remote:
                 self._direct = False
             else:
                 try:
-                    _http("PUT", begin.url, data=data)
-                except _DirectFailed as exc:
+                    self._http.request("PUT", begin.url, data=data)
+                except DirectFailed as exc:
                     self._give_up_direct(exc)
                 else:
                     resp = self._call(
@@ -333,20 +347,33 @@ class Remote:
             if url is not None:
                 end = "" if length == 0 else str(offset + length - 1)
                 try:
-                    data = _http("GET", url, headers={"Range": f"bytes={offset}-{end}"})
-                except _DirectFailed as exc:
+                    data = self._http.request(
+                        "GET", url, headers={"Range": f"bytes={offset}-{end}"}
+                    )
+                except DirectFailed as exc:
                     self._give_up_direct(exc)
                 else:
                     if length and len(data) != length:
                         raise NotFound(f"pack {pack_id.hex()[:8]} is shorter than its index says")
                     return data
         req = pb.ReadPackRequest(pack_id=pack_id.raw, offset=offset, length=length)
+        if self._aborted.is_set():
+            raise Interrupted()
         try:
             parts = [
                 m.data
                 for m in self._storage.ReadPack(req, metadata=self._metadata, timeout=TIMEOUT)
             ]
         except grpc.RpcError as exc:
+            if self._aborted.is_set():
+                raise Interrupted() from None
+            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.OUT_OF_RANGE):
+                # The server's details may name its store-internal object key: never
+                # shown, only logged for whoever debugs with -v.
+                log.debug("reading pack %s: %s", pack_id.hex()[:8], exc.details())
+                raise NotFound(
+                    f"pack {pack_id.hex()[:8]} is missing or damaged on the server"
+                ) from None
             raise self._error(exc) from None
         data = b"".join(parts)
         if length and len(data) != length:
@@ -374,37 +401,6 @@ class Remote:
             name=name, expected_version=expected_version, commit_id=commit_id.raw
         )
         return _ref_from(self._call(self._storage.UpdateRef, req))
-
-
-class _DirectFailed(Exception):
-    """A presigned transfer failed even after retries."""
-
-
-def _http(
-    method: str, url: str, data: bytes | None = None, headers: dict[str, str] | None = None
-) -> bytes:
-    """One presigned request, retried with backoff and jitter on transient failures."""
-    all_headers = {"Content-Type": "application/octet-stream", **(headers or {})}
-    for attempt in range(1, DIRECT_ATTEMPTS + 1):
-        req = urllib.request.Request(url, data=data, method=method, headers=all_headers)  # noqa: S310
-        try:
-            with urllib.request.urlopen(req, timeout=DIRECT_TIMEOUT) as resp:  # noqa: S310
-                body: bytes = resp.read()
-                return body
-        except urllib.error.HTTPError as exc:
-            if exc.code < 500 and exc.code != 429:
-                raise _DirectFailed(
-                    f"{method} refused by the object store: HTTP {exc.code}"
-                ) from None
-            problem = f"HTTP {exc.code}"
-        except (urllib.error.URLError, OSError) as exc:
-            problem = str(getattr(exc, "reason", exc))
-        if attempt == DIRECT_ATTEMPTS:
-            raise _DirectFailed(f"{problem}, after {attempt} attempts")
-        delay = random.uniform(0, min(4.0, 0.5 * 2**attempt))  # noqa: S311
-        log.info("object store %s failed (%s); retry %d in %.1f s", method, problem, attempt, delay)
-        time.sleep(delay)
-    raise AssertionError("unreachable")
 
 
 class RefWatch:

@@ -4,7 +4,8 @@ Everything coming out of the repository is hostile input: names are checked when
 are decoded, every file is written relative to an open directory descriptor, no path
 component is ever followed through a symlink (O_NOFOLLOW), and a file appears under its
 final name only once it is complete (temp file, fsync, rename). A blob that fails
-authentication fails the files that use it, by name; everything else is restored.
+authentication, or that the server lost, fails the files that use it, by name (a lost
+directory listing fails that directory); everything else is restored.
 """
 
 from __future__ import annotations
@@ -61,11 +62,17 @@ def run_restore(
         raise _os_error(exc, f"cannot write to the target directory {target}") from None
     r = _Restorer(repo, progress)
     try:
-        entries = repo.load_tree(snap.commit.tree)
-        prefix: list[TreeEntry] = []
-        if include:
-            entries, prefix = _select(repo, entries, include)
-        r.restore_into(root_fd, prefix, entries)
+        try:
+            entries = repo.load_tree(snap.commit.tree)
+        except NotFound as exc:
+            # Lost on the server (a hostile tree, IntegrityError, stays fatal): no file
+            # below it can be named, so the whole snapshot is the failed path.
+            r.stats.failed.append(("(every file of the snapshot)", exc.message))
+        else:
+            prefix: list[TreeEntry] = []
+            if include:
+                entries, prefix = _select(repo, entries, include)
+            r.restore_into(root_fd, prefix, entries)
     finally:
         r.close()
         os.close(root_fd)

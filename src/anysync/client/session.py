@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -107,9 +108,74 @@ def _write_private(path: Path, data: bytes) -> None:
         raise
 
 
+# Every file a home may hold; each must be a regular file (or absent).
+HOME_FILES = ("config.json", "server.crt", "master.keys", "access.keys", "state.db")
+
+
+def home_problem(root: Path) -> str | None:
+    """Why `root` cannot serve as the client home, or None. Only looks; changes nothing.
+
+    A home that does not exist yet is fine if it can be created: its nearest existing
+    ancestor must be a directory this user may write.
+    """
+    name = f"the anysync home {root}"
+    for path in (root, *root.parents):
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # not there (or under a file): its parent decides
+        except OSError as exc:
+            return f"{name} cannot be used: {path}: {exc.strerror}"
+        if path != root:
+            return _creatable(name, path, st.st_mode)
+        return _usable_dir(name, root, st.st_mode) or _usable_files(root)
+    return None  # unreachable in practice: "/" exists
+
+
+def _creatable(name: str, ancestor: Path, mode: int) -> str | None:
+    if not stat.S_ISDIR(mode):
+        return f"{name} cannot be created: {ancestor} is a file, not a directory"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"{name} cannot be created: {ancestor} is not writable by this user"
+    return None
+
+
+def _usable_dir(name: str, root: Path, mode: int) -> str | None:
+    fix = "; set ANYSYNC_HOME to a directory of your own"
+    if not stat.S_ISDIR(mode):
+        return f"{name} is a file, not a directory{fix}"
+    if not os.access(root, os.R_OK | os.X_OK):
+        return f"{name} is not readable by this user{fix}"
+    if not os.access(root, os.W_OK):
+        return f"{name} is not writable by this user (read-only?){fix}"
+    return None
+
+
+def _usable_files(root: Path) -> str | None:
+    for file_name in HOME_FILES:
+        path = root / file_name
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            return f"cannot use {path}: {exc.strerror}"
+        if stat.S_ISDIR(st.st_mode):
+            return f"{path} is a directory, not a file; move it out of the anysync home"
+        if not stat.S_ISREG(st.st_mode):
+            return f"{path} is not a regular file; move it out of the anysync home"
+    return None
+
+
 class ClientHome:
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    def check(self) -> None:
+        """Refuse, with the reason, a home this user cannot use; before anything is done."""
+        problem = home_problem(self.root)
+        if problem is not None:
+            raise LocalStateError(problem)
 
     @property
     def state_path(self) -> Path:
@@ -165,20 +231,34 @@ class ClientHome:
             )
         return Remote(cfg.server, cert, self.token())
 
+    def local_keys(self) -> bytes:
+        """This device's master.keys, checked to be well-formed (not yet opened)."""
+        local = self._read("master.keys")
+        try:
+            keys.claimed_counter(local)
+        except IntegrityError:
+            raise LocalStateError(
+                f"{self.root / 'master.keys'} is corrupt; run `anysync login` again"
+            ) from None
+        return local
+
     def unlock(self, password: str) -> MasterKeys:
         """The account keys, unwrapped with the password.
 
-        The server's copy of master.keys is authoritative: after a password change on
-        another device, this device takes the new copy and only the new password works.
+        The server's copy of master.keys wins when it is newer: after a password change
+        on another device, this device takes the new copy and only the new password
+        works. A copy that is not newer (a replay of the keys the old password opens)
+        is refused before the password is tried (docs/design.md §3).
         """
         cfg = self.config()
-        local = self._read("master.keys")
+        local = self.local_keys()
         remote = self.remote()
         try:
             current = remote.whoami()
         finally:
             remote.close()
         if current.master_keys != local:
+            keys.refuse_stale(local, current.master_keys)
             kek, _ = crypto.derive_password_keys(password, current.kdf)
             try:
                 master = keys.unwrap(current.master_keys, kek, cfg.user_id)
@@ -189,12 +269,7 @@ class ClientHome:
             self.save_keys(replace(cfg, kdf=current.kdf), current.master_keys)
             return master
         kek, _ = crypto.derive_password_keys(password, cfg.kdf)
-        try:
-            return keys.unwrap(local, kek, cfg.user_id)
-        except IntegrityError:
-            raise LocalStateError(
-                f"{self.root / 'master.keys'} is corrupt; run `anysync login` again"
-            ) from None
+        return keys.unwrap(local, kek, cfg.user_id)
 
     def save(self, cfg: ClientConfig, cert_pem: bytes, master_keys: bytes, token: bytes) -> None:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -209,6 +284,8 @@ class ClientHome:
         _write_private(self.root / "config.json", json.dumps(cfg.to_json(), indent=2).encode())
 
     def save_keys(self, cfg: ClientConfig, master_keys: bytes) -> None:
+        """Replace master.keys with a newer copy; never with an older one."""
+        keys.refuse_stale(self.local_keys(), master_keys)
         _write_private(self.root / "master.keys", master_keys)
         _write_private(self.root / "config.json", json.dumps(cfg.to_json(), indent=2).encode())
 
@@ -273,11 +350,18 @@ def _finish_login(
         device_name=device_name,
         kdf=result.kdf,
     )
-    home.save(cfg, cert, result.master_keys, token)
+    try:
+        home.save(cfg, cert, result.master_keys, token)
+    except OSError as exc:  # checked before, so a race or a full disk
+        raise LocalStateError(
+            f"the server accepted this device, but {exc.filename or home.root} could not be "
+            f"written ({exc.strerror}); fix that and run `anysync login`"
+        ) from None
     return cfg
 
 
 def _refuse_existing(home: ClientHome) -> None:
+    home.check()  # before the server is asked: an account without a home is no use
     if home.exists():
         cfg = home.config()
         raise UsageError(
@@ -301,7 +385,7 @@ def signup(
     user_id = secrets.token_hex(16)
     kdf = crypto.new_kdf_params()
     kek, login_secret = crypto.derive_password_keys(password, kdf)
-    wrapped = keys.wrap(master, kek, user_id)
+    wrapped = keys.wrap(master, kek, user_id, counter=0)
     device_secret, device_public = crypto.new_box_keypair()
     remote = Remote(address, cert)
     try:
@@ -344,12 +428,14 @@ def login(
 
 
 def change_password(home: ClientHome, old_password: str, new_password: str) -> None:
-    cfg = home.config()
     master = home.unlock(old_password)
+    cfg = home.config()  # after unlock, which may have taken the server's newer KDF salt
+    # The copy unlock just opened: its key version is authentic. The new one counts on.
+    version = keys.claimed_counter(home.local_keys()) + 1
     _, old_login = crypto.derive_password_keys(old_password, cfg.kdf)
     new_kdf = crypto.new_kdf_params()
     new_kek, new_login = crypto.derive_password_keys(new_password, new_kdf)
-    wrapped = keys.wrap(master, new_kek, cfg.user_id)
+    wrapped = keys.wrap(master, new_kek, cfg.user_id, counter=version)
     remote = home.remote()
     try:
         remote.change_password(
@@ -360,4 +446,11 @@ def change_password(home: ClientHome, old_password: str, new_password: str) -> N
         )
     finally:
         remote.close()
-    home.save_keys(replace(cfg, kdf=new_kdf), wrapped)
+    try:
+        home.save_keys(replace(cfg, kdf=new_kdf), wrapped)
+    except OSError as exc:
+        raise LocalStateError(
+            f"the password was changed on the server, but {exc.filename or home.root} could "
+            f"not be updated ({exc.strerror}); the next command with the new password "
+            "takes the server's copy"
+        ) from None

@@ -9,11 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import struct
 import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from anysync import crypto
+from anysync.errors import LocalStateError
 from anysync.types import BLOB_ID_SIZE, BlobId
 
 log = logging.getLogger(__name__)
@@ -32,13 +35,42 @@ def _ids(raw: bytes) -> tuple[BlobId, ...]:
     return tuple(BlobId(raw[i : i + BLOB_ID_SIZE]) for i in range(0, len(raw), BLOB_ID_SIZE))
 
 
+def local_state_key(id_key: bytes) -> bytes:
+    """The key of the stat cache's row MACs, derived from the account's ID key."""
+    return crypto.hkdf(id_key, b"anysync v1 local state")
+
+
+def _row_mac(key: bytes, directory: bytes, name: bytes, s: CachedStat, chunks: bytes) -> bytes:
+    """Binds a row's path, stat key and chunk IDs: a row moved to another file, or any
+    field changed, no longer verifies. Lengths are framed so fields cannot slide."""
+    message = b"".join(
+        [
+            b"stat_cache\0",
+            struct.pack("<I", len(directory)),
+            directory,
+            struct.pack("<I", len(name)),
+            name,
+            struct.pack("<QQqq", s.ino, s.size, s.mtime_ns, s.ctime_ns),
+            chunks,
+        ]
+    )
+    return crypto.keyed_hash(key, message)
+
+
 def _migrations() -> list[tuple[int, str]]:
+    """The numbered schema steps of localdb_sql/, 1..N without a gap: a database at
+    version k runs exactly the steps after k, so a missing number would be skipped for
+    ever by every database already past it."""
     folder = resources.files("anysync.client") / "localdb_sql"
     out = []
     for item in folder.iterdir():
         if item.name.endswith(".sql"):
             out.append((int(item.name.split("_", 1)[0]), item.read_text("utf-8")))
-    return sorted(out)
+    out.sort()
+    numbers = [n for n, _ in out]
+    if numbers != list(range(1, len(out) + 1)):
+        raise RuntimeError(f"localdb_sql/ migrations are not numbered 1..N: {numbers}")
+    return out
 
 
 class StateDB:
@@ -65,11 +97,17 @@ class StateDB:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             (version,) = conn.execute("PRAGMA user_version").fetchone()
-            for number, sql in _migrations():
+            steps = _migrations()
+            if version > len(steps):
+                raise LocalStateError(
+                    f"{self.path} was written by a newer anysync (schema {version}, this one "
+                    f"knows {len(steps)}); upgrade anysync, or use another ANYSYNC_HOME"
+                )
+            for number, sql in steps:
                 if number > version:
                     conn.executescript(f"BEGIN;\n{sql}\nPRAGMA user_version={number};\nCOMMIT;")
             conn.execute("SELECT count(*) FROM stat_cache").fetchone()
-        except sqlite3.DatabaseError:
+        except (sqlite3.DatabaseError, LocalStateError):
             conn.close()
             raise
         self.path.chmod(0o600)
@@ -80,32 +118,48 @@ class StateDB:
 
     # ----------------------------------------------------------------- stat cache
 
-    def stats_in(self, directory: bytes) -> dict[bytes, CachedStat]:
-        """The cached stats of the files directly inside `directory`, by name."""
+    def stats_in(self, directory: bytes, key: bytes) -> tuple[dict[bytes, CachedStat], int]:
+        """The cached stats of the files directly inside `directory`, by name, and the
+        number of rows that failed their MAC: those are deleted, so their files are read."""
         rows = self._conn.execute(
-            "SELECT name, ino, size, mtime_ns, ctime_ns, chunks FROM stat_cache WHERE dir = ?",
+            "SELECT name, ino, size, mtime_ns, ctime_ns, chunks, mac FROM stat_cache WHERE dir = ?",
             (directory,),
+        ).fetchall()
+        good: dict[bytes, CachedStat] = {}
+        bad: list[bytes] = []
+        for name, ino, size, mtime, ctime, raw, mac in rows:
+            try:
+                cached = CachedStat(ino, size, mtime, ctime, _ids(raw))
+                sound = crypto.constant_time_equal(mac, _row_mac(key, directory, name, cached, raw))
+            except (TypeError, struct.error):  # a field of the wrong type or range
+                sound = False
+            if sound:
+                good[name] = cached
+            else:
+                bad.append(name)
+        self._conn.executemany(
+            "DELETE FROM stat_cache WHERE dir = ? AND name = ?", [(directory, n) for n in bad]
         )
-        return {
-            name: CachedStat(ino, size, mtime, ctime, _ids(raw))
-            for name, ino, size, mtime, ctime, raw in rows
-        }
+        return good, len(bad)
 
-    def put_stats(self, rows: list[tuple[bytes, CachedStat]]) -> None:
+    def put_stats(self, rows: list[tuple[bytes, CachedStat]], key: bytes) -> None:
+        records = []
+        for path, s in rows:
+            directory, name = os.path.split(path)
+            chunks = b"".join(c.raw for c in s.chunks)
+            mac = _row_mac(key, directory, name, s, chunks)
+            records.append((directory, name, s.ino, s.size, s.mtime_ns, s.ctime_ns, chunks, mac))
         with self.transaction():
             self._conn.executemany(
-                "INSERT OR REPLACE INTO stat_cache VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        *os.path.split(p),
-                        s.ino,
-                        s.size,
-                        s.mtime_ns,
-                        s.ctime_ns,
-                        b"".join(c.raw for c in s.chunks),
-                    )
-                    for p, s in rows
-                ],
+                "INSERT OR REPLACE INTO stat_cache VALUES (?, ?, ?, ?, ?, ?, ?, ?)", records
+            )
+
+    def forget_stats(self, paths: list[bytes]) -> None:
+        """Drop the rows of these files: the next walk reads them."""
+        with self.transaction():
+            self._conn.executemany(
+                "DELETE FROM stat_cache WHERE dir = ? AND name = ?",
+                [os.path.split(p) for p in paths],
             )
 
     # ----------------------------------------------------------------- rollback floor
@@ -116,10 +170,18 @@ class StateDB:
         ).fetchone()
         return (BlobId(row[0]), row[1]) if row else None
 
-    def set_seen(self, ref: str, commit_id: BlobId, counter: int) -> None:
+    def set_seen(self, ref: str, commit_id: BlobId, counter: int, label: str | None = None) -> None:
+        """Raise the floor of `ref`; `label` (None: keep the one stored) names it for people."""
         self._conn.execute(
-            "INSERT OR REPLACE INTO seen_commits VALUES (?, ?, ?)", (ref, commit_id.raw, counter)
+            "INSERT INTO seen_commits (ref, commit_id, counter, label) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (ref) DO UPDATE SET commit_id = excluded.commit_id, "
+            "counter = excluded.counter, label = coalesce(?, label)",
+            (ref, commit_id.raw, counter, label or "", label),
         )
+
+    def seen_labels(self) -> dict[str, str]:
+        """Every ref this device has seen, with its label ('' if not known yet)."""
+        return dict(self._conn.execute("SELECT ref, label FROM seen_commits").fetchall())
 
     @property
     def connection(self) -> sqlite3.Connection:

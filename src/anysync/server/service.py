@@ -516,11 +516,15 @@ class StorageService(pb_grpc.StorageServicer):
         key = packs.pack_key(self.core.secret, caller.user.user_id, pack_id)
         try:
             pieces = self.core.store.get_range(key, request.offset, end - request.offset)
-        except NotFound:
+        except (NotFound, OutOfRangeError) as exc:
             log.error(
-                "pack %s of account %s is recorded but not stored", pack_id, caller.user.user_id
+                "pack %s of account %s is recorded but not stored as recorded: %s",
+                pack_id,
+                caller.user.user_id,
+                exc,
             )
-            raise
+            # The store's message names its internal key: it stays in the server's log.
+            raise NotFound(f"pack {pack_id} is recorded but missing from the store") from None
         for piece in pieces:
             self.core.counter.add_bytes("out", len(piece))
             yield pb.ReadPackResponse(data=piece)

@@ -1,114 +1,118 @@
-"""Refs and their commit history: rollback-checked heads, compare-and-swap, snapshots.
+"""Snapshots: listing and resolving them, on top of the checked refs of refs.py.
 
-A ref's head is accepted only if it descends from the newest commit this device has
-seen for that ref (walking first parents down to the seen counter). A server that
-answers with an older or unrelated head is refused; an empty answer never deletes
-anything, because only an authenticated commit can.
+Listing and resolving need the heads only; older commits are loaded one at a time and
+an unreadable one (its pack lost or damaged on the server) ends that ref's history with
+a warning instead of failing the command: the newer snapshots need nothing from it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable, Iterator
 
-from anysync import faults
 from anysync.client.repo.commit import Commit
+from anysync.client.repo.refs import CAS_ATTEMPTS as CAS_ATTEMPTS
+from anysync.client.repo.refs import RefBook, SeenHeads, label_of
+from anysync.client.repo.refs import Snapshot as Snapshot
 from anysync.client.repo.repository import Repository
-from anysync.client.statedb import StateDB
-from anysync.errors import Conflict, NotFound, RollbackError, UsageError
-from anysync.types import BlobId
+from anysync.errors import IntegrityError, NotFound, RollbackError, UsageError
 
-CAS_ATTEMPTS = 8
+log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    id: BlobId
-    commit: Commit
+Warn = Callable[[str], None]
 
 
-def verified_head(repo: Repository, state: StateDB, ref: str) -> tuple[int, Snapshot | None]:
+def book(repo: Repository, seen: SeenHeads) -> RefBook:
+    return RefBook(repo.remote, repo, seen)
+
+
+def verified_head(repo: Repository, seen: SeenHeads, ref: str) -> tuple[int, Snapshot | None]:
     """(version, head) of a ref after the rollback check; (0, None) if it does not exist."""
-    r = repo.remote.get_ref(ref)
-    seen = state.seen(ref)
-    if r is None:
-        if seen is not None:
-            raise RollbackError(
-                f"the server no longer has ref {ref[:12]} that this device saw at commit "
-                f"{seen[0].short()}; refusing to treat it as empty"
-            )
-        return 0, None
-    head = Snapshot(r.commit_id, repo.load_commit(r.commit_id))
-    if head.commit.ref != ref:
-        raise RollbackError(f"ref {ref[:12]} points at a commit of another ref")
-    _check_descends(repo, head, seen)
-    state.set_seen(ref, head.id, head.commit.counter)
-    return r.version, head
-
-
-def _check_descends(repo: Repository, head: Snapshot, seen: tuple[BlobId, int] | None) -> None:
-    if seen is None:
-        return
-    seen_id, seen_counter = seen
-    node = head
-    while node.commit.counter > seen_counter and node.commit.parents:
-        parent = node.commit.parents[0]
-        node = Snapshot(parent, repo.load_commit(parent))
-    if node.id != seen_id:
-        raise RollbackError(
-            f"the server offered commit {head.id.short()} (counter {head.commit.counter}) which "
-            f"does not descend from commit {seen_id.short()} seen earlier; refusing a rollback"
-        )
+    return book(repo, seen).head(ref)
 
 
 def advance(
-    repo: Repository, state: StateDB, ref: str, make: Callable[[Snapshot | None], Commit]
+    repo: Repository, seen: SeenHeads, ref: str, make: Callable[[Snapshot | None], Commit]
 ) -> Snapshot:
     """Store make(head) as the ref's new head by compare-and-swap, retrying on races."""
-    for _ in range(CAS_ATTEMPTS):
-        version, head = verified_head(repo, state, ref)
-        commit = make(head)
-        commit_id = repo.save_commit(commit)
-        repo.finish()  # the commit must be stored before the ref points at it
-        faults.point("history.commit-stored")
-        try:
-            repo.remote.update_ref(ref, version, commit_id)
-        except Conflict:
-            continue
-        state.set_seen(ref, commit_id, commit.counter)
-        return Snapshot(commit_id, commit)
-    raise Conflict(f"ref {ref[:12]} kept changing under this device; try again")
+    made = book(repo, seen).advance(ref, make).committed
+    assert made is not None  # make never declines
+    return made
+
+
+def chain(repo: Repository, head: Snapshot) -> Iterator[Snapshot]:
+    """The head and its first-parent ancestors, newest first, loaded as they are asked for."""
+    node = head
+    yield node
+    while node.commit.parents:
+        parent = node.commit.parents[0]
+        node = Snapshot(parent, repo.load_commit(parent))
+        yield node
 
 
 def history(repo: Repository, head: Snapshot) -> list[Snapshot]:
-    """The head and its first-parent ancestors, newest first."""
-    out = [head]
-    while out[-1].commit.parents:
-        parent = out[-1].commit.parents[0]
-        out.append(Snapshot(parent, repo.load_commit(parent)))
+    """The whole chain; fails if any ancestor cannot be read."""
+    return list(chain(repo, head))
+
+
+def readable_chain(repo: Repository, head: Snapshot, warn: Warn) -> list[Snapshot]:
+    """The chain down to the first commit that cannot be read, which is warned about."""
+    out: list[Snapshot] = []
+    try:
+        for snap in chain(repo, head):
+            out.append(snap)
+    except RollbackError:
+        raise
+    except (NotFound, IntegrityError) as exc:
+        warn(
+            f"older snapshots of {label_of(head.commit)} cannot be read (the parent of "
+            f"snapshot {out[-1].id.short()}: {exc.message}); listing the newer ones"
+        )
     return out
 
 
-def snapshots(repo: Repository, state: StateDB, kind: str = "backup") -> list[Snapshot]:
-    """Every snapshot of every ref of this kind, oldest first."""
+def _first_contact(n: int | None, warn: Warn) -> None:
+    if n:
+        warn(
+            f"first contact with this account on this device: trusting the server's {n} "
+            "refs as they are (from now on this device notices if one goes back or vanishes)"
+        )
+
+
+def snapshots(
+    repo: Repository, seen: SeenHeads, kind: str = "backup", warn: Warn = log.warning
+) -> list[Snapshot]:
+    """Every readable snapshot of every ref of this kind, oldest first."""
+    listing = book(repo, seen).listing()
+    _first_contact(listing.first_contact, warn)
     out: list[Snapshot] = []
-    for r in repo.remote.list_refs():
-        _, head = verified_head(repo, state, r.name)
-        if head is not None and head.commit.kind == kind:
-            out.extend(history(repo, head))
-    return sorted(out, key=lambda s: (s.commit.time_ns, s.id))
+    for head in listing.heads.values():
+        if head.commit.kind == kind:
+            out.extend(readable_chain(repo, head, warn))
+    return sorted(out, key=_age)
 
 
-def resolve(repo: Repository, state: StateDB, spec: str) -> Snapshot:
-    """'latest', a full commit ID or a unique prefix of one (at least 4 hex digits)."""
-    snaps = snapshots(repo, state)
-    if not snaps:
-        raise NotFound("there are no snapshots yet; run `anysync backup PATH` first")
+def _age(s: Snapshot) -> tuple[int, bytes]:
+    """Oldest first; equal times by ID, so that the order is the same on every device."""
+    return (s.commit.time_ns, s.id.raw)
+
+
+def resolve(repo: Repository, seen: SeenHeads, spec: str, warn: Warn = log.warning) -> Snapshot:
+    """'latest' (the newest head; no older commit is read), a full commit ID or a unique
+    prefix of one (at least 4 hex digits)."""
     if spec == "latest":
-        return snaps[-1]
+        listing = book(repo, seen).listing()
+        _first_contact(listing.first_contact, warn)
+        heads = [h for h in listing.heads.values() if h.commit.kind == "backup"]
+        if not heads:
+            raise NotFound("there are no snapshots yet; run `anysync backup PATH` first")
+        return max(heads, key=_age)
     spec = spec.lower()
     if len(spec) < 4:
         raise UsageError("give at least 4 hex digits of a snapshot ID, or 'latest'")
+    snaps = snapshots(repo, seen, warn=warn)
+    if not snaps:
+        raise NotFound("there are no snapshots yet; run `anysync backup PATH` first")
     matches = [s for s in snaps if s.id.hex().startswith(spec)]
     if not matches:
         raise NotFound(f"no snapshot matches {spec!r}; see `anysync snapshots`")

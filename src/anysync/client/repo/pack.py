@@ -4,7 +4,8 @@ A tree of 100k small files becomes a few dozen uploads instead of 100k. Pack lay
 version 1:
 
     blob envelopes        back to back, in random order (sizes and order reveal less)
-    header envelope       kind PACK_HEADER; plaintext below
+    header envelope       kind PACK_HEADER, plaintext below; envelope version 2
+                          (version 1 in packs written before it; both are read)
     header_id       32    the header's blob ID (needed for the envelope's AAD)
     header_length   u32   little-endian length of the header envelope
     magic           4     b"ASPK"
@@ -12,6 +13,9 @@ version 1:
 
     header plaintext = version u8 | count u32 | count × (blob ID 32 | kind u8 |
                        offset u64 | length u32)         (little-endian)
+
+The pack's own version stays 1: envelope version 2 changed what is inside the header
+envelope, not where it sits, and each envelope carries its own version.
 
 The server keeps the blob → (pack, offset, length) index itself, so clients never read
 pack headers in normal operation; the header lets `check` and a future repair rebuild

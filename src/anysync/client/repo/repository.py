@@ -28,6 +28,7 @@ from anysync.client.repo import commit as commit_codec
 from anysync.client.repo import envelope
 from anysync.client.repo import tree as tree_codec
 from anysync.client.repo.pack import PackBuilder, PackedBlob
+from anysync.client.repo.uploader import UploadThread
 from anysync.errors import IntegrityError, NotFound
 from anysync.types import BlobId, BlobKind, BlobLocation, PackId, Ref
 
@@ -75,7 +76,7 @@ class Repository:
         self.keys = keys
         self.stats = WriteStats()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="seal")
-        self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload")
+        self._uploader = UploadThread()
         self._uploads: list[Future[None]] = []
         self._lock = threading.Lock()
         self._known: set[BlobId] = set()  # on the server, or packed in this session
@@ -84,9 +85,14 @@ class Repository:
         self._packer = PackBuilder(keys.data_key, keys.id_key)
         self._locations: dict[BlobId, BlobLocation] = {}
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        self._uploader.shutdown(wait=True, cancel_futures=True)
+    def close(self, abort: bool = False) -> None:
+        """Stop the worker threads. With `abort` (Ctrl-C) queued work is dropped and an
+        upload in flight is not waited for: the caller has aborted the remote, which ends
+        it, and the upload thread is a daemon, so it cannot hold the process either."""
+        for pending in self._uploads:
+            pending.cancel()
+        self._uploader.shutdown(wait=not abort)
+        self._pool.shutdown(wait=not abort, cancel_futures=True)
 
     # ------------------------------------------------------------------ writing
 
@@ -162,6 +168,14 @@ class Repository:
         self._locations.update(found)
         return found
 
+    def missing(self, ids: Iterable[BlobId]) -> set[BlobId]:
+        """Which of `ids` the server does not hold. Blobs this session queued, packed or
+        found are known; the others are asked about in one batched find."""
+        unknown = [i for i in dict.fromkeys(ids) if i not in self._known and i not in self._queue]
+        found = self._find(unknown)
+        self._known.update(found)
+        return set(unknown) - found.keys()
+
     def save_tree(self, entries: list[tree_codec.TreeEntry]) -> BlobId:
         return self.save(BlobKind.TREE, tree_codec.encode(entries))
 
@@ -232,13 +246,18 @@ class Repository:
         windows = [list(chunks[i : i + per]) for i in range(0, len(chunks), per)]
         if not windows:
             return
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as ahead:
+        ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        try:
             pending = ahead.submit(self.load_many, BlobKind.DATA, windows[0])
             for i, ids in enumerate(windows):
                 blobs = pending.result()
                 if i + 1 < len(windows):
                     pending = ahead.submit(self.load_many, BlobKind.DATA, windows[i + 1])
                 yield from chunks_of(blobs, ids)
+        finally:
+            # Not waiting: on Ctrl-C the prefetch may be blocked in a read that only the
+            # remote's abort (after this unwinds) ends.
+            ahead.shutdown(wait=False, cancel_futures=True)
 
     def load_tree(self, bid: BlobId) -> list[tree_codec.TreeEntry]:
         return tree_codec.decode(self.load(BlobKind.TREE, bid))
