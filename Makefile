@@ -41,6 +41,13 @@ coverage-report: install
 deps:
 	@for script in scripts/deps-*.sh; do bash "$$script" || exit 1; done
 
+# The randomised multi-device sync test with kills, for long runs:
+# make test-sync-soak SEEDS="1 2 3" (CI runs the default seeds in `make test`).
+SEEDS ?= 1 2 3
+.PHONY: test-sync-soak
+test-sync-soak: install
+	ANYSYNC_SOAK_SEEDS="$(SEEDS)" $(BIN)/pytest -q tests/integration/test_sync_random.py
+
 test-containers: install deps
 	$(BIN)/pytest -q tests/containers
 

@@ -19,23 +19,30 @@ backup.packs-done
     backup.py run_backup, after repo.finish(): every content and tree blob of the new
     snapshot is stored in packs; the commit blob is not saved, the ref is unchanged.
 history.commit-stored
-    repo/history.py advance (backups), after the commit blob is stored (repo.finish())
+    repo/refs.py RefBook.advance for backups, after the commit blob is stored (repo.finish())
     and before the compare-and-swap of the ref: the commit exists on the server but no
     ref points at it; the stat cache is not updated.
 sync.commit-stored
-    sync/engine.py run_pass, after the merged tree and commit blob are stored and before
-    the ref's compare-and-swap: the folder's ref is unchanged, nothing local is written.
+    repo/refs.py RefBook.advance for sync passes (sync/engine.py), after the merged tree and commit blob are stored and the
+    records this commit makes true are journaled (tagged with the commit), before the
+    ref's compare-and-swap: the folder's ref is unchanged, nothing local is written.
 sync.before-apply
     sync/engine.py run_pass, after the head is agreed (this pass's commit is referenced,
     or there was nothing to commit) and before anything in the folder is written or
-    removed; the local records are the previous pass's.
+    removed; the local records are the previous pass's, the journal holds the rows
+    tagged with this pass's commit (if it made one).
+sync.file-partial
+    sync/execute.py (through localfs.write_file), after each chunk of a downloaded file
+    is written to its temp file (once per chunk): that file exists only as a partial
+    `.anysync-tmp-*` beside its final name; the pass's journal holds its intents.
 sync.apply-file
-    sync/engine.py _download, after each downloaded file is complete under its final
-    name (once per file): some remote changes are in the folder, the rest (downloads,
-    deletions) are not, and no record of this pass is saved.
+    sync/execute.py, after each downloaded file is complete under its final name and
+    before its record is saved (once per file): moves, removals, directories and
+    symlinks of this pass are done and recorded, earlier downloads too; this file's
+    intent is still in the journal.
 sync.before-records
-    sync/engine.py run_pass, after the folder matches the agreed head and before the
-    records are saved: the disk is done, the records are the previous pass's.
+    sync/execute.py, after every action of the pass is applied and recorded, before the
+    final transaction (stuck paths replaced, the intents of failed actions cleared).
 restore.file-partial
     restore.py _write_file, after each chunk is written to a file's temp file (once per
     chunk): that file exists only as a partial `.anysync-tmp-*` file beside its final
@@ -60,6 +67,7 @@ POINTS = frozenset(
         "history.commit-stored",
         "sync.commit-stored",
         "sync.before-apply",
+        "sync.file-partial",
         "sync.apply-file",
         "sync.before-records",
         "restore.file-partial",

@@ -192,15 +192,16 @@ def test_sync_killed_while_applying_downloads_converges(server: Server, tmp_path
     a.run("sync", "run")
     (fb / "mine.txt").write_text("only on B so far")
 
-    # B commits its addition, then dies after writing 4 of the 11 downloads: the deletion
-    # and the remaining downloads are not applied, no record of this pass is saved.
+    # B commits its addition, then dies after writing 4 of the 11 downloads: removals run
+    # before downloads (the deletion is applied), the remaining downloads are not, and no
+    # record of this pass is saved (its journal is).
     killed_at(b, "sync.apply-file:4", "sync", "run")
     written = [n for n in [*new, "edit.txt"] if (fb / n).exists()]
     assert (
         len([n for n in new if (fb / n).exists()]) + ((fb / "edit.txt").read_text() == "v2 from A")
         == 4
     ), written
-    assert (fb / "gone.txt").exists()
+    assert not (fb / "gone.txt").exists()
 
     for dev in (b, a, b):
         dev.run("sync", "run")
@@ -213,12 +214,6 @@ def test_sync_killed_while_applying_downloads_converges(server: Server, tmp_path
     assert not [p for p in fb.rglob("*") if "conflict" in p.name or TMP in p.name]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: files written by a killed pass have no record, so the next pass "
-    "takes them for local additions (a remote delete is undone, a remote edit becomes a "
-    "conflict copy)",
-)
 @pytest.mark.parametrize("fault", ["sync.apply-file:1", "sync.before-records"])
 def test_sync_killed_before_records_then_remote_changes(
     server: Server, tmp_path: Path, fault: str

@@ -22,8 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from anysync.cli import common
-from anysync.client.sync import engine
+from anysync.client.statedb import StateDB
+from anysync.client.sync import engine, selective
 from anysync.client.sync.ignore import IgnoreRules
+from anysync.client.sync.merge import is_conflict_name
 from anysync.client.sync.scan import pending
 from anysync.client.sync.state import Folder, SyncState, under
 from anysync.client.sync.watch import Watcher
@@ -63,6 +65,10 @@ def _lock(home: Path) -> Iterator[None]:
 
 
 def run_sync(args: argparse.Namespace) -> int:
+    if args.sync_cmd in ("list", "status"):
+        return _offline(args)  # local state only: no password, no server
+    if args.sync_cmd == "add" and os.path.lexists(args.path) and not os.path.isdir(args.path):
+        raise UsageError(f"{args.path} is not a directory; `sync add` takes a folder")
     with common.open_session(args) as s:
         state = SyncState(s.state)
         device = engine.Device(s.config.device_id, s.config.device_name, socket.gethostname())
@@ -85,7 +91,10 @@ def run_sync(args: argparse.Namespace) -> int:
         cmd = args.sync_cmd
         if cmd == "add":
             path = Path(os.path.abspath(args.path))
-            path.mkdir(parents=True, exist_ok=True)
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(f"cannot make the folder {path}: {exc.strerror}") from None
             name = args.name or path.name
             ref = engine.folder_ref(s.repo, name)
             joining = s.remote.get_ref(ref) is not None
@@ -93,19 +102,18 @@ def run_sync(args: argparse.Namespace) -> int:
             how = "joined existing folder" if joining else "added new folder"
             print(f"{how} {name!r} at {path}; run `anysync sync run` to sync it")
             return 0
-        if cmd == "list":
-            return _list(state)
-        if cmd == "status":
-            return _status(state, args.path)
         if cmd in ("exclude", "include"):
             folder, rel = state.folder_for(args.path)
             if not rel:
                 raise UsageError("give a path inside the folder, not the folder itself")
             if cmd == "exclude":
-                one_pass([folder])  # push local changes before they leave this device
-                state.set_excluded(folder.name, rel, True)
-                kept = _remove_synced(folder, rel, state)
-                state.drop_records_under(folder.name, rel)
+                with _lock(s.home.root):
+                    # Push local changes before they leave this device; a failed pass
+                    # stops here with its error, and nothing is excluded or removed.
+                    r = engine.run_pass(s.repo, s.state, folder, device)
+                    state.finished(folder.name, time.time_ns(), None)
+                    _report(folder, r)
+                    kept = selective.exclude(state, folder, rel)
                 print(
                     f"excluded {os.fsdecode(rel)} from this device"
                     + (f"; kept {kept} unsynced files" if kept else "")
@@ -159,14 +167,30 @@ def _report(f: Folder, r: engine.PassResult) -> None:
         parts.append(f"{r.moved} moved")
     if r.deleted:
         parts.append(f"{r.deleted} deleted")
+    if r.stuck:
+        parts.append(f"{len(r.stuck)} stuck")
     head = f" → {r.committed.short()}" if r.committed else ""
     print(f"{f.name}: {', '.join(parts) or 'up to date'}{head}", flush=True)
     for c in r.conflicts:
         print(f"{f.name}: conflict: the other version is kept as {c}", flush=True)
     for p in r.skipped:
         print(f"{f.name}: {p} changed while syncing; it syncs on the next pass", file=sys.stderr)
+    for p, why in r.stuck.items():
+        print(f"{f.name}: {p} is stuck: {why}", file=sys.stderr)
     for w in r.warnings:
         print(f"{f.name}: warning: {w}", file=sys.stderr)
+
+
+def _offline(args: argparse.Namespace) -> int:
+    h = common.home()
+    if not h.state_path.exists():
+        raise NotFound("no sync folders; add one with `anysync sync add PATH`")
+    db = StateDB(h.state_path)
+    try:
+        state = SyncState(db)
+        return _list(state) if args.sync_cmd == "list" else _status(state, args.path)
+    finally:
+        db.close()
 
 
 def _list(state: SyncState) -> int:
@@ -187,6 +211,9 @@ def _list(state: SyncState) -> int:
             if f.last_error
             else ("missing" if not f.path.is_dir() else "ok")
         )
+        stuck = state.stuck(f.name)
+        if stuck and not f.last_error:
+            status = f"{len(stuck)} stuck"
         rows.append([f.name, str(f.path), status, when, str(len(changes))])
     common.print_table(["NAME", "PATH", "STATE", "LAST SYNC", "PENDING"], rows)
     return 0
@@ -197,14 +224,17 @@ def _status(state: SyncState, path: Path | None) -> int:
     for folder, rel in targets:
         excluded = state.excludes(folder.name)
         records = state.records(folder.name)
+        stuck = state.stuck(folder.name)
         changes = pending(folder.path, IgnoreRules.load(folder.path), excluded, records)
-        paths = sorted(records.keys() | changes.keys())
+        paths = sorted(records.keys() | changes.keys() | stuck.keys())
         for p in paths:
             if rel and not under(p, {rel}):
                 continue
-            if p in changes:
+            if p in stuck:
+                label = f"stuck ({stuck[p]})"
+            elif p in changes:
                 label = f"pending ({changes[p]})"
-            elif b" (conflict from " in p.rpartition(b"/")[2]:
+            elif is_conflict_name(p.rpartition(b"/")[2]):
                 label = "conflict"
             else:
                 label = "synced"
@@ -213,28 +243,3 @@ def _status(state: SyncState, path: Path | None) -> int:
             if not rel or under(p, {rel}) or under(rel, {p}):
                 print(f"{'excluded':20} {folder.name}/{os.fsdecode(p)}")
     return 0
-
-
-def _remove_synced(folder: Folder, rel: bytes, state: SyncState) -> int:
-    """Delete the local copy of an excluded sub-tree, keeping anything not yet synced."""
-    records = state.records(folder.name)
-    kept = 0
-    target = folder.path / os.fsdecode(rel)
-    for dirpath, dirnames, filenames in os.walk(target, topdown=False):
-        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-            full = os.path.join(dirpath, name)
-            rp = os.fsencode(os.path.relpath(full, folder.path))
-            record = records.get(rp)
-            st = os.lstat(full)
-            if record is not None and record.stat == (
-                st.st_ino,
-                st.st_size,
-                st.st_mtime_ns,
-                st.st_ctime_ns,
-            ):
-                os.unlink(full)
-            else:
-                kept += 1
-        with contextlib.suppress(OSError):
-            os.rmdir(dirpath)
-    return kept

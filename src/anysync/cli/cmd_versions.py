@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 from anysync.cli import common
+from anysync.client import localfs
 from anysync.client.progress import human_bytes
 from anysync.client.repo.tree import EntryType
-from anysync.client.sync import engine, fsops
-from anysync.client.sync.state import SyncState, stat_key
+from anysync.client.sync import engine
+from anysync.client.sync.state import SyncState
 from anysync.client.sync.versions import find_version, versions
 from anysync.errors import UsageError
 
@@ -72,20 +73,17 @@ def run_restore_version(args: argparse.Namespace) -> int:
             raise UsageError("only files have versions to restore")
         chunks = s.repo.stream(entry.chunks, entry.size)
         dest = Path(os.path.abspath(args.to or args.path))
-        root_fd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
+        root_fd = localfs.open_root(dest.parent)
         try:
-            try:
-                expected = stat_key(os.lstat(dest))
-            except FileNotFoundError:
-                expected = None
-            fsops.write_file(
+            name = os.fsencode(dest.name)
+            localfs.write_file(
                 root_fd,
-                os.fsencode(dest.name),
+                name,
                 chunks,
                 entry.size,
                 entry.mode,
                 time.time_ns(),
-                expected,
+                localfs.current_at(root_fd, name),
             )
         finally:
             os.close(root_fd)

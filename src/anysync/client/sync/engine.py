@@ -1,41 +1,43 @@
-"""One sync pass of one folder: scan → merge with the ref's head → commit by
-compare-and-swap → apply to disk → remember the agreed state.
+"""One sync pass of one folder: scan → settle a killed pass's journal → merge with the
+ref's head → commit by compare-and-swap → plan → execute (journaled) → records.
 
 The commit goes to the server before anything is written locally, so a pass killed at
 any point loses nothing: local changes are either in a commit or still on disk and
-still differ from their records; remote changes are applied again by the next pass.
+still differ from their records; remote changes are applied again by the next pass, and
+the journal (sync/execute.py) makes what a killed pass did write count as agreed.
 A remote head is accepted only after the rollback check, and every tree of it is
 decoded (names checked) before the first local file is touched.
 """
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import logging
 import os
 import time
-from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from anysync import faults
+from anysync.client import localfs
 from anysync.client.chunker import Chunker
 from anysync.client.repo import history
 from anysync.client.repo.commit import Commit
-from anysync.client.repo.repository import Repository, chunks_of
+from anysync.client.repo.refs import RefBook
+from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType, TreeEntry
 from anysync.client.statedb import StateDB
-from anysync.client.sync import flat, fsops
+from anysync.client.sync import flat
+from anysync.client.sync.execute import Executor, settle
 from anysync.client.sync.ignore import IgnoreRules
 from anysync.client.sync.merge import merge
+from anysync.client.sync.plan import plan
 from anysync.client.sync.scan import Scan, scan
-from anysync.client.sync.state import Folder, Record, StatKey, SyncState, under
-from anysync.errors import AnySyncError, Conflict, NotFound
-from anysync.types import BlobId, BlobKind
+from anysync.client.sync.state import Folder, Record, SyncState, under
+from anysync.errors import AnySyncError, NotFound
+from anysync.types import BlobId
 
 log = logging.getLogger(__name__)
-
-CAS_ATTEMPTS = 8
-DOWNLOAD_BATCH = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class PassResult:
     conflicts: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # changed meanwhile: next pass
     warnings: list[str] = field(default_factory=list)
+    stuck: dict[str, str] = field(default_factory=dict)  # path → why it cannot be applied
 
 
 def folder_ref(repo: Repository, name: str) -> str:
@@ -62,14 +65,28 @@ def folder_ref(repo: Repository, name: str) -> str:
 
 
 def run_pass(repo: Repository, db: StateDB, folder: Folder, device: Device) -> PassResult:
+    if not folder.path.is_dir():
+        raise NotFound(f"sync folder {folder.path} is missing; create it or remove it from sync")
+    root_fd = localfs.open_root(folder.path)
+    try:
+        return _run_pass(repo, db, folder, device, root_fd)
+    finally:
+        os.close(root_fd)
+
+
+def _run_pass(
+    repo: Repository, db: StateDB, folder: Folder, device: Device, root_fd: int
+) -> PassResult:
     state = SyncState(db)
     root = folder.path
-    if not root.is_dir():
-        raise NotFound(f"sync folder {root} is missing; create it or remove it from sync")
     rules = IgnoreRules.load(root)
     excluded = state.excludes(folder.name)
     records = state.records(folder.name)
     disk = scan(root, rules, excluded, records, repo, Chunker(repo.keys.chunker_seed()))
+    for temp in disk.temps:  # a killed write's; the pass lock says none is in progress
+        with contextlib.suppress(OSError, AnySyncError):
+            localfs.remove(root_fd, temp, localfs.current_at(root_fd, temp), is_dir=False)
+    settle(state, folder.name, disk.entries, disk.stats, records, _landed(repo, db, folder.ref))
     result = PassResult(warnings=list(disk.warnings))
     result.uploaded_files = disk.files_read
 
@@ -77,8 +94,13 @@ def run_pass(repo: Repository, db: StateDB, folder: Folder, device: Device) -> P
         is_dir = entry is not None and entry.type is EntryType.DIR
         return not under(path, excluded) and not rules.ignored(path, is_dir)
 
-    for _ in range(CAS_ATTEMPTS):
-        version, head = history.verified_head(repo, db, folder.ref)
+    merged: flat.Flat = {}
+    conflicts: list[tuple[bytes, bytes]] = []
+
+    def make(head: history.Snapshot | None) -> Commit | None:
+        """The merge of the disk with `head`, as the commit on top of it (None: the
+        head already holds it). Called again with the new head after a lost race."""
+        nonlocal merged, conflicts
         remote = flat.load(repo, head.commit.tree) if head else {}
         base = {p: r.entry for p, r in records.items()}
         local = dict(disk.entries)
@@ -90,219 +112,86 @@ def run_pass(repo: Repository, db: StateDB, folder: Folder, device: Device) -> P
                 # this device is not a delete.
                 local[path] = base[path] = remote[path] if path in remote else base[path]
         m = merge(base, local, remote, device.name)
-        merged = m.merged
+        merged, conflicts = m.merged, m.conflicts
         if head is not None and _same_state(merged, remote):
-            break
-        new_root = flat.build(repo, merged)
+            return None
+        return Commit(
+            kind="sync",
+            tree=flat.build(repo, merged),
+            parents=(head.id,) if head else (),
+            ref=folder.ref,
+            counter=head.commit.counter + 1 if head else 1,
+            time_ns=time.time_ns(),
+            device_id=device.id,
+            device=device.name,
+            hostname=device.hostname,
+            paths=(folder.name,),
+        )
 
-        def make(h: history.Snapshot | None, tree: BlobId = new_root) -> Commit:
-            return Commit(
-                kind="sync",
-                tree=tree,
-                parents=(h.id,) if h else (),
-                ref=folder.ref,
-                counter=h.commit.counter + 1 if h else 1,
-                time_ns=time.time_ns(),
-                device_id=device.id,
-                device=device.name,
-                hostname=device.hostname,
-                paths=(folder.name,),
-            )
+    def journal(commit_id: BlobId, commit: Commit) -> None:
+        # If the CAS lands and the process dies before the executor's journal, these
+        # rows (a local addition or deletion that is now in the head) still count.
+        agreed = _agreed_now(merged, disk, records)
+        state.journal_begin(folder.name, agreed, commit=(commit_id, commit.counter))
 
-        commit = make(head)
-        commit_id = repo.save_commit(commit)
-        repo.finish()  # content and trees are stored before the ref moves
-        faults.point("sync.commit-stored")
-        try:
-            repo.remote.update_ref(folder.ref, version, commit_id)
-        except Conflict:
-            continue  # another device was faster: merge with its head and try again
-        db.set_seen(folder.ref, commit_id, commit.counter)
-        result.committed = commit_id
-        result.conflicts = [os.fsdecode(c) for _, c in m.conflicts]
-        break
-    else:
-        raise Conflict(f"folder {folder.name} kept changing on the server; try again")
+    book = RefBook(repo.remote, repo, db)
+    made = book.advance(
+        folder.ref, make, fault="sync.commit-stored", what=f"folder {folder.name}", stored=journal
+    ).committed
+    if made is not None:
+        result.committed = made.id
+        result.conflicts = [os.fsdecode(c) for _, c in conflicts]
 
     faults.point("sync.before-apply")
-    put, drop = _apply(repo, root, merged, disk, records, managed, result)
-    faults.point("sync.before-records")
-    state.save_records(folder.name, put, drop)
+    todo = plan(merged, disk.entries, disk.stats, records, managed, _name_max(root_fd))
+    done = Executor(repo, root_fd, todo, state, folder.name).run()
+    result.downloaded, result.moved, result.deleted = done.downloaded, done.moved, done.deleted
+    result.skipped += done.skipped
+    result.warnings += done.warnings
+    result.stuck = {os.fsdecode(p): why for p, why in sorted(done.stuck.items())}
     return result
+
+
+def _agreed_now(
+    merged: flat.Flat, disk: Scan, records: dict[bytes, Record]
+) -> dict[bytes, TreeEntry | None]:
+    """The record changes the commit makes true without touching the disk: paths the
+    disk already holds as merged, and records of paths gone from both."""
+    out: dict[bytes, TreeEntry | None] = {}
+    for p, e in merged.items():
+        r = records.get(p)
+        on_disk = p in disk.entries and flat.same(disk.entries[p], e)
+        if on_disk and (r is None or not flat.same(r.entry, e) or r.stat != disk.stats[p]):
+            out[p] = e
+    for p in records:
+        if p not in merged and p not in disk.entries:
+            out[p] = None
+    return out
+
+
+def _landed(repo: Repository, db: StateDB, ref: str) -> Callable[[tuple[BlobId, int]], bool]:
+    def landed(commit: tuple[BlobId, int]) -> bool:
+        """Is this commit in the ref's history (did its CAS land before the kill)?"""
+        commit_id, counter = commit
+        _, head = history.verified_head(repo, db, ref)
+        if head is None:
+            return False
+        for snap in history.chain(repo, head):
+            if snap.id == commit_id:
+                return True
+            if snap.commit.counter <= counter:
+                return False
+        return False
+
+    return landed
+
+
+def _name_max(root_fd: int) -> int:
+    try:
+        return os.fpathconf(root_fd, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
 
 
 def _same_state(a: flat.Flat, b: flat.Flat) -> bool:
     return a.keys() == b.keys() and all(flat.same(a[p], b[p]) for p in a)
-
-
-def _apply(
-    repo: Repository,
-    root: os.PathLike[str],
-    merged: flat.Flat,
-    disk: Scan,
-    records: dict[bytes, Record],
-    managed: object,
-    result: PassResult,
-) -> tuple[dict[bytes, Record], set[bytes]]:
-    """Make the disk match `merged` for managed paths; return the records to keep."""
-    assert callable(managed)
-    put: dict[bytes, Record] = {}
-    drop: set[bytes] = {p for p in records if p not in merged}
-    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        wanted = {
-            p: e
-            for p, e in merged.items()
-            if managed(p, e) and not flat.same(disk.entries.get(p), e)
-        }
-        for p, e in merged.items():
-            if p in disk.entries and p not in wanted and managed(p, e):
-                agreed = Record(e, disk.stats[p])  # already as agreed
-                if records.get(p) != agreed:  # write only rows that change
-                    put[p] = agreed
-        gone = [p for p in disk.entries if p not in merged]
-        # Local files whose content is wanted at another path: rename, don't download.
-        sources: dict[tuple[BlobId, ...], list[bytes]] = defaultdict(list)
-        for p in gone + [p for p in wanted if p in disk.entries]:
-            e = disk.entries[p]
-            if e.type is EntryType.FILE and e.chunks:
-                sources[e.chunks].append(p)
-        moved_away: set[bytes] = set()
-        # New paths first, so that a file being replaced moves to its conflict copy
-        # before the replacement is written.
-        order = sorted(wanted, key=lambda p: (p in disk.entries, p.count(b"/"), p))
-        downloads: list[bytes] = []
-        for p in order:
-            e = wanted[p]
-            if e.type is EntryType.DIR:
-                _try(
-                    result,
-                    p,
-                    lambda p=p, e=e: put.__setitem__(
-                        p, Record(e, fsops.make_dir(root_fd, p, e.mode))
-                    ),
-                )
-                continue
-            if e.type is EntryType.FILE:
-                src = next(
-                    (s for s in sources.get(e.chunks, []) if s != p and s not in moved_away), None
-                )
-                if src is not None:
-
-                    def mv(src: bytes = src, p: bytes = p, e: TreeEntry = e) -> None:
-                        st = fsops.move(root_fd, src, p, disk.stats[src], disk.stats.get(p))
-                        moved_away.add(src)
-                        put[p] = Record(e, st)
-                        result.moved += 1
-
-                    if _try(result, p, mv):
-                        continue
-                downloads.append(p)
-            else:
-                _try(
-                    result,
-                    p,
-                    lambda p=p, e=e: put.__setitem__(
-                        p,
-                        Record(
-                            e,
-                            fsops.write_symlink(
-                                root_fd, p, e.target, e.mtime_ns, disk.stats.get(p)
-                            ),
-                        ),
-                    ),
-                )
-        # A target whose old file was moved away to another path is now empty.
-        expected = {p: None if p in moved_away else disk.stats.get(p) for p in wanted}
-        _download(repo, root_fd, downloads, wanted, expected, put, result)
-        for p in sorted(gone, key=lambda p: -p.count(b"/")):
-            if p in moved_away:
-                continue
-            e = disk.entries[p]
-
-            def rm(p: bytes = p, e: TreeEntry = e) -> None:
-                fsops.remove(root_fd, p, disk.stats[p], e.type is EntryType.DIR)
-                result.deleted += 1
-
-            if not _try(result, p, rm, quiet_errnos=(errno.ENOTEMPTY,)):
-                drop.discard(p)  # still on disk: keep its record so it is not re-added
-    finally:
-        os.close(root_fd)
-    drop -= put.keys()
-    return put, drop
-
-
-def _download(
-    repo: Repository,
-    root_fd: int,
-    paths: list[bytes],
-    wanted: flat.Flat,
-    expected: dict[bytes, StatKey | None],
-    put: dict[bytes, Record],
-    result: PassResult,
-) -> None:
-    batch: list[bytes] = []
-    size = 0
-
-    def flush() -> None:
-        ids = [c for p in batch for c in wanted[p].chunks]
-        blobs = repo.load_many(BlobKind.DATA, ids)
-        for p in batch:
-            e = wanted[p]
-
-            def write(p: bytes = p, e: TreeEntry = e) -> None:
-                st = fsops.write_file(
-                    root_fd,
-                    p,
-                    chunks_of(blobs, e.chunks),
-                    e.size,
-                    e.mode,
-                    e.mtime_ns,
-                    expected[p],
-                )
-                put[p] = Record(e, st)
-                result.downloaded += 1
-                faults.point("sync.apply-file")
-
-            _try(result, p, write)
-        batch.clear()
-
-    for p in paths:
-        e = wanted[p]
-        if e.size > DOWNLOAD_BATCH:  # a large file streams: bounded memory, overlapped reads
-
-            def write_large(p: bytes = p, e: TreeEntry = e) -> None:
-                chunks = repo.stream(e.chunks, e.size)
-                st = fsops.write_file(root_fd, p, chunks, e.size, e.mode, e.mtime_ns, expected[p])
-                put[p] = Record(e, st)
-                result.downloaded += 1
-                faults.point("sync.apply-file")
-
-            _try(result, p, write_large)
-            continue
-        batch.append(p)
-        size += e.size
-        if size >= DOWNLOAD_BATCH:
-            flush()
-            size = 0
-    if batch:
-        flush()
-
-
-def _try(result: PassResult, path: bytes, op: object, quiet_errnos: tuple[int, ...] = ()) -> bool:
-    """Run one disk operation; a failure affects that path only, never the pass."""
-    assert callable(op)
-    shown = os.fsdecode(path)
-    try:
-        op()
-        return True
-    except fsops.ChangedMeanwhile:
-        result.skipped.append(shown)
-    except AnySyncError as exc:
-        result.warnings.append(f"{shown}: {exc.message}")
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        if exc.errno not in quiet_errnos:
-            result.warnings.append(f"{shown}: {exc.strerror or exc}")
-    return False

@@ -6,7 +6,8 @@ Rules, per path:
 - changed the same way on both → either (remote's metadata);
 - deleted on one side, modified on the other → the modified version (modify beats delete);
 - changed differently on both → remote keeps the name (it won the race to the ref) and
-  the local version is kept beside it as `name (conflict from DEVICE YYYY-MM-DD HHMMSS).ext`;
+  the local version is kept beside it as `name (conflict from DEVICE YYYY-MM-DD HHMMSS).ext`
+  (at most 255 bytes: a long stem is shortened; `.tar.gz` stays whole; no nested tags);
 - a directory and a file at one path → the directory keeps the name, the file moves to a
   conflict name;
 then every entry's parent is made a directory that exists, so the result is a tree.
@@ -16,6 +17,7 @@ server already holds, and the apply step renames the local file instead of downl
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field, replace
 
@@ -29,16 +31,53 @@ class MergeResult:
     conflicts: list[tuple[bytes, bytes]] = field(default_factory=list)  # (path, conflict copy)
 
 
-def conflict_name(path: bytes, device: str, when: float, taken: Flat) -> bytes:
-    parent, sep, name = path.rpartition(b"/")
+NAME_MAX = 255  # bytes in one name on common file systems: every copy's name fits
+_TAG = re.compile(rb" \(conflict from .* \d{4}-\d\d-\d\d \d{6}(?: \d+)?\)$", re.DOTALL)
+# A compressed archive's two suffixes stay together: `a.tar.gz` → `a (conflict …).tar.gz`.
+_COMPRESSED = {b"gz", b"bz2", b"xz", b"zst", b"lz", b"lz4", b"lzma", b"z", b"br"}
+
+
+def _split(name: bytes) -> tuple[bytes, bytes]:
+    """(stem, extension with its dot); a dotfile like `.bashrc` has no extension."""
     stem, dot, ext = name.rpartition(b".")
-    if not stem or not dot:  # no extension, or a dotfile like ".bashrc"
-        stem, ext = name, b""
-    stamp = time.strftime("%Y-%m-%d %H%M%S", time.localtime(when))
-    tag = f" (conflict from {device} {stamp})".encode()
+    if not stem or not dot:
+        return name, b""
+    if ext.lower() in _COMPRESSED:
+        inner, dot2, ext2 = stem.rpartition(b".")
+        if inner and dot2 and 1 <= len(ext2) <= 5 and ext2.isalnum():
+            return inner, b"." + ext2 + b"." + ext
+    return stem, b"." + ext
+
+
+def _cut(stem: bytes, size: int) -> bytes:
+    """The first `size` bytes of `stem`, not ending inside a UTF-8 character."""
+    cut = stem[: max(size, 0)]
+    while cut and len(cut) < len(stem) and stem[len(cut)] & 0xC0 == 0x80:
+        cut = cut[:-1]
+    return cut
+
+
+def is_conflict_name(name: bytes) -> bool:
+    """Is this the name of a conflict copy (as `conflict_name` makes them)?"""
+    return _TAG.search(_split(name)[0]) is not None
+
+
+def conflict_name(
+    path: bytes, device: str, when: float, taken: Flat, name_max: int = NAME_MAX
+) -> bytes:
+    """`stem (conflict from DEVICE YYYY-MM-DD HHMMSS[ N]).ext`, unique in `taken`, at
+    most `name_max` bytes (the stem is shortened); a copy of a copy gets one tag only."""
+    parent, sep, name = path.rpartition(b"/")
+    stem, ext = _split(name)
+    stem = _TAG.sub(b"", stem) or stem
+    who = device.encode().replace(b"/", b"_").replace(b"\x00", b"_")[:64]
+    stamp = time.strftime("%Y-%m-%d %H%M%S", time.localtime(when)).encode()
+    if len(ext) > name_max // 2:
+        stem, ext = stem + ext, b""
     for n in range(1, 1000):
         extra = b"" if n == 1 else f" {n}".encode()
-        candidate = stem + tag[:-1] + extra + b")" + (b"." + ext if ext else b"")
+        tag = b" (conflict from " + who + b" " + stamp + extra + b")"
+        candidate = _cut(stem, name_max - len(tag) - len(ext)) + tag + ext
         full = parent + sep + candidate
         if full not in taken:
             return full

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from anysync.client.chunker import Chunker
+from anysync.client.localfs import is_temp
 from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType, TreeEntry, check_name
 from anysync.client.sync.ignore import IgnoreRules
@@ -28,6 +29,7 @@ class Scan:
     stats: dict[bytes, StatKey] = field(default_factory=dict)
     files_read: int = 0
     warnings: list[str] = field(default_factory=list)
+    temps: list[bytes] = field(default_factory=list)  # leftover temp files of a killed pass
 
 
 def scan(
@@ -39,13 +41,11 @@ def scan(
     chunker: Chunker,
 ) -> Scan:
     out = Scan()
-    # A renamed or moved file keeps its inode, size and mtime: reuse its chunk list
-    # instead of reading it again (its ctime changes with the rename, so match without it).
-    by_inode = {
-        (r.stat[0], r.stat[1], r.entry.mtime_ns): r
-        for r in records.values()
-        if r.entry.type is EntryType.FILE
-    }
+    # A file inside a renamed or moved directory keeps its whole stat (inode, size, mtime
+    # and ctime): reuse its chunk list instead of reading it again. A file renamed itself
+    # gets a new ctime and is read again: a same-size edit that restores the mtime also
+    # changes only the ctime, so matching without it would keep stale chunks (#20.6).
+    by_stat = {r.stat: r for r in records.values() if r.entry.type is EntryType.FILE}
 
     def walk(directory: bytes, prefix: bytes) -> None:
         try:
@@ -56,6 +56,9 @@ def scan(
             return
         for child in children:
             rel = prefix + child.name
+            if is_temp(child.name):
+                out.temps.append(rel)
+                continue
             try:
                 check_name(child.name)
                 st = child.stat(follow_symlinks=False)
@@ -65,7 +68,7 @@ def scan(
             is_dir = stat.S_ISDIR(st.st_mode)
             if under(rel, excluded) or rules.ignored(rel, is_dir):
                 continue
-            record = records.get(rel) or _moved_here(st, by_inode)
+            record = records.get(rel) or by_stat.get(stat_key(st))
             entry = _entry(child.path, rel, st, record, repo, chunker, out)
             if entry is None:
                 continue
@@ -104,13 +107,6 @@ def _entry(
         return None
     out.files_read += 1
     return TreeEntry(name, EntryType.FILE, st.st_mode & 0o7777, st.st_mtime_ns, size, chunks)
-
-
-def _moved_here(st: os.stat_result, by_inode: dict[tuple[int, int, int], Record]) -> Record | None:
-    if not stat.S_ISREG(st.st_mode):
-        return None
-    found = by_inode.get((st.st_ino, st.st_size, st.st_mtime_ns))
-    return Record(found.entry, stat_key(st)) if found is not None else None
 
 
 def _read(

@@ -1,4 +1,5 @@
-"""The sync tables of the client's state.db (schema: localdb_sql/0002_sync.sql)."""
+"""The sync tables of the client's state.db (schema: localdb_sql/0002_sync.sql and
+0004_sync_journal.sql)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,27 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from anysync.client.localfs import StatKey, stat_key
 from anysync.client.repo.tree import EntryType, TreeEntry
 from anysync.client.statedb import StateDB
 from anysync.errors import AlreadyExists, NotFound
 from anysync.types import BLOB_ID_SIZE, BlobId
 
-StatKey = tuple[int, int, int, int]  # ino, size, mtime_ns, ctime_ns
+__all__ = ["Folder", "Record", "StatKey", "SyncState", "stat_key", "under"]
 
 
-def stat_key(st: os.stat_result) -> StatKey:
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+def _entry(path: bytes, kind: int, mode: int, mtime: int, size: int, chunks: bytes,
+           target: bytes) -> TreeEntry:  # fmt: skip
+    ids = tuple(BlobId(chunks[i : i + BLOB_ID_SIZE]) for i in range(0, len(chunks), BLOB_ID_SIZE))
+    return TreeEntry(
+        path.rpartition(b"/")[2], EntryType(kind), mode, mtime, size, ids, target=target
+    )
+
+
+def _columns(e: TreeEntry) -> tuple[int, int, int, int, bytes, bytes]:
+    return (
+        int(e.type), e.mode, e.mtime_ns, e.size, b"".join(c.raw for c in e.chunks), e.target
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,42 +101,99 @@ class SyncState:
             " disk_mtime_ns, ctime_ns FROM sync_files WHERE folder = ?",
             (folder,),
         )
-        out = {}
-        for path, kind, mode, mtime, size, chunks, target, ino, dsize, dmtime, ctime in rows:
-            ids = tuple(
-                BlobId(chunks[i : i + BLOB_ID_SIZE]) for i in range(0, len(chunks), BLOB_ID_SIZE)
-            )
-            entry = TreeEntry(
-                path.rpartition(b"/")[2], EntryType(kind), mode, mtime, size, ids, target=target
-            )
-            out[path] = Record(entry, (ino, dsize, dmtime, ctime))
-        return out
+        return {r[0]: Record(_entry(*r[:7]), StatKey(r[7], r[8], r[9], r[10])) for r in rows}
 
-    def save_records(self, folder: str, put: dict[bytes, Record], drop: set[bytes]) -> None:
+    def save_records(
+        self,
+        folder: str,
+        put: dict[bytes, Record],
+        drop: set[bytes],
+        settled: set[bytes] | None = None,
+        stuck: dict[bytes, str] | None = None,
+    ) -> None:
+        """One transaction: records put and dropped, the journal rows of `settled` paths
+        deleted, and (when given) the folder's stuck paths replaced."""
         with self._db.transaction():
+            self._write_records(folder, put, drop)
             self._conn.executemany(
-                "DELETE FROM sync_files WHERE folder = ? AND path = ?", [(folder, p) for p in drop]
+                "DELETE FROM sync_journal WHERE folder = ? AND path = ?",
+                [(folder, p) for p in settled or ()],
             )
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO sync_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        folder,
-                        p,
-                        int(r.entry.type),
-                        r.entry.mode,
-                        r.entry.mtime_ns,
-                        r.entry.size,
-                        b"".join(c.raw for c in r.entry.chunks),
-                        r.entry.target,
-                        r.stat[0],
-                        r.stat[3],
-                        r.stat[2],
-                        r.stat[1],
-                    )
-                    for p, r in put.items()
-                ],
-            )
+            if stuck is not None:
+                self._conn.execute("DELETE FROM sync_stuck WHERE folder = ?", (folder,))
+                self._conn.executemany(
+                    "INSERT INTO sync_stuck VALUES (?, ?, ?)",
+                    [(folder, p, why) for p, why in stuck.items()],
+                )
+
+    def _write_records(self, folder: str, put: dict[bytes, Record], drop: set[bytes]) -> None:
+        self._conn.executemany(
+            "DELETE FROM sync_files WHERE folder = ? AND path = ?", [(folder, p) for p in drop]
+        )
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO sync_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    folder,
+                    p,
+                    *_columns(r.entry),
+                    r.stat.ino,
+                    r.stat.ctime_ns,
+                    r.stat.mtime_ns,
+                    r.stat.size,
+                )
+                for p, r in put.items()
+            ],
+        )
+
+    # ------------------------------------------------------------------ journal
+
+    def journal_begin(
+        self,
+        folder: str,
+        intents: dict[bytes, TreeEntry | None],
+        put: dict[bytes, Record] | None = None,
+        drop: set[bytes] | None = None,
+        commit: tuple[BlobId, int] | None = None,
+    ) -> None:
+        """Commit what the pass is about to put at each path (None: make it absent)
+        before the first change on disk (or, with `commit`, before the ref's CAS), with
+        the records that need no disk change. Replaces the folder's earlier intents."""
+        cid, counter = (commit[0].raw, commit[1]) if commit else (None, None)
+        rows = [
+            (folder, p, *((None, 0, 0, 0, b"", b"") if e is None else _columns(e)), cid, counter)
+            for p, e in intents.items()
+        ]
+        self._conn.execute("PRAGMA synchronous=FULL")  # durable before the disk changes
+        try:
+            with self._db.transaction():
+                self._write_records(folder, put or {}, drop or set())
+                self._conn.execute("DELETE FROM sync_journal WHERE folder = ?", (folder,))
+                self._conn.executemany(
+                    "INSERT INTO sync_journal VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+                )
+        finally:
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+
+    def journal(
+        self, folder: str
+    ) -> tuple[dict[bytes, TreeEntry | None], tuple[BlobId, int] | None]:
+        """The intents left by a killed pass, and the commit they depend on (if any)."""
+        rows = self._conn.execute(
+            "SELECT path, type, mode, mtime_ns, size, chunks, target, commit_id, counter"
+            " FROM sync_journal WHERE folder = ?",
+            (folder,),
+        ).fetchall()
+        intents = {r[0]: None if r[1] is None else _entry(*r[:7]) for r in rows}
+        commit = next(((BlobId(r[7]), r[8]) for r in rows if r[7] is not None), None)
+        return intents, commit
+
+    def clear_journal(self, folder: str) -> None:
+        self._conn.execute("DELETE FROM sync_journal WHERE folder = ?", (folder,))
+
+    def stuck(self, folder: str) -> dict[bytes, str]:
+        rows = self._conn.execute("SELECT path, reason FROM sync_stuck WHERE folder = ?", (folder,))
+        return {p: why for p, why in rows}
 
     def drop_records_under(self, folder: str, prefix: bytes) -> None:
         self._conn.execute(
