@@ -19,13 +19,14 @@ backup.packs-done
     backup.py run_backup, after repo.finish(): every content and tree blob of the new
     snapshot is stored in packs; the commit blob is not saved, the ref is unchanged.
 history.commit-stored
-    repo/refs.py RefBook.advance for backups, after the commit blob is stored (repo.finish())
-    and before the compare-and-swap of the ref: the commit exists on the server but no
-    ref points at it; the stat cache is not updated.
+    repo/refs.py RefBook.advance for backups, after the commit blob is stored
+    (repo.finish()) and before the compare-and-swap of the ref: the commit exists on the
+    server but no ref points at it; the stat cache is not updated.
 sync.commit-stored
-    repo/refs.py RefBook.advance for sync passes (sync/engine.py), after the merged tree and commit blob are stored and the
-    records this commit makes true are journaled (tagged with the commit), before the
-    ref's compare-and-swap: the folder's ref is unchanged, nothing local is written.
+    repo/refs.py RefBook.advance for sync passes (sync/engine.py), after the merged tree
+    and commit blob are stored and the records this commit makes true are journaled
+    (tagged with the commit), before the ref's compare-and-swap: the folder's ref is
+    unchanged, nothing local is written.
 sync.before-apply
     sync/engine.py run_pass, after the head is agreed (this pass's commit is referenced,
     or there was nothing to commit) and before anything in the folder is written or
