@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from anysync.cli.progress import Progress
 from anysync.client import backup, chunker
 from anysync.client.backup import Origin, run_backup
 from anysync.client.keys import MasterKeys
-from anysync.client.progress import Progress
 from anysync.client.remote import Remote
 from anysync.client.repo import history
 from anysync.client.repo.pack import PackedBlob

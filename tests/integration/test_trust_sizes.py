@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from anysync.cli.progress import Progress
 from anysync.client.backup import Origin, run_backup
-from anysync.client.progress import Progress
 from anysync.client.repo import envelope
 from anysync.client.repo.repository import Repository
 from anysync.client.session import ClientHome

@@ -3,7 +3,8 @@ from __future__ import annotations
 import io
 import time
 
-from anysync.client.progress import Progress, human_bytes
+from anysync.cli.progress import Progress
+from anysync.client.progress import NullReporter, Reporter, human_bytes
 
 
 class _Tty(io.StringIO):
@@ -37,3 +38,10 @@ def test_human_bytes() -> None:
     assert human_bytes(0) == "0 B"
     assert human_bytes(1536) == "1.5 KiB"
     assert human_bytes(3 * 1024**3) == "3.0 GiB"
+
+
+def test_the_terminal_line_and_the_null_reporter_are_reporters() -> None:
+    reporters: list[Reporter] = [Progress("backup", io.StringIO()), NullReporter()]
+    for r in reporters:
+        r.add(files=1, nbytes=1)
+        r.done()

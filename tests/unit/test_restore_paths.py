@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from anysync.cli.progress import Progress
 from anysync.client import restore
-from anysync.client.progress import Progress
 from anysync.client.repo.commit import Commit
 from anysync.client.repo.refs import Snapshot
 from anysync.client.repo.repository import Repository

@@ -11,8 +11,8 @@ import pytest
 import zstandard
 
 from anysync import crypto
+from anysync.cli.progress import Progress
 from anysync.client.keys import MasterKeys
-from anysync.client.progress import Progress
 from anysync.client.repo import envelope, history, refs
 from anysync.client.repo.commit import Commit
 from anysync.client.repo.pack import PackedBlob

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from anysync.cli.progress import Progress
 from anysync.client.keys import MasterKeys
-from anysync.client.progress import Progress
 from anysync.client.remote import Remote
 from anysync.client.repo.repository import Repository
 from anysync.client.session import ClientConfig, ClientHome, default_home

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from anysync import faults
 from anysync.client.chunker import Chunker
-from anysync.client.progress import Progress
+from anysync.client.progress import Reporter
 from anysync.client.repo import history
 from anysync.client.repo.commit import Commit
 from anysync.client.repo.repository import Repository
@@ -84,7 +84,7 @@ def run_backup(
     state: StateDB,
     paths: list[Path],
     origin: Origin,
-    progress: Progress,
+    progress: Reporter,
     message: str = "",
 ) -> BackupResult:
     sources = [Path(os.path.abspath(p)) for p in paths]
@@ -158,7 +158,7 @@ _SPECIAL = {
 
 class _Walker:
     def __init__(
-        self, repo: Repository, state: StateDB, key: bytes, chunker: Chunker, progress: Progress
+        self, repo: Repository, state: StateDB, key: bytes, chunker: Chunker, progress: Reporter
     ) -> None:
         self.repo = repo
         self.state = state

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from anysync import faults
-from anysync.client.progress import Progress
+from anysync.client.progress import Reporter
 from anysync.client.repo.history import Snapshot
 from anysync.client.repo.repository import Repository, chunks_of
 from anysync.client.repo.tree import EntryType, TreeEntry, check_name
@@ -50,7 +50,7 @@ class _PendingFile:
 
 
 def run_restore(
-    repo: Repository, snap: Snapshot, target: Path, include: str | None, progress: Progress
+    repo: Repository, snap: Snapshot, target: Path, include: str | None, progress: Reporter
 ) -> RestoreStats:
     try:
         target.mkdir(parents=True, exist_ok=True)
@@ -104,7 +104,7 @@ def _select(
 
 
 class _Restorer:
-    def __init__(self, repo: Repository, progress: Progress) -> None:
+    def __init__(self, repo: Repository, progress: Reporter) -> None:
         self.repo = repo
         self.progress = progress
         self.stats = RestoreStats()

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from anysync import faults
-from anysync.client.keys import MasterKeys
 from anysync.client.repo import commit as commit_codec
 from anysync.client.repo import envelope
 from anysync.client.repo import tree as tree_codec
@@ -61,6 +60,18 @@ class RemoteStorage(Protocol):
     def update_ref(self, name: str, expected_version: int, commit_id: BlobId) -> Ref: ...
 
 
+class RepoKeys(Protocol):
+    """The keys a repository and its callers use; anysync.client.keys.MasterKeys has them."""
+
+    @property
+    def data_key(self) -> bytes: ...  # seals blobs
+
+    @property
+    def id_key(self) -> bytes: ...  # keys blob IDs
+
+    def chunker_seed(self) -> int: ...  # for backup's and sync's chunkers
+
+
 @dataclass
 class WriteStats:
     blobs_new: int = 0
@@ -71,7 +82,7 @@ class WriteStats:
 
 
 class Repository:
-    def __init__(self, remote: RemoteStorage, keys: MasterKeys, workers: int = 2) -> None:
+    def __init__(self, remote: RemoteStorage, keys: RepoKeys, workers: int = 2) -> None:
         self.remote = remote
         self.keys = keys
         self.stats = WriteStats()
