@@ -15,9 +15,9 @@ import blake3
 import pytest
 
 from anysync import crypto
+from anysync.cli.progress import Progress
 from anysync.client import backup, statedb
 from anysync.client.chunker import Chunker
-from anysync.client.progress import Progress
 from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType
 from anysync.client.statedb import CachedStat, StateDB, local_state_key
@@ -246,7 +246,7 @@ ROW = CachedStat(11, 5, 1_000, 2_000, ids(1, 2))
 
 
 def raw_rows(state: StateDB) -> list[tuple[object, ...]]:
-    return state.connection.execute("SELECT * FROM stat_cache ORDER BY dir, name").fetchall()
+    return state.execute("SELECT * FROM stat_cache ORDER BY dir, name").fetchall()
 
 
 @pytest.mark.parametrize(
@@ -265,7 +265,7 @@ def raw_rows(state: StateDB) -> list[tuple[object, ...]]:
 )
 def test_a_row_changed_in_any_column_is_dropped(state: StateDB, column: str, value: object) -> None:
     state.put_stats([(b"/d/a", ROW), (b"/d/b", ROW)], KEY)
-    state.connection.execute(
+    state.execute(
         f"UPDATE stat_cache SET {column} = ? WHERE name = ?",
         (value, b"a"),
     )
@@ -278,7 +278,7 @@ def test_a_row_changed_in_any_column_is_dropped(state: StateDB, column: str, val
 
 def test_swapped_chunk_lists_fail_both_rows(state: StateDB) -> None:
     state.put_stats([(b"/d/a", ROW), (b"/d/b", CachedStat(11, 5, 1_000, 2_000, ids(3)))], KEY)
-    db = state.connection
+    db = state
     a, b = (
         db.execute("SELECT chunks FROM stat_cache WHERE name = ?", (n,)).fetchone()[0]
         for n in (b"a", b"b")
@@ -298,7 +298,7 @@ def test_a_row_of_the_wrong_type_is_dropped_not_a_crash(
     state: StateDB, column: str, value: object
 ) -> None:
     state.put_stats([(b"/d/a", ROW)], KEY)
-    state.connection.execute(f"UPDATE stat_cache SET {column} = ?", (value,))
+    state.execute(f"UPDATE stat_cache SET {column} = ?", (value,))
     assert state.stats_in(b"/d", KEY) == ({}, 1)
 
 
@@ -346,7 +346,7 @@ def test_the_walker_counts_damaged_rows_and_reads_their_files(
         f.write_bytes(b"aaa")
         st = os.lstat(f)
         state.put_stats([(os.fsencode(f), CachedStat(*backup._stat_key(st), ids(3)))], KEY)
-    state.connection.execute("UPDATE stat_cache SET chunks = ?", (ids(4)[0].raw,))
+    state.execute("UPDATE stat_cache SET chunks = ?", (ids(4)[0].raw,))
     w = walker(repo, state)
     entry = w.entry(os.fsencode(d), b"d", os.lstat(d))
     assert entry is not None and w.damaged == 2  # summed over directories

@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import os
 import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from anysync.cli import common
 from anysync.client.statedb import StateDB
 from anysync.client.sync import engine, selective
 from anysync.client.sync.ignore import IgnoreRules
+from anysync.client.sync.lock import pass_lock
 from anysync.client.sync.merge import is_conflict_name
 from anysync.client.sync.scan import pending
 from anysync.client.sync.state import Folder, SyncState, under
@@ -53,17 +52,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(run=run_sync)
 
 
-@contextlib.contextmanager
-def _lock(home: Path) -> Iterator[None]:
-    """One sync pass at a time per client home (e.g. `sync run` beside `--watch`)."""
-    fd = os.open(home / "sync.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def run_sync(args: argparse.Namespace) -> int:
     if args.sync_cmd in ("list", "status"):
         return _offline(args)  # local state only: no password, no server
@@ -75,7 +63,7 @@ def run_sync(args: argparse.Namespace) -> int:
 
         def one_pass(folders: list[Folder]) -> int:
             failures = 0
-            with _lock(s.home.root):
+            with pass_lock(s.home.root):
                 for f in folders:
                     try:
                         r = engine.run_pass(s.repo, s.state, f, device)
@@ -107,7 +95,7 @@ def run_sync(args: argparse.Namespace) -> int:
             if not rel:
                 raise UsageError("give a path inside the folder, not the folder itself")
             if cmd == "exclude":
-                with _lock(s.home.root):
+                with pass_lock(s.home.root):
                     # Push local changes before they leave this device; a failed pass
                     # stops here with its error, and nothing is excluded or removed.
                     r = engine.run_pass(s.repo, s.state, folder, device)

@@ -9,13 +9,10 @@ import time
 from pathlib import Path
 
 from anysync.cli import common
-from anysync.client import localfs
 from anysync.client.progress import human_bytes
-from anysync.client.repo.tree import EntryType
 from anysync.client.sync import engine
 from anysync.client.sync.state import SyncState
-from anysync.client.sync.versions import find_version, versions
-from anysync.errors import UsageError
+from anysync.client.sync.versions import restore_version, versions
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -66,32 +63,12 @@ def run_versions(args: argparse.Namespace) -> int:
 
 def run_restore_version(args: argparse.Namespace) -> int:
     with common.open_session(args) as s:
-        state = SyncState(s.state)
-        folder, rel = state.folder_for(args.path)
-        entry = find_version(s.repo, s.state, folder, rel, args.version)
-        if entry.type is not EntryType.FILE:
-            raise UsageError("only files have versions to restore")
-        chunks = s.repo.stream(entry.chunks, entry.size)
+        folder, rel = SyncState(s.state).folder_for(args.path)
         dest = Path(os.path.abspath(args.to or args.path))
-        root_fd = localfs.open_root(dest.parent)
-        try:
-            name = os.fsencode(dest.name)
-            localfs.write_file(
-                root_fd,
-                name,
-                chunks,
-                entry.size,
-                entry.mode,
-                time.time_ns(),
-                localfs.current_at(root_fd, name),
-            )
-        finally:
-            os.close(root_fd)
+        device = engine.Device(s.config.device_id, s.config.device_name, socket.gethostname())
+        save_as = device if args.to is None else None
+        r = restore_version(s.repo, s.state, folder, rel, args.version, dest, s.home.root, save_as)
         print(f"restored version {args.version} to {dest}")
-        if args.to is None:
-            device = engine.Device(s.config.device_id, s.config.device_name, socket.gethostname())
-            r = engine.run_pass(s.repo, s.state, folder, device)
-            state.finished(folder.name, time.time_ns(), None)
-            if r.committed:
-                print(f"{folder.name}: saved as new version {r.committed.short()}")
+        if r is not None and r.committed:
+            print(f"{folder.name}: saved as new version {r.committed.short()}")
     return 0

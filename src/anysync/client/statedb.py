@@ -6,11 +6,13 @@ give back, so the user loses at most one slow (full-read) backup.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
 import struct
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -183,20 +185,29 @@ class StateDB:
         """Every ref this device has seen, with its label ('' if not known yet)."""
         return dict(self._conn.execute("SELECT ref, label FROM seen_commits").fetchall())
 
-    @property
-    def connection(self) -> sqlite3.Connection:
-        return self._conn
+    # ----------------------------------------------------------------- for table classes
+    # Other tables of this file (sync/state.py) go through these, never the connection.
 
-    def transaction(self) -> _Tx:
-        return _Tx(self._conn)
+    def execute(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
+        return self._conn.execute(sql, params)
 
+    def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+        self._conn.executemany(sql, rows)
 
-class _Tx:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> None:
-        self.conn.execute("BEGIN")
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+    @contextlib.contextmanager
+    def transaction(self, durable: bool = False) -> Iterator[None]:
+        """All or nothing. `durable`: on disk when this returns (synchronous=FULL), for
+        writes that must survive a power cut, such as a journal written before disk changes."""
+        if durable:
+            self._conn.execute("PRAGMA synchronous=FULL")
+        try:
+            self._conn.execute("BEGIN")
+            try:
+                yield
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+        finally:
+            if durable:
+                self._conn.execute("PRAGMA synchronous=NORMAL")

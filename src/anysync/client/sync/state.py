@@ -49,7 +49,6 @@ class Folder:
 
 class SyncState:
     def __init__(self, db: StateDB) -> None:
-        self._conn = db.connection
         self._db = db
 
     # ------------------------------------------------------------------ folders
@@ -59,14 +58,14 @@ class SyncState:
             raise AlreadyExists(f"a sync folder named {name!r} exists already on this device")
         if any(f.path == path for f in self.folders()):
             raise AlreadyExists(f"{path} is already a sync folder")
-        self._conn.execute(
+        self._db.execute(
             "INSERT INTO sync_folders (name, path, ref) VALUES (?, ?, ?)",
             (name, os.fsencode(path), ref),
         )
         return Folder(name, path, ref, None, None)
 
     def folders(self) -> list[Folder]:
-        rows = self._conn.execute(
+        rows = self._db.execute(
             "SELECT name, path, ref, last_sync_ns, last_error FROM sync_folders ORDER BY name"
         ).fetchall()
         return [Folder(r[0], Path(os.fsdecode(r[1])), r[2], r[3], r[4]) for r in rows]
@@ -84,19 +83,17 @@ class SyncState:
 
     def finished(self, name: str, when_ns: int, error: str | None) -> None:
         if error is None:
-            self._conn.execute(
+            self._db.execute(
                 "UPDATE sync_folders SET last_sync_ns = ?, last_error = NULL WHERE name = ?",
                 (when_ns, name),
             )
         else:
-            self._conn.execute(
-                "UPDATE sync_folders SET last_error = ? WHERE name = ?", (error, name)
-            )
+            self._db.execute("UPDATE sync_folders SET last_error = ? WHERE name = ?", (error, name))
 
     # ------------------------------------------------------------------ files
 
     def records(self, folder: str) -> dict[bytes, Record]:
-        rows = self._conn.execute(
+        rows = self._db.execute(
             "SELECT path, type, mode, mtime_ns, size, chunks, target, ino, disk_size,"
             " disk_mtime_ns, ctime_ns FROM sync_files WHERE folder = ?",
             (folder,),
@@ -115,22 +112,22 @@ class SyncState:
         deleted, and (when given) the folder's stuck paths replaced."""
         with self._db.transaction():
             self._write_records(folder, put, drop)
-            self._conn.executemany(
+            self._db.executemany(
                 "DELETE FROM sync_journal WHERE folder = ? AND path = ?",
                 [(folder, p) for p in settled or ()],
             )
             if stuck is not None:
-                self._conn.execute("DELETE FROM sync_stuck WHERE folder = ?", (folder,))
-                self._conn.executemany(
+                self._db.execute("DELETE FROM sync_stuck WHERE folder = ?", (folder,))
+                self._db.executemany(
                     "INSERT INTO sync_stuck VALUES (?, ?, ?)",
                     [(folder, p, why) for p, why in stuck.items()],
                 )
 
     def _write_records(self, folder: str, put: dict[bytes, Record], drop: set[bytes]) -> None:
-        self._conn.executemany(
+        self._db.executemany(
             "DELETE FROM sync_files WHERE folder = ? AND path = ?", [(folder, p) for p in drop]
         )
-        self._conn.executemany(
+        self._db.executemany(
             "INSERT OR REPLACE INTO sync_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
@@ -164,22 +161,18 @@ class SyncState:
             (folder, p, *((None, 0, 0, 0, b"", b"") if e is None else _columns(e)), cid, counter)
             for p, e in intents.items()
         ]
-        self._conn.execute("PRAGMA synchronous=FULL")  # durable before the disk changes
-        try:
-            with self._db.transaction():
-                self._write_records(folder, put or {}, drop or set())
-                self._conn.execute("DELETE FROM sync_journal WHERE folder = ?", (folder,))
-                self._conn.executemany(
-                    "INSERT INTO sync_journal VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-                )
-        finally:
-            self._conn.execute("PRAGMA synchronous=NORMAL")
+        with self._db.transaction(durable=True):  # on disk before the disk changes
+            self._write_records(folder, put or {}, drop or set())
+            self._db.execute("DELETE FROM sync_journal WHERE folder = ?", (folder,))
+            self._db.executemany(
+                "INSERT INTO sync_journal VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+            )
 
     def journal(
         self, folder: str
     ) -> tuple[dict[bytes, TreeEntry | None], tuple[BlobId, int] | None]:
         """The intents left by a killed pass, and the commit they depend on (if any)."""
-        rows = self._conn.execute(
+        rows = self._db.execute(
             "SELECT path, type, mode, mtime_ns, size, chunks, target, commit_id, counter"
             " FROM sync_journal WHERE folder = ?",
             (folder,),
@@ -189,14 +182,14 @@ class SyncState:
         return intents, commit
 
     def clear_journal(self, folder: str) -> None:
-        self._conn.execute("DELETE FROM sync_journal WHERE folder = ?", (folder,))
+        self._db.execute("DELETE FROM sync_journal WHERE folder = ?", (folder,))
 
     def stuck(self, folder: str) -> dict[bytes, str]:
-        rows = self._conn.execute("SELECT path, reason FROM sync_stuck WHERE folder = ?", (folder,))
+        rows = self._db.execute("SELECT path, reason FROM sync_stuck WHERE folder = ?", (folder,))
         return {p: why for p, why in rows}
 
     def drop_records_under(self, folder: str, prefix: bytes) -> None:
-        self._conn.execute(
+        self._db.execute(
             "DELETE FROM sync_files WHERE folder = ? AND (path = ? OR substr(path, 1, ?) = ?)",
             (folder, prefix, len(prefix) + 1, prefix + b"/"),
         )
@@ -204,14 +197,14 @@ class SyncState:
     # ------------------------------------------------------------------ selective sync
 
     def excludes(self, folder: str) -> set[bytes]:
-        rows = self._conn.execute("SELECT path FROM sync_excludes WHERE folder = ?", (folder,))
+        rows = self._db.execute("SELECT path FROM sync_excludes WHERE folder = ?", (folder,))
         return {r[0] for r in rows}
 
     def set_excluded(self, folder: str, path: bytes, excluded: bool) -> None:
         if excluded:
-            self._conn.execute("INSERT OR IGNORE INTO sync_excludes VALUES (?, ?)", (folder, path))
+            self._db.execute("INSERT OR IGNORE INTO sync_excludes VALUES (?, ?)", (folder, path))
         else:
-            self._conn.execute(
+            self._db.execute(
                 "DELETE FROM sync_excludes WHERE folder = ? AND path = ?", (folder, path)
             )
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
+from anysync.client import localfs
 from anysync.client.repo import history
 from anysync.client.repo.repository import Repository
-from anysync.client.repo.tree import TreeEntry
+from anysync.client.repo.tree import EntryType, TreeEntry
 from anysync.client.statedb import StateDB
-from anysync.client.sync import flat
-from anysync.client.sync.state import Folder
+from anysync.client.sync import engine, flat
+from anysync.client.sync.lock import pass_lock
+from anysync.client.sync.state import Folder, SyncState
 from anysync.errors import NotFound, UsageError
 
 
@@ -53,3 +58,39 @@ def find_version(
     if entry is None:
         raise UsageError("that version is the deletion of the file; pick an older one")
     return entry
+
+
+def restore_version(
+    repo: Repository,
+    db: StateDB,
+    folder: Folder,
+    path: bytes,
+    spec: str,
+    dest: Path,
+    home: Path,
+    save_as: engine.Device | None,
+) -> engine.PassResult | None:
+    """Write version `spec` of `path` to `dest`, holding the pass lock so a pass cannot
+    touch the half-written file. With `save_as`, a pass then commits it as the newest
+    version (under the same lock) and its result is returned."""
+    entry = find_version(repo, db, folder, path, spec)
+    if entry.type is not EntryType.FILE:
+        raise UsageError("only files have versions to restore")
+    with pass_lock(home):
+        _write(repo, entry, dest)
+        if save_as is None:
+            return None
+        result = engine.run_pass(repo, db, folder, save_as)
+        SyncState(db).finished(folder.name, time.time_ns(), None)
+        return result
+
+
+def _write(repo: Repository, entry: TreeEntry, dest: Path) -> None:
+    chunks = repo.stream(entry.chunks, entry.size)
+    root_fd = localfs.open_root(dest.parent)
+    try:
+        name = os.fsencode(dest.name)
+        current = localfs.current_at(root_fd, name)
+        localfs.write_file(root_fd, name, chunks, entry.size, entry.mode, time.time_ns(), current)
+    finally:
+        os.close(root_fd)
