@@ -2,15 +2,27 @@
 
 The CLI maps them to exit codes in one place; the RPC layers map gRPC status codes to
 and from them in one place each (anysync.client.remote, anysync.server.service).
+
+An error the server sends also carries its class's `reason`, a stable string in the
+call's trailing metadata (REASON_KEY), so that the client rebuilds the same class even
+where two classes share a status code (quota exceeded and rate limited). `WIRE_ERRORS`
+and `by_reason` are the one table both sides use.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
+
+# The trailing-metadata key of an error's reason (gRPC keys are lower case).
+REASON_KEY = "anysync-reason"
 
 
 class AnySyncError(Exception):
     """Base of every error a user may see. `str(err)` is the message to print."""
 
     exit_code = 1
+    # The stable name sent over the wire; "" = none: the receiver goes by the status code.
+    reason: ClassVar[str] = ""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -23,6 +35,7 @@ class UsageError(AnySyncError):
 
 class WrongPassword(AnySyncError):
     exit_code = 3
+    reason = "wrong_password"
 
     def __init__(self, message: str = "wrong password") -> None:
         super().__init__(message)
@@ -42,14 +55,17 @@ class AuthError(AnySyncError):
     """Token missing, unknown or revoked."""
 
     exit_code = 5
+    reason = "auth"
 
 
 class PermissionDenied(AnySyncError):
     exit_code = 5
+    reason = "permission_denied"
 
 
 class RateLimited(AnySyncError):
     exit_code = 5
+    reason = "rate_limited"
 
 
 class IntegrityError(AnySyncError):
@@ -64,20 +80,24 @@ class RollbackError(IntegrityError):
 
 class NotFound(AnySyncError):
     exit_code = 7
+    reason = "not_found"
 
 
 class AlreadyExists(AnySyncError):
     exit_code = 7
+    reason = "already_exists"
 
 
 class Conflict(AnySyncError):
     """A compare-and-swap lost the race."""
 
     exit_code = 8
+    reason = "conflict"
 
 
 class QuotaExceeded(AnySyncError):
     exit_code = 9
+    reason = "quota_exceeded"
 
 
 class LocalStateError(AnySyncError):
@@ -107,3 +127,25 @@ class PartialSnapshot(AnySyncError):
     with this code."""
 
     exit_code = 13
+
+
+# Every error the server sends typed. Not here: errors the client finds on its own
+# (unreachable server, TLS, integrity, local state) and the server's INVALID_ARGUMENT
+# errors (UsageError, IntegrityError), which the client reports as its request refused.
+WIRE_ERRORS: tuple[type[AnySyncError], ...] = (
+    AuthError,
+    WrongPassword,
+    PermissionDenied,
+    RateLimited,
+    NotFound,
+    AlreadyExists,
+    Conflict,
+    QuotaExceeded,
+)
+_BY_REASON = {cls.reason: cls for cls in WIRE_ERRORS}
+assert len(_BY_REASON) == len(WIRE_ERRORS) and "" not in _BY_REASON, "reasons must be unique"
+
+
+def by_reason(reason: str) -> type[AnySyncError] | None:
+    """The class a wire reason names; None for one this version does not know."""
+    return _BY_REASON.get(reason)

@@ -1,7 +1,8 @@
 """The client's side of the wire: gRPC over TLS with a pinned certificate.
 
 The only client module that imports generated protobuf code. Converts messages to
-domain types explicitly and maps gRPC status codes to anysync.errors in one place.
+domain types explicitly and maps failed calls to anysync.errors in one place (`_error`):
+by the reason the server sent, else by the gRPC status code.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import grpc
 from anysync import tls
 from anysync.client.repo.pack import PackedBlob
 from anysync.errors import (
+    REASON_KEY,
     AlreadyExists,
     AnySyncError,
     AuthError,
@@ -33,6 +35,7 @@ from anysync.errors import (
     ServerUnreachable,
     TlsMismatch,
     UsageError,
+    by_reason,
 )
 from anysync.store.presigned import DirectFailed, Interrupted, PresignedHttp
 from anysync.types import BlobId, BlobLocation, KdfParams, PackId, Ref
@@ -160,6 +163,9 @@ class Remote:
     def _error(self, exc: grpc.RpcError) -> AnySyncError:
         code: grpc.StatusCode = exc.code()
         details: str = exc.details() or ""
+        typed = by_reason(_reason(exc))
+        if typed is not None:  # the server named the error's type
+            return typed(details)
         if code is grpc.StatusCode.UNAVAILABLE:
             if any(w in details.lower() for w in ("handshake", "certificate", "ssl", "tls")):
                 return TlsMismatch(
@@ -172,6 +178,8 @@ class Remote:
             )
         if code is grpc.StatusCode.DEADLINE_EXCEEDED:
             return ServerUnreachable(f"the server at {self.address} did not answer in time")
+        # No reason: an error gRPC made itself, one the server sends untyped, or a server
+        # from before reasons. The status code is all there is to go by.
         simple: dict[grpc.StatusCode, type[AnySyncError]] = {
             grpc.StatusCode.UNAUTHENTICATED: AuthError,
             grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
@@ -184,11 +192,7 @@ class Remote:
         if code is grpc.StatusCode.OUT_OF_RANGE:
             return NotFound(f"the server has no such data: {details}")
         if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-            if "quota" in details.lower():
-                return QuotaExceeded(details)
-            if "too many" in details.lower():
-                return RateLimited(details)
-            return AnySyncError(f"the server cannot take this now: {details}")
+            return _untyped_exhausted(details)
         return AnySyncError(f"the server refused the request: {details} ({code.name})")
 
     # ---------------------------------------------------------------- accounts
@@ -421,6 +425,26 @@ class RefWatch:
 
     def cancel(self) -> None:
         self._call.cancel()
+
+
+def _reason(exc: grpc.RpcError) -> str:
+    """The reason the server sent with a failed call (anysync.errors); "" for none."""
+    trailing_metadata = getattr(exc, "trailing_metadata", None)
+    for key, value in (trailing_metadata() if trailing_metadata else None) or ():
+        if key == REASON_KEY:
+            return str(value)
+    return ""
+
+
+def _untyped_exhausted(details: str) -> AnySyncError:
+    """RESOURCE_EXHAUSTED without a reason. A server from before reasons sends its quota
+    and login-limit errors so, told apart only by their text; today's server sends only
+    errors of its own this way (its disk is full), and gRPC a message over the size limit."""
+    if "quota" in details.lower():
+        return QuotaExceeded(details)
+    if "too many" in details.lower():
+        return RateLimited(details)
+    return AnySyncError(f"the server cannot take this now: {details}")
 
 
 def _kdf_to(k: KdfParams) -> pb.KdfParams:

@@ -5,8 +5,9 @@ the generated wire code.
 Each handler authenticates the caller, validates the request and converts it to domain
 types (anysync.types), calls metadata and the store, and converts the answer back.
 Handlers raise anysync.errors exceptions; `_status_for` maps them to gRPC status codes,
-in this one place. Every storage call is scoped to the caller's account: the account's
-row ID is part of every query, and pack keys are derived from the account.
+in this one place, and `_abort` sends each error's reason along in the trailing metadata.
+Every storage call is scoped to the caller's account: the account's row ID is part of
+every query, and pack keys are derived from the account.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from anysync import crypto
 from anysync.errors import (
+    REASON_KEY,
     AlreadyExists,
     AnySyncError,
     AuthError,
@@ -92,6 +94,9 @@ def _abort(context: grpc.ServicerContext, err: Exception, method: str) -> NoRetu
         message = str(err)
         # Messages are written for users and never contain secrets: safe to log.
         log.info("%s: %s: %s", method, code.name, message)
+        if isinstance(err, AnySyncError) and err.reason:
+            # The error's exact type, for the client: anysync.errors.by_reason.
+            context.set_trailing_metadata(((REASON_KEY, err.reason),))
         context.abort(code, message)
     if not context.is_active():  # the client cancelled or went away mid-call
         log.info("%s: the client went away", method)
