@@ -4,96 +4,19 @@ on its own, without gRPC."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from pathlib import Path
-
 import pytest
 
 from anysync import faults
-from anysync.client.keys import MasterKeys
 from anysync.client.repo import commit as commit_codec
 from anysync.client.repo import history
 from anysync.client.repo.commit import Commit
-from anysync.client.repo.pack import PackedBlob
 from anysync.client.repo.repository import Repository
 from anysync.client.statedb import StateDB
 from anysync.errors import Conflict, NotFound, RollbackError, UsageError
-from anysync.types import BlobId, BlobLocation, PackId, Ref
+from anysync.types import BlobId
+from tests.unit.fakes import MemoryRemote
 
-KEYS = MasterKeys.generate()
 TREE = BlobId(b"\x07" * 32)
-
-
-class MemoryRemote:
-    """An honest server in memory: what a Repository needs, and nothing else."""
-
-    def __init__(self) -> None:
-        self.packs: dict[PackId, bytes] = {}
-        self.index: dict[BlobId, BlobLocation] = {}
-        self.refs: dict[str, Ref] = {}
-        self.conflicts_left = 0  # update_ref calls that lose a race first
-        self.update_calls = 0
-
-    def find_blobs(self, ids: Sequence[BlobId]) -> dict[BlobId, BlobLocation]:
-        return {i: self.index[i] for i in ids if i in self.index}
-
-    def upload_pack(self, data: bytes, sha256: bytes, entries: Sequence[PackedBlob]) -> PackId:
-        pack_id = PackId.random()
-        self.packs[pack_id] = data
-        for e in entries:
-            self.index[e.blob_id] = BlobLocation(e.blob_id, pack_id, e.offset, e.length)
-        return pack_id
-
-    def read_pack(self, pack_id: PackId, offset: int, length: int) -> bytes:
-        if pack_id not in self.packs:
-            raise NotFound(f"pack {pack_id.hex()[:8]} is missing or damaged on the server")
-        data = self.packs[pack_id]
-        return data[offset : offset + length] if length else data[offset:]
-
-    def list_refs(self, prefix: str = "") -> list[Ref]:
-        return [r for n, r in sorted(self.refs.items()) if n.startswith(prefix)]
-
-    def get_ref(self, name: str) -> Ref | None:
-        return self.refs.get(name)
-
-    def update_ref(self, name: str, expected_version: int, commit_id: BlobId) -> Ref:
-        self.update_calls += 1
-        if self.conflicts_left:
-            self.conflicts_left -= 1
-            raise Conflict("ref changed concurrently")
-        current = self.refs.get(name)
-        version = current.version if current else 0
-        if version != expected_version:
-            raise Conflict(f"ref changed concurrently (now at version {version})")
-        if commit_id not in self.index:
-            raise AssertionError("the client moved a ref before storing its commit")
-        ref = Ref(name, commit_id, version + 1)
-        self.refs[name] = ref
-        return ref
-
-    def force(self, name: str, commit_id: BlobId) -> None:
-        """What a malicious server does: point a ref anywhere."""
-        current = self.refs.get(name)
-        self.refs[name] = Ref(name, commit_id, (current.version if current else 0) + 1)
-
-
-@pytest.fixture
-def remote() -> MemoryRemote:
-    return MemoryRemote()
-
-
-@pytest.fixture
-def repo(remote: MemoryRemote) -> Iterator[Repository]:
-    r = Repository(remote, KEYS)
-    yield r
-    r.close()
-
-
-@pytest.fixture
-def state(tmp_path: Path) -> Iterator[StateDB]:
-    db = StateDB(tmp_path / "state.db")
-    yield db
-    db.close()
 
 
 def commit(

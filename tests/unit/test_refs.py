@@ -4,7 +4,6 @@ history's lazy listing on top of it. Against MemoryRemote (tests/unit/test_histo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,26 +16,8 @@ from anysync.client.repo.repository import Repository
 from anysync.client.statedb import StateDB
 from anysync.errors import Conflict, IntegrityError, NotFound, RollbackError
 from anysync.types import BlobId
-from tests.unit.test_history import KEYS, TREE, MemoryRemote, chain, commit
-
-
-@pytest.fixture
-def remote() -> MemoryRemote:
-    return MemoryRemote()
-
-
-@pytest.fixture
-def repo(remote: MemoryRemote) -> Iterator[Repository]:
-    r = Repository(remote, KEYS)
-    yield r
-    r.close()
-
-
-@pytest.fixture
-def state(tmp_path: Path) -> Iterator[StateDB]:
-    db = StateDB(tmp_path / "state.db")
-    yield db
-    db.close()
+from tests.unit.fakes import MemoryRemote
+from tests.unit.test_history import TREE, chain, commit
 
 
 @pytest.fixture

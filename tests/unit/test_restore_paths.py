@@ -19,7 +19,7 @@ from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType, TreeEntry
 from anysync.errors import DiskFull, HostilePath, NotFound
 from anysync.types import BlobId, BlobKind
-from tests.unit.test_history import KEYS, MemoryRemote
+from tests.unit.fakes import KEYS, MemoryRemote
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import io
 import os
 import random
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import blake3
@@ -22,22 +21,7 @@ from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType
 from anysync.client.statedb import CachedStat, StateDB, local_state_key
 from anysync.types import BlobId, BlobKind
-from tests.unit.test_history import KEYS, MemoryRemote
-
-
-@pytest.fixture
-def repo() -> Iterator[Repository]:
-    r = Repository(MemoryRemote(), KEYS)
-    yield r
-    r.close()
-
-
-@pytest.fixture
-def state(tmp_path: Path) -> Iterator[StateDB]:
-    db = StateDB(tmp_path / "state.db")
-    yield db
-    db.close()
-
+from tests.unit.fakes import KEYS, MemoryRemote
 
 KEY = local_state_key(KEYS.id_key)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,23 +14,8 @@ from anysync.client.repo.repository import Repository
 from anysync.client.statedb import StateDB
 from anysync.client.sync import engine, versions
 from anysync.client.sync.state import SyncState
-from tests.unit.test_history import KEYS, MemoryRemote
 
 DEVICE = engine.Device(1, "dev", "host")
-
-
-@pytest.fixture
-def repo() -> Iterator[Repository]:
-    r = Repository(MemoryRemote(), KEYS)
-    yield r
-    r.close()
-
-
-@pytest.fixture
-def state(tmp_path: Path) -> Iterator[StateDB]:
-    db = StateDB(tmp_path / "state.db")
-    yield db
-    db.close()
 
 
 def _lock_is_held(home: Path) -> bool:

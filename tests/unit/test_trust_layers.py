@@ -4,7 +4,6 @@ tested here directly, so that losing one of them cannot go unnoticed."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -12,10 +11,8 @@ import zstandard
 
 from anysync import crypto
 from anysync.cli.progress import Progress
-from anysync.client.keys import MasterKeys
 from anysync.client.repo import envelope, history, refs
 from anysync.client.repo.commit import Commit
-from anysync.client.repo.pack import PackedBlob
 from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType, TreeEntry
 from anysync.client.restore import _Restorer
@@ -23,51 +20,8 @@ from anysync.client.statedb import StateDB
 from anysync.client.sync import engine
 from anysync.client.sync.state import SyncState
 from anysync.errors import Conflict, HostilePath, IntegrityError, RollbackError
-from anysync.types import BlobId, BlobKind, BlobLocation, PackId, Ref
-
-KEYS = MasterKeys.generate()
-
-
-class MemoryRemote:
-    """An honest server in memory: what a Repository needs, and nothing else."""
-
-    def __init__(self) -> None:
-        self.packs: dict[PackId, bytes] = {}
-        self.index: dict[BlobId, BlobLocation] = {}
-        self.refs: dict[str, Ref] = {}
-        self.update_calls = 0
-
-    def find_blobs(self, ids: Sequence[BlobId]) -> dict[BlobId, BlobLocation]:
-        return {i: self.index[i] for i in ids if i in self.index}
-
-    def upload_pack(self, data: bytes, sha256: bytes, entries: Sequence[PackedBlob]) -> PackId:
-        pack_id = PackId.random()
-        self.packs[pack_id] = data
-        for e in entries:
-            self.index[e.blob_id] = BlobLocation(e.blob_id, pack_id, e.offset, e.length)
-        return pack_id
-
-    def read_pack(self, pack_id: PackId, offset: int, length: int) -> bytes:
-        data = self.packs[pack_id]
-        return data[offset : offset + length] if length else data[offset:]
-
-    def list_refs(self, prefix: str = "") -> list[Ref]:
-        return [r for n, r in sorted(self.refs.items()) if n.startswith(prefix)]
-
-    def get_ref(self, name: str) -> Ref | None:
-        return self.refs.get(name)
-
-    def update_ref(self, name: str, expected_version: int, commit_id: BlobId) -> Ref:
-        self.update_calls += 1
-        current = self.refs.get(name)
-        version = current.version if current else 0
-        if version != expected_version:
-            raise Conflict(f"ref changed concurrently (now at version {version})")
-        if commit_id not in self.index:
-            raise AssertionError("the client moved a ref before storing its commit")
-        ref = Ref(name, commit_id, version + 1)
-        self.refs[name] = ref
-        return ref
+from anysync.types import BlobId, BlobKind, Ref
+from tests.unit.fakes import KEYS, MemoryRemote
 
 
 class AlwaysConflicting(MemoryRemote):
@@ -76,25 +30,6 @@ class AlwaysConflicting(MemoryRemote):
     def update_ref(self, name: str, expected_version: int, commit_id: BlobId) -> Ref:
         self.update_calls += 1
         raise Conflict("ref changed concurrently")
-
-
-@pytest.fixture
-def remote() -> MemoryRemote:
-    return MemoryRemote()
-
-
-@pytest.fixture
-def repo(remote: MemoryRemote) -> Iterator[Repository]:
-    r = Repository(remote, KEYS)
-    yield r
-    r.close()
-
-
-@pytest.fixture
-def state(tmp_path: Path) -> Iterator[StateDB]:
-    db = StateDB(tmp_path / "state.db")
-    yield db
-    db.close()
 
 
 def _bid(plaintext: bytes) -> BlobId:

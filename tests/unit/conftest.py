@@ -1,0 +1,32 @@
+"""Fixtures shared by the unit tests of the repository layer: an honest server in memory,
+a repository on it, and a fresh state.db."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from anysync.client.repo.repository import Repository
+from anysync.client.statedb import StateDB
+from tests.unit.fakes import KEYS, MemoryRemote
+
+
+@pytest.fixture
+def remote() -> MemoryRemote:
+    return MemoryRemote()
+
+
+@pytest.fixture
+def repo(remote: MemoryRemote) -> Iterator[Repository]:
+    r = Repository(remote, KEYS)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[StateDB]:
+    db = StateDB(tmp_path / "state.db")
+    yield db
+    db.close()
