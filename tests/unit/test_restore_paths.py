@@ -379,3 +379,34 @@ def test_a_lost_top_tree_fails_the_whole_snapshot_by_name(tmp_path: Path) -> Non
         )
     ]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_leftover_temp_files_are_removed_where_restore_writes(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """A killed restore's temp files go on the next restore, in each directory it writes
+    into; only entries with the engine's temp prefix, and never through a symlink."""
+    target, elsewhere = tmp_path / "t", tmp_path / "elsewhere"
+    (target / "top" / "mid").mkdir(parents=True)
+    (target / "untouched").mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "precious").write_bytes(b"keep me")
+    (target / ".anysync-tmp-0001").write_bytes(b"partial")
+    (target / "top" / "mid" / ".anysync-tmp-0002").write_bytes(b"partial")
+    (target / "top" / ".anysync-tmp-link").symlink_to(elsewhere / "precious")
+    (target / "top" / ".anysync-tmp-dir").mkdir()  # not a file: left alone
+    (target / "top" / "mine.anysync-tmp-x").write_bytes(b"not the prefix")
+    (target / "untouched" / ".anysync-tmp-0003").write_bytes(b"not written into")
+    stats = restore_into(repo, target, sample(repo))
+    assert stats.failed == []
+    assert files_under(target) == {
+        "root.txt": b"root",
+        "top/x.txt": b"x",
+        "top/mine.anysync-tmp-x": b"not the prefix",
+        "top/mid/leaf.txt": b"leaf",
+        "top/mid/other.txt": b"other",
+        "untouched/.anysync-tmp-0003": b"not written into",
+    }
+    assert (target / "top" / ".anysync-tmp-dir").is_dir()
+    assert not os.path.lexists(target / "top" / ".anysync-tmp-link")
+    assert (elsewhere / "precious").read_bytes() == b"keep me"

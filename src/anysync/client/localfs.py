@@ -124,9 +124,11 @@ def write_file(
     mtime_ns: int,
     expected: StatKey | None,
     partial_fault: str = "",
+    fsync_dir: bool = True,
 ) -> StatKey:
     """Temp file, fsync, rename over the old file if it still looks as expected, fsync
-    of the directory. `partial_fault` names a fault point reached after each chunk."""
+    of the directory (unless the caller syncs it once for many files: restore).
+    `partial_fault` names a fault point reached after each chunk."""
     with parent_dir(root_fd, path, create=True) as (dir_fd, name):
         tmp = temp_name()
         fd = os.open(
@@ -161,12 +163,18 @@ def write_file(
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=dir_fd)
             raise
-        os.fsync(dir_fd)
+        if fsync_dir:
+            os.fsync(dir_fd)
         return stat_key(os.stat(name, dir_fd=dir_fd, follow_symlinks=False))
 
 
 def write_symlink(
-    root_fd: int, path: bytes, target: bytes, mtime_ns: int, expected: StatKey | None
+    root_fd: int,
+    path: bytes,
+    target: bytes,
+    mtime_ns: int,
+    expected: StatKey | None,
+    fsync_dir: bool = True,
 ) -> StatKey:
     with parent_dir(root_fd, path, create=True) as (dir_fd, name):
         tmp = temp_name()
@@ -179,7 +187,8 @@ def write_symlink(
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=dir_fd)
             raise
-        os.fsync(dir_fd)
+        if fsync_dir:
+            os.fsync(dir_fd)
         return stat_key(os.stat(name, dir_fd=dir_fd, follow_symlinks=False))
 
 
@@ -301,5 +310,39 @@ def remove_temps(root_fd: int, keep: Callable[[bytes], bool] = lambda _: False) 
                 parent_dir(root_fd, item.rel, create=False) as (dir_fd, leaf),
             ):
                 os.unlink(leaf, dir_fd=dir_fd)
+                removed += 1
+    return removed
+
+
+class NotADir(Exception):
+    """An entry where a directory goes is something else (a symlink, say)."""
+
+
+def open_child_dir(dir_fd: int, name: bytes, create_mode: int) -> int:
+    """A descriptor of the directory `name` inside `dir_fd`, made with `create_mode` if
+    absent; never opened through a symlink (an entry of another type raises NotADir)."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, create_mode, dir_fd=dir_fd)
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise NotADir(os.fsdecode(name)) from None
+        raise
+
+
+def remove_temps_in(dir_fd: int) -> int:
+    """Delete the leftover temp files (a killed write's) directly inside one directory;
+    an unlink never follows a symlink, and a directory is never touched. Best effort:
+    an entry that cannot be read or removed is left; returns how many were removed."""
+    try:
+        names = [os.fsencode(n) for n in os.listdir(dir_fd)]
+    except OSError:
+        return 0
+    removed = 0
+    for name in filter(is_temp, names):
+        with contextlib.suppress(OSError):
+            if not stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                os.unlink(name, dir_fd=dir_fd)
                 removed += 1
     return removed

@@ -3,14 +3,15 @@
 Everything coming out of the repository is hostile input: names are checked when trees
 are decoded, every file is written relative to an open directory descriptor, no path
 component is ever followed through a symlink (O_NOFOLLOW), and a file appears under its
-final name only once it is complete (temp file, fsync, rename). A blob that fails
+final name only once it is complete (temp file, fsync, rename; all through `localfs`).
+A restore killed mid-file leaves a temp file beside it; the next restore removes the
+temp files in every directory it writes into. A blob that fails
 authentication, or that the server lost, fails the files that use it, by name (a lost
 directory listing fails that directory); everything else is restored.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import secrets
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from anysync import faults
+from anysync.client import localfs
 from anysync.client.progress import Reporter
 from anysync.client.repo.history import Snapshot
 from anysync.client.repo.repository import Repository, chunks_of
@@ -29,7 +31,6 @@ from anysync.types import BlobKind
 # Small files are fetched together; a batch holds at most this much content.
 BATCH_BYTES = 32 * 1024 * 1024
 BATCH_FILES = 256
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass
@@ -54,7 +55,7 @@ def run_restore(
 ) -> RestoreStats:
     try:
         target.mkdir(parents=True, exist_ok=True)
-        root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        root_fd = localfs.open_root(target)
         probe = f".anysync-probe-{secrets.token_hex(4)}"
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=root_fd))
         os.unlink(probe, dir_fd=root_fd)
@@ -141,6 +142,8 @@ class _Restorer:
             self._apply_dir_meta(root_fd, rel, entry)
 
     def _restore_entries(self, dir_fd: int, path: list[bytes], entries: list[TreeEntry]) -> None:
+        # A killed restore's temp files would otherwise stay beside the finished files.
+        localfs.remove_temps_in(dir_fd)
         for entry in entries:
             check_name(entry.name)
             rel = [*path, entry.name]
@@ -154,23 +157,22 @@ class _Restorer:
                     self._queue_file(dir_fd, entry, shown)
             except (IntegrityError, NotFound) as exc:
                 self.stats.failed.append((shown, exc.message))
+            except localfs.ChangedMeanwhile:
+                self.stats.failed.append((shown, _CHANGED))
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise _os_error(exc, f"cannot restore {shown}") from None
                 self.stats.failed.append((shown, exc.strerror or str(exc)))
 
     def _open_dir(self, dir_fd: int, name: bytes, shown: str) -> int:
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(name, 0o700, dir_fd=dir_fd)
         try:
-            return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise IntegrityError(
-                    f"refusing to restore into {shown}: it exists and is not a directory "
-                    "(never writing through a symlink)"
-                ) from None
-            raise
+            # 0o700 until the recorded mode is applied, after every child is written.
+            return localfs.open_child_dir(dir_fd, name, 0o700)
+        except localfs.NotADir:
+            raise IntegrityError(
+                f"refusing to restore into {shown}: it exists and is not a directory "
+                "(never writing through a symlink)"
+            ) from None
 
     def _restore_dir(self, dir_fd: int, rel: list[bytes], entry: TreeEntry, shown: str) -> None:
         assert entry.subtree is not None
@@ -184,14 +186,12 @@ class _Restorer:
             os.close(fd)
 
     def _restore_symlink(self, dir_fd: int, entry: TreeEntry) -> None:
-        tmp = _temp_name()
-        os.symlink(entry.target, tmp, dir_fd=dir_fd)
-        try:
-            os.utime(tmp, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
-            os.rename(tmp, entry.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except BaseException:
-            _unlink_quietly(dir_fd, tmp)
-            raise
+        # Replaces whatever is there: the stat taken now only guards against a change
+        # made while the symlink is being written.
+        before = localfs.current(dir_fd, entry.name)
+        localfs.write_symlink(
+            dir_fd, entry.name, entry.target, entry.mtime_ns, before, fsync_dir=False
+        )
         self.stats.symlinks += 1
 
     def _queue_file(self, dir_fd: int, entry: TreeEntry, shown: str) -> None:
@@ -216,6 +216,8 @@ class _Restorer:
                     self._write_file(p, chunks_of(blobs, p.entry.chunks))
                 except (IntegrityError, NotFound) as exc:
                     self.stats.failed.append((p.path, exc.message))
+                except localfs.ChangedMeanwhile:
+                    self.stats.failed.append((p.path, _CHANGED))
                 except OSError as exc:
                     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                         raise _os_error(exc, f"cannot restore {p.path}") from None
@@ -225,66 +227,48 @@ class _Restorer:
                 os.close(p.dir_fd)
 
     def _write_file(self, p: _PendingFile, chunks: Iterator[bytes]) -> None:
-        tmp = _temp_name()
-        fd = os.open(
-            tmp,
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-            0o600,
-            dir_fd=p.dir_fd,
+        # Replaces whatever file is there (see _restore_symlink); the size is checked
+        # before the rename, so a short stream never appears under the file's name.
+        before = localfs.current(p.dir_fd, p.name)
+        e = p.entry
+        # No directory fsync per file (thousands of small files): a restore interrupted
+        # by a power cut is simply run again; every file is fsynced before its rename.
+        localfs.write_file(
+            p.dir_fd,
+            p.name,
+            chunks,
+            e.size,
+            e.mode,
+            e.mtime_ns,
+            before,
+            "restore.file-partial",
+            fsync_dir=False,
         )
-        try:
-            written = 0
-            with os.fdopen(fd, "wb", buffering=0, closefd=False) as f:
-                for data in chunks:
-                    view = memoryview(data)
-                    while view:
-                        n = f.write(view)
-                        assert n is not None
-                        view = view[n:]
-                    written += len(data)
-                    faults.point("restore.file-partial")
-            if written != p.entry.size:
-                raise IntegrityError(
-                    f"restored size {written} differs from the recorded {p.entry.size}"
-                )
-            os.fchmod(fd, p.entry.mode & 0o7777)
-            os.utime(fd, ns=(p.entry.mtime_ns, p.entry.mtime_ns))
-            os.fsync(fd)
-            os.close(fd)
-            fd = -1
-            os.rename(tmp, p.name, src_dir_fd=p.dir_fd, dst_dir_fd=p.dir_fd)
-            faults.point("restore.file-written")
-        except BaseException:
-            if fd >= 0:
-                os.close(fd)
-            _unlink_quietly(p.dir_fd, tmp)
-            raise
+        faults.point("restore.file-written")
         self.stats.files += 1
-        self.stats.bytes += written
-        self.progress.add(files=1, nbytes=written)
+        self.stats.bytes += e.size
+        self.progress.add(files=1, nbytes=e.size)
 
     def _apply_dir_meta(self, root_fd: int, rel: list[bytes], entry: TreeEntry) -> None:
-        fd = os.dup(root_fd)
+        shown = os.fsdecode(b"/".join(rel))
         try:
-            for name in rel:
-                new_fd = os.open(name, _DIR_FLAGS, dir_fd=fd)
-                os.close(fd)
-                fd = new_fd
+            fd = localfs.open_dir(root_fd, b"/".join(rel))
+        except IntegrityError as exc:
+            self.stats.failed.append((shown, exc.message))
+            return
+        except OSError as exc:
+            self.stats.failed.append((shown, exc.strerror or str(exc)))
+            return
+        try:
             os.fchmod(fd, entry.mode & 0o7777)
             os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
         except OSError as exc:
-            self.stats.failed.append((os.fsdecode(b"/".join(rel)), exc.strerror or str(exc)))
+            self.stats.failed.append((shown, exc.strerror or str(exc)))
         finally:
             os.close(fd)
 
 
-def _temp_name() -> bytes:
-    return f".anysync-tmp-{secrets.token_hex(8)}".encode()
-
-
-def _unlink_quietly(dir_fd: int, name: bytes) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(name, dir_fd=dir_fd)
+_CHANGED = "changed on disk while being restored; run the restore again"
 
 
 def _os_error(exc: OSError, context: str) -> AnySyncError:
