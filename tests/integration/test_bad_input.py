@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from anysync.client.home import ClientHome
 from anysync.client.keys import MasterKeys
 from anysync.client.remote import Remote
 from anysync.client.repo import history
 from anysync.client.repo.commit import Commit
 from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType, TreeEntry, encode
-from anysync.client.session import ClientHome
 from anysync.client.statedb import StateDB
 from anysync.types import BlobKind
 from tests.integration.harness import Client, Server

@@ -17,12 +17,12 @@ import pytest
 from anysync.cli.progress import Progress
 from anysync.client import backup, chunker
 from anysync.client.backup import Origin, run_backup
+from anysync.client.home import ClientHome
 from anysync.client.keys import MasterKeys
 from anysync.client.remote import Remote
 from anysync.client.repo import history
 from anysync.client.repo.pack import PackedBlob
 from anysync.client.repo.repository import Repository
-from anysync.client.session import ClientHome
 from anysync.client.statedb import StateDB
 from anysync.client.sync import engine, flat
 from anysync.client.sync.state import SyncState

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from anysync.client import keys as keys_mod
+from anysync.client.home import ClientHome
 from anysync.client.remote import Remote
 from anysync.client.repo import envelope
 from anysync.client.repo.pack import PackedBlob
-from anysync.client.session import ClientHome
 from anysync.errors import AuthError, NotFound
 from anysync.types import BlobId, BlobKind, PackId
 from tests.integration.harness import Client, Server, make_tree

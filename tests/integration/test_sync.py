@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from anysync.client.home import ClientHome
 from anysync.client.repo import history
 from anysync.client.repo.commit import Commit
 from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType, TreeEntry, check_name, encode
-from anysync.client.session import ClientHome
 from anysync.client.statedb import StateDB
 from anysync.client.sync.engine import folder_ref
 from anysync.errors import HostilePath

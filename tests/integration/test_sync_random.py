@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from anysync.client.home import ClientHome
 from anysync.client.repo import envelope, history
 from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType
-from anysync.client.session import ClientHome
 from anysync.client.statedb import StateDB
 from anysync.client.sync import flat
 from anysync.client.sync.engine import folder_ref

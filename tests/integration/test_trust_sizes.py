@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from anysync.cli.progress import Progress
 from anysync.client.backup import Origin, run_backup
+from anysync.client.home import ClientHome
 from anysync.client.repo import envelope
 from anysync.client.repo.repository import Repository
-from anysync.client.session import ClientHome
 from anysync.client.statedb import StateDB
 from anysync.types import BlobId, BlobKind
 from tests.integration.harness import Client, Server, snapshot_of

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from anysync.cli.progress import Progress
+from anysync.client.home import ClientConfig, ClientHome, default_home
 from anysync.client.keys import MasterKeys
 from anysync.client.remote import Remote
 from anysync.client.repo.repository import Repository
-from anysync.client.session import ClientConfig, ClientHome, default_home
 from anysync.client.statedb import StateDB
 from anysync.errors import UsageError
 

@@ -2,7 +2,8 @@
 
 Layers, bottom up (import-linter keeps them, pyproject.toml):
 
-    session                 the client home: config, token, keys, sign-up and log-in
+    session                 the account flows: sign-up, log-in, certificate pinning, passwd
+    home                    the client home: its files, config, token, certificate, unlock
     remote                  the server over gRPC, and packs straight from S3 by URL
     backup | restore | sync what the commands do
     repo                    envelopes, packs, trees, commits, refs and their history

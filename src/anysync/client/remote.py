@@ -1,8 +1,9 @@
 """The client's side of the wire: gRPC over TLS with a pinned certificate.
 
-The only client module that imports generated protobuf code. Converts messages to
-domain types explicitly and maps failed calls to anysync.errors in one place (`_error`):
-by the reason the server sent, else by the gRPC status code.
+With wire.py, the only client modules that import generated protobuf code; wire.py
+converts messages to domain types and maps failed calls to anysync.errors. Packs go
+directly to and from an S3 store through presigned URLs (anysync.store.presigned) while
+that works, else through the server's stream.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import socket
 import ssl
 import threading
 import time
@@ -22,21 +22,23 @@ import grpc
 
 from anysync import tls
 from anysync.client.repo.pack import PackedBlob
-from anysync.errors import (
-    REASON_KEY,
-    AlreadyExists,
-    AnySyncError,
-    AuthError,
-    Conflict,
-    NotFound,
-    PermissionDenied,
-    QuotaExceeded,
-    RateLimited,
-    ServerUnreachable,
-    TlsMismatch,
-    UsageError,
-    by_reason,
+from anysync.client.wire import (
+    AccountInfo,
+    DeviceInfo,
+    account_from,
+    device_from,
+    error_for,
+    kdf_from,
+    kdf_to,
+    locations_from,
+    login_from,
+    pack_header,
+    ref_from,
 )
+from anysync.client.wire import (
+    LoginResult as LoginResult,  # explicitly re-exported: callers take it from here
+)
+from anysync.errors import AnySyncError, NotFound, ServerUnreachable, UsageError
 from anysync.store.presigned import DirectFailed, Interrupted, PresignedHttp
 from anysync.types import BlobId, BlobLocation, KdfParams, PackId, Ref
 from anysync.v1 import anysync_pb2 as pb
@@ -48,8 +50,6 @@ DEFAULT_PORT = 65065
 MESSAGE_LIMIT = 16 * 1024 * 1024
 STREAM_PIECE = 1024 * 1024
 TIMEOUT = 120.0
-# Presigned transfers: attempts and backoff before falling back to the server's stream.
-DIRECT_ATTEMPTS = int(os.environ.get("ANYSYNC_DIRECT_ATTEMPTS", "6"))
 DIRECT_TIMEOUT = 60.0
 
 T = TypeVar("T")
@@ -79,39 +79,33 @@ def fetch_certificate(address: str) -> bytes:
 
 
 @dataclass(frozen=True)
-class LoginResult:
-    user_id: str
-    device_id: int
-    sealed_token: bytes
-    master_keys: bytes
-    kdf: KdfParams
+class DirectSettings:
+    """The direct data path's settings, read from the environment once per Remote."""
 
+    enabled: bool = True
+    # Attempts (with backoff) before packs fall back to the server's stream.
+    attempts: int = 6
 
-@dataclass(frozen=True)
-class DeviceInfo:
-    id: int
-    name: str
-    created_at: int
-    last_seen_at: int
-    revoked: bool
-    current: bool
-
-
-@dataclass(frozen=True)
-class AccountInfo:
-    user_id: str
-    email: str
-    device_id: int
-    used_bytes: int
-    quota_bytes: int
-    master_keys: bytes
-    kdf: KdfParams
+    @classmethod
+    def from_env(cls) -> DirectSettings:
+        try:
+            attempts = int(os.environ.get("ANYSYNC_DIRECT_ATTEMPTS", "6"))
+        except ValueError:
+            raise UsageError("ANYSYNC_DIRECT_ATTEMPTS must be a whole number") from None
+        return cls(os.environ.get("ANYSYNC_DIRECT_STORE", "1") != "0", max(1, attempts))
 
 
 class Remote:
     """One server connection. Thread-safe (gRPC channels are)."""
 
-    def __init__(self, address: str, cert_pem: bytes, token: bytes | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        cert_pem: bytes,
+        token: bytes | None = None,
+        direct: DirectSettings | None = None,
+    ) -> None:
+        direct = direct or DirectSettings.from_env()
         self.address = address
         host, port = split_address(address)
         creds = grpc.ssl_channel_credentials(root_certificates=cert_pem)
@@ -128,11 +122,11 @@ class Remote:
         self._metadata = (("authorization", f"Bearer {token.hex()}"),) if token else ()
         # The direct data path (presigned URLs to an S3 store) is used until it fails;
         # then packs go through the server for the rest of this connection.
-        self._direct = os.environ.get("ANYSYNC_DIRECT_STORE", "1") != "0"
+        self._direct = direct.enabled
         self._urls: dict[PackId, tuple[str, float]] = {}
         self._urls_lock = threading.Lock()
         self._aborted = threading.Event()
-        self._http = PresignedHttp(self._aborted, DIRECT_ATTEMPTS, DIRECT_TIMEOUT)
+        self._http = PresignedHttp(self._aborted, direct.attempts, DIRECT_TIMEOUT)
         self._accounts = rpc.AccountsStub(self._channel)
         self._devices = rpc.DevicesStub(self._channel)
         self._storage = rpc.StorageStub(self._channel)
@@ -158,48 +152,13 @@ class Remote:
 
     def _failure(self, exc: grpc.RpcError) -> AnySyncError:
         """The error to raise for a failed RPC: an aborted call's is the abort's."""
-        return Interrupted() if self._aborted.is_set() else self._error(exc)
-
-    def _error(self, exc: grpc.RpcError) -> AnySyncError:
-        code: grpc.StatusCode = exc.code()
-        details: str = exc.details() or ""
-        typed = by_reason(_reason(exc))
-        if typed is not None:  # the server named the error's type
-            return typed(details)
-        if code is grpc.StatusCode.UNAVAILABLE:
-            if any(w in details.lower() for w in ("handshake", "certificate", "ssl", "tls")):
-                return TlsMismatch(
-                    f"the server at {self.address} did not present the pinned certificate; "
-                    "if the server was re-installed, log in again to pin its new fingerprint"
-                )
-            return ServerUnreachable(
-                f"cannot reach the server at {self.address} ({details.strip() or 'unavailable'}); "
-                "is anysync-server running?"
-            )
-        if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-            return ServerUnreachable(f"the server at {self.address} did not answer in time")
-        # No reason: an error gRPC made itself, one the server sends untyped, or a server
-        # from before reasons. The status code is all there is to go by.
-        simple: dict[grpc.StatusCode, type[AnySyncError]] = {
-            grpc.StatusCode.UNAUTHENTICATED: AuthError,
-            grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
-            grpc.StatusCode.NOT_FOUND: NotFound,
-            grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
-            grpc.StatusCode.ABORTED: Conflict,
-        }
-        if code in simple:
-            return simple[code](details)
-        if code is grpc.StatusCode.OUT_OF_RANGE:
-            return NotFound(f"the server has no such data: {details}")
-        if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-            return _untyped_exhausted(details)
-        return AnySyncError(f"the server refused the request: {details} ({code.name})")
+        return Interrupted() if self._aborted.is_set() else error_for(exc, self.address)
 
     # ---------------------------------------------------------------- accounts
 
     def pre_login(self, email: str) -> KdfParams:
         resp = self._call(self._accounts.PreLogin, pb.PreLoginRequest(email=email))
-        return _kdf_from(resp.kdf)
+        return kdf_from(resp.kdf)
 
     def signup(
         self,
@@ -217,13 +176,13 @@ class Remote:
             email=email,
             invite=invite,
             user_id=user_id,
-            kdf=_kdf_to(kdf),
+            kdf=kdf_to(kdf),
             login_secret=login_secret,
             master_keys=master_keys,
             device_name=device_name,
             device_public_key=device_public_key,
         )
-        return _login_from(self._call(self._accounts.Signup, req))
+        return login_from(self._call(self._accounts.Signup, req))
 
     def login(
         self, *, email: str, login_secret: bytes, device_name: str, device_public_key: bytes
@@ -234,7 +193,7 @@ class Remote:
             device_name=device_name,
             device_public_key=device_public_key,
         )
-        return _login_from(self._call(self._accounts.Login, req))
+        return login_from(self._call(self._accounts.Login, req))
 
     def change_password(
         self,
@@ -247,7 +206,7 @@ class Remote:
         req = pb.ChangePasswordRequest(
             old_login_secret=old_login_secret,
             new_login_secret=new_login_secret,
-            new_kdf=_kdf_to(new_kdf),
+            new_kdf=kdf_to(new_kdf),
             new_master_keys=new_master_keys,
         )
         self._call(self._accounts.ChangePassword, req)
@@ -256,49 +215,24 @@ class Remote:
 
     def list_devices(self) -> list[DeviceInfo]:
         resp = self._call(self._devices.ListDevices, pb.ListDevicesRequest())
-        return [
-            DeviceInfo(d.id, d.name, d.created_at, d.last_seen_at, d.revoked, d.current)
-            for d in resp.devices
-        ]
+        return [device_from(d) for d in resp.devices]
 
     def revoke_device(self, device_id: int) -> None:
         self._call(self._devices.RevokeDevice, pb.RevokeDeviceRequest(device_id=device_id))
 
     def whoami(self) -> AccountInfo:
-        r = self._call(self._devices.Whoami, pb.WhoamiRequest())
-        return AccountInfo(
-            r.user_id,
-            r.email,
-            r.device_id,
-            r.used_bytes,
-            r.quota_bytes,
-            r.master_keys,
-            _kdf_from(r.kdf),
-        )
+        return account_from(self._call(self._devices.Whoami, pb.WhoamiRequest()))
 
     # ---------------------------------------------------------------- storage
 
     def find_blobs(self, ids: Sequence[BlobId]) -> dict[BlobId, BlobLocation]:
         if not ids:
             return {}
-        resp = self._call(
-            self._storage.FindBlobs, pb.FindBlobsRequest(blob_ids=[i.raw for i in ids])
-        )
-        out = {}
-        for f in resp.found:
-            bid = BlobId(f.blob_id)
-            out[bid] = BlobLocation(bid, PackId(f.pack_id), f.offset, f.length)
-        return out
+        req = pb.FindBlobsRequest(blob_ids=[i.raw for i in ids])
+        return locations_from(self._call(self._storage.FindBlobs, req))
 
     def upload_pack(self, data: bytes, sha256: bytes, entries: Sequence[PackedBlob]) -> PackId:
-        header = pb.PackHeader(
-            size=len(data),
-            sha256=sha256,
-            entries=[
-                pb.PackEntry(blob_id=e.blob_id.raw, offset=e.offset, length=e.length)
-                for e in entries
-            ],
-        )
+        header = pack_header(len(data), sha256, entries)
         if self._direct:
             req = pb.BeginUploadRequest(header=header, md5=hashlib.md5(data).digest())  # noqa: S324 - S3's ETag
             begin = self._call(self._storage.BeginUpload, req)
@@ -378,7 +312,7 @@ class Remote:
                 raise NotFound(
                     f"pack {pack_id.hex()[:8]} is missing or damaged on the server"
                 ) from None
-            raise self._error(exc) from None
+            raise error_for(exc, self.address) from None
         data = b"".join(parts)
         if length and len(data) != length:
             raise NotFound(f"pack {pack_id.hex()[:8]} is shorter than its index says")
@@ -386,11 +320,11 @@ class Remote:
 
     def list_refs(self, prefix: str = "") -> list[Ref]:
         resp = self._call(self._storage.ListRefs, pb.ListRefsRequest(prefix=prefix))
-        return [_ref_from(r) for r in resp.refs]
+        return [ref_from(r) for r in resp.refs]
 
     def get_ref(self, name: str) -> Ref | None:
         try:
-            return _ref_from(self._call(self._storage.GetRef, pb.GetRefRequest(name=name)))
+            return ref_from(self._call(self._storage.GetRef, pb.GetRefRequest(name=name)))
         except NotFound:
             return None
 
@@ -398,70 +332,30 @@ class Remote:
         call = self._storage.WatchRefs(
             pb.WatchRefsRequest(names=list(names)), metadata=self._metadata
         )
-        return RefWatch(self, call)
+        return RefWatch(call, self.address)
 
     def update_ref(self, name: str, expected_version: int, commit_id: BlobId) -> Ref:
         req = pb.UpdateRefRequest(
             name=name, expected_version=expected_version, commit_id=commit_id.raw
         )
-        return _ref_from(self._call(self._storage.UpdateRef, req))
+        return ref_from(self._call(self._storage.UpdateRef, req))
 
 
 class RefWatch:
     """A WatchRefs stream: iterate for ref updates (None = heartbeat); cancel() ends it."""
 
-    def __init__(self, remote: Remote, call: Any) -> None:
-        self._remote = remote
+    def __init__(self, call: Any, address: str) -> None:
         self._call = call
+        self._address = address
 
     def __iter__(self) -> Iterator[Ref | None]:
         try:
             for r in self._call:
-                yield _ref_from(r) if r.name else None
+                yield ref_from(r) if r.name else None
         except grpc.RpcError as exc:
             if exc.code() is grpc.StatusCode.CANCELLED:
                 return
-            raise self._remote._error(exc) from None
+            raise error_for(exc, self._address) from None
 
     def cancel(self) -> None:
         self._call.cancel()
-
-
-def _reason(exc: grpc.RpcError) -> str:
-    """The reason the server sent with a failed call (anysync.errors); "" for none."""
-    trailing_metadata = getattr(exc, "trailing_metadata", None)
-    for key, value in (trailing_metadata() if trailing_metadata else None) or ():
-        if key == REASON_KEY:
-            return str(value)
-    return ""
-
-
-def _untyped_exhausted(details: str) -> AnySyncError:
-    """RESOURCE_EXHAUSTED without a reason. A server from before reasons sends its quota
-    and login-limit errors so, told apart only by their text; today's server sends only
-    errors of its own this way (its disk is full), and gRPC a message over the size limit."""
-    if "quota" in details.lower():
-        return QuotaExceeded(details)
-    if "too many" in details.lower():
-        return RateLimited(details)
-    return AnySyncError(f"the server cannot take this now: {details}")
-
-
-def _kdf_to(k: KdfParams) -> pb.KdfParams:
-    return pb.KdfParams(salt=k.salt, log_n=k.log_n, r=k.r, p=k.p)
-
-
-def _kdf_from(k: pb.KdfParams) -> KdfParams:
-    return KdfParams(k.salt, k.log_n, k.r, k.p)
-
-
-def _login_from(r: pb.LoginResponse) -> LoginResult:
-    return LoginResult(r.user_id, r.device_id, r.sealed_token, r.master_keys, _kdf_from(r.kdf))
-
-
-def _ref_from(r: pb.Ref) -> Ref:
-    return Ref(r.name, BlobId(r.commit_id), r.version, r.updated_at, r.updated_by_device)
-
-
-def default_device_name() -> str:
-    return socket.gethostname()

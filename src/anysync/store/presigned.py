@@ -11,12 +11,12 @@ from __future__ import annotations
 import contextlib
 import http.client
 import logging
-import random
 import socket
 import threading
 import urllib.parse
 
 from anysync.errors import AnySyncError
+from anysync.store.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class PresignedHttp:
 
     def __init__(self, aborted: threading.Event, attempts: int, timeout: float) -> None:
         self._aborted = aborted
-        self._attempts = attempts
+        self._backoff = Backoff(attempts, base_delay=0.5, max_delay=4.0)
         self._timeout = timeout
         self._lock = threading.Lock()
         self._open: set[http.client.HTTPConnection] = set()
@@ -62,7 +62,7 @@ class PresignedHttp:
     ) -> bytes:
         """One presigned request, retried with backoff and jitter on transient failures."""
         all_headers = {"Content-Type": "application/octet-stream", **(headers or {})}
-        for attempt in range(1, self._attempts + 1):
+        for attempt, delay in self._backoff.schedule():
             try:
                 return self._once(method, url, data, all_headers)
             except _HttpStatus as exc:
@@ -75,9 +75,8 @@ class PresignedHttp:
                 if self._aborted.is_set():
                     raise Interrupted() from None
                 problem = str(exc) or type(exc).__name__
-            if attempt == self._attempts:
+            if delay is None:
                 raise DirectFailed(f"{problem}, after {attempt} attempts")
-            delay = random.uniform(0, min(4.0, 0.5 * 2**attempt))  # noqa: S311
             log.info(
                 "object store %s failed (%s); retry %d in %.1f s", method, problem, attempt, delay
             )

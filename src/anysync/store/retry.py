@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from anysync.errors import UsageError
+from anysync.store.backoff import Backoff
 from anysync.store.base import (
     READ_CHUNK,
     ObjectStore,
@@ -41,22 +41,19 @@ class RetryingStore:
     ) -> None:
         self.inner = inner
         self.spool_dir = spool_dir
-        self.attempts = attempts
-        self.base_delay = base_delay
-        self.max_delay = max_delay
+        self.backoff = Backoff(attempts, base_delay, max_delay)
         self._sleep = sleep
 
     def retried(self, what: str, op: Callable[[], T]) -> T:
         """Run op(), retrying transient store errors with backoff."""
-        for attempt in range(1, self.attempts + 1):
+        for attempt, delay in self.backoff.schedule():
             try:
                 return op()
             except TransientStoreError as exc:
-                if attempt == self.attempts:
+                if delay is None:
                     raise TransientStoreError(
                         f"{exc.message}; gave up after {attempt} attempts"
                     ) from None
-                delay = random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))  # noqa: S311
                 log.warning("%s: %s; retry %d in %.1f s", what, exc.message, attempt, delay)
                 self._sleep(delay)
         raise AssertionError("unreachable")
