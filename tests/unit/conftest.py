@@ -3,6 +3,7 @@ a repository on it, and a fresh state.db."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,3 +31,13 @@ def state(tmp_path: Path) -> Iterator[StateDB]:
     db = StateDB(tmp_path / "state.db")
     yield db
     db.close()
+
+
+@pytest.fixture
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Local time is UTC, so conflict-copy stamps are the same on every machine."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()

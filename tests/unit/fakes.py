@@ -11,6 +11,10 @@ from anysync.types import BlobId, BlobLocation, PackId, Ref
 
 KEYS = MasterKeys.generate()
 
+# A fixed conflict time, 2025-12-29 15:50:56 UTC, and the tag it gives device "pc".
+WHEN = 1_767_023_456.7
+TAG = b" (conflict from pc 2025-12-29 155056)"
+
 
 class MemoryRemote:
     """An honest server in memory: what a Repository needs, and nothing else."""

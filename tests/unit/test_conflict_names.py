@@ -5,25 +5,12 @@ kept whole (`a.tar.gz`), and one tag only on a copy of a copy."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-
 import pytest
 
 from anysync.client.sync.merge import NAME_MAX, conflict_name, is_conflict_name
+from tests.unit.fakes import TAG, WHEN
 
-# 2025-12-29 15:50:56 UTC
-WHEN = 1_767_023_456.7
-TAG = b" (conflict from pc 2025-12-29 155056)"
-
-
-@pytest.fixture(autouse=True)
-def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+pytestmark = pytest.mark.usefixtures("utc")  # conftest: conflict stamps in UTC
 
 
 def name(path: bytes, device: str = "pc", name_max: int = NAME_MAX) -> bytes:

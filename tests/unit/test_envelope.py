@@ -153,7 +153,7 @@ def test_v1_messages_name_the_blob_and_the_reason() -> None:
     with pytest.raises(IntegrityError, match=rf"^blob {short} is not a commit blob$"):
         open_(sealed, bid, BlobKind.COMMIT)
     with pytest.raises(IntegrityError, match=rf"^blob {short} failed authentication"):
-        open_(sealed[:-1] + b"\0", bid)
+        open_(sealed[:-1] + bytes([sealed[-1] ^ 1]), bid)
     swapped_kind = sealed[:1] + bytes([BlobKind.COMMIT]) + sealed[2:]
     with pytest.raises(IntegrityError, match=rf"^blob {short} failed authentication"):
         open_(swapped_kind, bid, BlobKind.COMMIT)

@@ -6,7 +6,6 @@ conflict names."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -14,19 +13,9 @@ from anysync.client.repo.tree import EntryType, TreeEntry
 from anysync.client.sync.flat import Flat
 from anysync.client.sync.merge import conflict_name, merge
 from anysync.types import BlobId
+from tests.unit.fakes import TAG, WHEN
 
-# 2025-12-29 15:50:56 UTC
-WHEN = 1_767_023_456.7
-TAG = b" (conflict from pc 2025-12-29 155056)"
-
-
-@pytest.fixture(autouse=True)
-def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+pytestmark = pytest.mark.usefixtures("utc")  # conftest: conflict stamps in UTC
 
 
 def f(path: bytes, content: bytes = b"x") -> tuple[bytes, TreeEntry]:
