@@ -70,17 +70,12 @@ def parent_dir(root_fd: int, path: bytes, create: bool) -> Iterator[tuple[int, b
     fd = os.dup(root_fd)
     try:
         for part in parts[:-1]:
-            if create:
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(part, 0o755, dir_fd=fd)
             try:
-                new_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise IntegrityError(
-                        f"refusing to go below {os.fsdecode(part)}: not a directory (symlink?)"
-                    ) from None
-                raise
+                new_fd = open_child_dir(fd, part, 0o755 if create else None)
+            except NotADir:
+                raise IntegrityError(
+                    f"refusing to go below {os.fsdecode(part)}: not a directory (symlink?)"
+                ) from None
             os.close(fd)
             fd = new_fd
         yield fd, parts[-1]
@@ -195,14 +190,10 @@ def write_symlink(
 def make_dir(root_fd: int, path: bytes, mode: int) -> StatKey:
     """A directory at `path` (made if absent); an entry of another type raises."""
     with parent_dir(root_fd, path, create=True) as (dir_fd, name):
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(name, 0o755, dir_fd=dir_fd)
         try:
-            fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise ChangedMeanwhile(os.fsdecode(name)) from None
-            raise
+            fd = open_child_dir(dir_fd, name, 0o755)
+        except NotADir:
+            raise ChangedMeanwhile(os.fsdecode(name)) from None
         try:
             os.fchmod(fd, (mode & 0o7777) | 0o700)  # keep it writable for us
             return stat_key(os.fstat(fd))
@@ -318,11 +309,13 @@ class NotADir(Exception):
     """An entry where a directory goes is something else (a symlink, say)."""
 
 
-def open_child_dir(dir_fd: int, name: bytes, create_mode: int) -> int:
+def open_child_dir(dir_fd: int, name: bytes, create_mode: int | None) -> int:
     """A descriptor of the directory `name` inside `dir_fd`, made with `create_mode` if
-    absent; never opened through a symlink (an entry of another type raises NotADir)."""
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(name, create_mode, dir_fd=dir_fd)
+    absent (None: never made); never opened through a symlink (an entry of another type
+    raises NotADir). Every descent below a root goes through here."""
+    if create_mode is not None:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, create_mode, dir_fd=dir_fd)
     try:
         return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
