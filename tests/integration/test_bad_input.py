@@ -15,6 +15,7 @@ from anysync.client.keys import MasterKeys
 from anysync.client.remote import Remote
 from anysync.client.repo import history
 from anysync.client.repo.commit import Commit
+from anysync.client.repo.refs import RefBook
 from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType, TreeEntry, encode
 from anysync.client.statedb import StateDB
@@ -204,7 +205,7 @@ def _publish_hostile_tree(client: Client, name: bytes) -> None:
         def make(head: history.Snapshot | None) -> Commit:
             return Commit("backup", root, (), ref, 1, 2_000_000_000_000_000_000, 1, "evil", "evil")
 
-        history.advance(repo, state, ref, make)
+        history.advance(RefBook(remote, repo, state), ref, make)
     finally:
         repo.close()
         state.close()

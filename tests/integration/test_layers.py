@@ -224,7 +224,8 @@ def test_backup_retries_its_commit_after_a_concurrent_one(
     racing = RacingRemote(a.remote, race=b_backs_up)
     repo = a.repo(racing)
     try:
-        result = run_backup(repo, a.state, [src], a.origin(), Progress("backup", enabled=False))
+        progress = Progress("backup", enabled=False)
+        result = run_backup(repo, racing, a.state, [src], a.origin(), progress)
         assert racing.update_calls == ["Conflict", "ok"]
         ref = backup.backup_ref_name(repo, socket.gethostname(), [src])
         [(name, head_id)] = [(r.name, r.commit_id) for r in a.remote.list_refs()]
@@ -269,7 +270,7 @@ def test_sync_pass_merges_again_after_losing_the_race(
     try:
         cfg = a.home.config()
         device = engine.Device(cfg.device_id, cfg.device_name, socket.gethostname())
-        result = engine.run_pass(repo, a.state, folder, device)
+        result = engine.run_pass(repo, racing, a.state, folder, device)
         assert racing.update_calls == ["Conflict", "ok"]
         assert result.conflicts == []
         assert result.committed is not None
@@ -319,7 +320,8 @@ def test_a_file_changing_while_it_is_read_is_never_recorded_silently(
     monkeypatch.setattr(chunker.Chunker, "file_chunks", changing_meanwhile)
     repo = a.repo(RacingRemote(a.remote))
     try:
-        result = run_backup(repo, a.state, [src], a.origin(), Progress("backup", enabled=False))
+        progress = Progress("backup", enabled=False)
+        result = run_backup(repo, a.remote, a.state, [src], a.origin(), progress)
     finally:
         repo.close()
     monkeypatch.undo()

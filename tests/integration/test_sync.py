@@ -17,6 +17,7 @@ import pytest
 from anysync.client.home import ClientHome
 from anysync.client.repo import history
 from anysync.client.repo.commit import Commit
+from anysync.client.repo.refs import RefBook
 from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType, TreeEntry, check_name, encode
 from anysync.client.statedb import StateDB
@@ -397,7 +398,7 @@ def publish_tree(client: Client, tmp_path: Path, extra: list[tuple[bytes, bytes]
                 "other",
             )
 
-        history.advance(repo, state, ref, make)
+        history.advance(RefBook(remote, repo, state), ref, make)
     finally:
         repo.close()
         state.close()

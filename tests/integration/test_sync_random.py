@@ -17,6 +17,7 @@ import pytest
 
 from anysync.client.home import ClientHome
 from anysync.client.repo import envelope, history
+from anysync.client.repo.refs import RefBook
 from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType
 from anysync.client.statedb import StateDB
@@ -149,7 +150,7 @@ def all_versions(client: Client, tmp_path: Path) -> set[bytes]:
     repo = Repository(remote, home.unlock(client.password))
     state = StateDB(tmp_path / "inspect.db")
     try:
-        _, head = history.verified_head(repo, state, folder_ref(repo, "Shared"))
+        _, head = RefBook(remote, repo, state).head(folder_ref(repo, "Shared"))
         assert head is not None
         ids = set()
         for snap in history.history(repo, head):

@@ -92,7 +92,9 @@ def backup_as_a_version_1_client(client: Client, src: Path, monkeypatch: pytest.
         with monkeypatch.context() as patch:
             patch.setattr(envelope, "seal", seal_v1)
             origin = Origin(cfg.device_id, cfg.device_name, socket.gethostname())
-            result = run_backup(repo, state, [src], origin, Progress("backup", enabled=False))
+            result = run_backup(
+                repo, remote, state, [src], origin, Progress("backup", enabled=False)
+            )
     finally:
         repo.close()
         state.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from anysync.client.repo.refs import RefBook
 from anysync.client.repo.repository import Repository
 from anysync.client.statedb import StateDB
 from tests.unit.fakes import KEYS, MemoryRemote
@@ -31,6 +32,12 @@ def state(tmp_path: Path) -> Iterator[StateDB]:
     db = StateDB(tmp_path / "state.db")
     yield db
     db.close()
+
+
+@pytest.fixture
+def refs(remote: MemoryRemote, repo: Repository, state: StateDB) -> RefBook:
+    """The server's refs as commands see them, checked against `state`."""
+    return RefBook(remote, repo, state)
 
 
 @pytest.fixture

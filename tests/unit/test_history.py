@@ -10,6 +10,7 @@ from anysync import faults
 from anysync.client.repo import commit as commit_codec
 from anysync.client.repo import history
 from anysync.client.repo.commit import Commit
+from anysync.client.repo.refs import RefBook
 from anysync.client.repo.repository import Repository
 from anysync.client.statedb import StateDB
 from anysync.errors import Conflict, NotFound, RollbackError, UsageError
@@ -41,12 +42,10 @@ def commit(
     )
 
 
-def chain(
-    repo: Repository, state: StateDB, ref: str, n: int, t0: int = 0
-) -> list[history.Snapshot]:
+def chain(refs: RefBook, ref: str, n: int, t0: int = 0) -> list[history.Snapshot]:
     out = []
     for i in range(n):
-        out.append(history.advance(repo, state, ref, lambda h, i=i: commit(ref, h, time_ns=t0 + i)))
+        out.append(history.advance(refs, ref, lambda h, i=i: commit(ref, h, time_ns=t0 + i)))
     return out
 
 
@@ -57,84 +56,84 @@ def stored(repo: Repository, c: Commit) -> BlobId:
     return bid
 
 
-# ---------------------------------------------------------------- verified_head
+# ---------------------------------------------------------------- RefBook.head
 
 
-def test_a_missing_ref_never_seen_is_empty(repo: Repository, state: StateDB) -> None:
-    assert history.verified_head(repo, state, "r-new") == (0, None)
+def test_a_missing_ref_never_seen_is_empty(repo: Repository, state: StateDB, refs: RefBook) -> None:
+    assert refs.head("r-new") == (0, None)
     assert state.seen("r-new") is None
 
 
 def test_a_ref_that_vanished_after_being_seen_is_a_rollback(
-    repo: Repository, remote: MemoryRemote, state: StateDB
+    repo: Repository, remote: MemoryRemote, state: StateDB, refs: RefBook
 ) -> None:
-    (snap,) = chain(repo, state, "r-a", 1)
+    (snap,) = chain(refs, "r-a", 1)
     del remote.refs["r-a"]
     with pytest.raises(
         RollbackError,
         match=rf"^the server no longer has backup of  on host \(ref r-a\) that this device saw "
         rf"at commit {snap.id.short()}; refusing to treat it as empty$",
     ):
-        history.verified_head(repo, state, "r-a")
+        refs.head("r-a")
 
 
-def test_verified_head_returns_the_version_and_raises_the_floor(
-    repo: Repository, remote: MemoryRemote, state: StateDB
+def test_head_returns_the_version_and_raises_the_floor(
+    repo: Repository, remote: MemoryRemote, state: StateDB, refs: RefBook
 ) -> None:
-    a, b = chain(repo, state, "r-a", 2)
+    a, b = chain(refs, "r-a", 2)
     state.set_seen("r-a", a.id, a.commit.counter)  # as if this device saw only a
-    version, head = history.verified_head(repo, state, "r-a")
+    version, head = refs.head("r-a")
     assert version == remote.refs["r-a"].version == 2
     assert head == b
     assert state.seen("r-a") == (b.id, 2)
     # the same head again is fine: equal counters, equal IDs
-    assert history.verified_head(repo, state, "r-a") == (2, b)
+    assert refs.head("r-a") == (2, b)
 
 
 def test_a_ref_pointing_at_a_commit_of_another_ref_is_refused(
-    repo: Repository, remote: MemoryRemote, state: StateDB
+    repo: Repository, remote: MemoryRemote, state: StateDB, refs: RefBook
 ) -> None:
-    (other,) = chain(repo, state, "r-other", 1)
+    (other,) = chain(refs, "r-other", 1)
     remote.force("r-a", other.id)
     with pytest.raises(RollbackError, match="ref r-a points at a commit of another ref"):
-        history.verified_head(repo, state, "r-a")
+        refs.head("r-a")
     assert state.seen("r-a") is None
 
 
 def test_an_older_head_is_a_rollback(
-    repo: Repository, remote: MemoryRemote, state: StateDB
+    repo: Repository, remote: MemoryRemote, state: StateDB, refs: RefBook
 ) -> None:
-    a, _b, c = chain(repo, state, "r-a", 3)
+    a, _b, c = chain(refs, "r-a", 3)
     remote.force("r-a", a.id)
     with pytest.raises(RollbackError, match=f"does not descend from commit {c.id.short()}"):
-        history.verified_head(repo, state, "r-a")
+        refs.head("r-a")
     assert state.seen("r-a") == (c.id, 3)  # the floor stays where it was
 
 
 def test_a_fork_at_the_same_counter_is_a_rollback(
-    repo: Repository, remote: MemoryRemote, state: StateDB
+    repo: Repository, remote: MemoryRemote, state: StateDB, refs: RefBook
 ) -> None:
-    a, b = chain(repo, state, "r-a", 2)
+    a, b = chain(refs, "r-a", 2)
     fork = stored(repo, commit("r-a", a, message="fork"))  # counter 2, like b
     remote.force("r-a", fork)
     with pytest.raises(RollbackError, match=rf"offered commit {fork.short()} \(counter 2\)"):
-        history.verified_head(repo, state, "r-a")
+        refs.head("r-a")
     assert state.seen("r-a") == (b.id, 2)
 
 
 def test_a_newer_head_descending_from_the_floor_is_accepted(
-    repo: Repository, remote: MemoryRemote, state: StateDB
+    repo: Repository, remote: MemoryRemote, state: StateDB, refs: RefBook
 ) -> None:
-    a, b, c, d = chain(repo, state, "r-a", 4)
+    a, b, c, d = chain(refs, "r-a", 4)
     state.set_seen("r-a", b.id, 2)  # this device last saw b: d descends from it
-    assert history.verified_head(repo, state, "r-a") == (4, d)
+    assert refs.head("r-a") == (4, d)
     # a fork built on a newer base that skips the seen commit is refused
     state.set_seen("r-a", c.id, 3)
     fork = stored(repo, commit("r-a", stored_snapshot(repo, a), message="x"))
     fork2 = stored(repo, commit("r-a", stored_snapshot(repo, fork), message="y"))
     remote.force("r-a", fork2)
     with pytest.raises(RollbackError):
-        history.verified_head(repo, state, "r-a")
+        refs.head("r-a")
 
 
 def stored_snapshot(repo: Repository, bid: BlobId | history.Snapshot) -> history.Snapshot:
@@ -147,9 +146,9 @@ def stored_snapshot(repo: Repository, bid: BlobId | history.Snapshot) -> history
 
 
 def test_advance_links_each_commit_to_the_head(
-    repo: Repository, remote: MemoryRemote, state: StateDB
+    repo: Repository, remote: MemoryRemote, state: StateDB, refs: RefBook
 ) -> None:
-    a, b = chain(repo, state, "r-a", 2)
+    a, b = chain(refs, "r-a", 2)
     assert a.commit.parents == () and a.commit.counter == 1
     assert b.commit.parents == (a.id,) and b.commit.counter == 2
     assert remote.refs["r-a"].commit_id == b.id
@@ -158,9 +157,9 @@ def test_advance_links_each_commit_to_the_head(
 
 
 def test_advance_retries_a_lost_race_with_the_new_head(
-    repo: Repository, remote: MemoryRemote, state: StateDB
+    repo: Repository, remote: MemoryRemote, state: StateDB, refs: RefBook
 ) -> None:
-    (a,) = chain(repo, state, "r-a", 1)
+    (a,) = chain(refs, "r-a", 1)
     remote.conflicts_left = history.CAS_ATTEMPTS - 1
     heads: list[history.Snapshot | None] = []
 
@@ -168,18 +167,18 @@ def test_advance_retries_a_lost_race_with_the_new_head(
         heads.append(h)
         return commit("r-a", h)
 
-    snap = history.advance(repo, state, "r-a", make)
+    snap = history.advance(refs, "r-a", make)
     assert heads == [a] * history.CAS_ATTEMPTS
     assert remote.refs["r-a"].commit_id == snap.id
     assert state.seen("r-a") == (snap.id, 2)
 
 
 def test_advance_gives_up_after_its_attempts(
-    repo: Repository, remote: MemoryRemote, state: StateDB
+    repo: Repository, remote: MemoryRemote, state: StateDB, refs: RefBook
 ) -> None:
     remote.conflicts_left = history.CAS_ATTEMPTS
     with pytest.raises(Conflict, match="ref r-a kept changing under this device"):
-        history.advance(repo, state, "r-a", lambda h: commit("r-a", h))
+        history.advance(refs, "r-a", lambda h: commit("r-a", h))
     assert remote.update_calls == history.CAS_ATTEMPTS
     assert "r-a" not in remote.refs
     assert state.seen("r-a") is None
@@ -188,88 +187,90 @@ def test_advance_gives_up_after_its_attempts(
 # ---------------------------------------------------------------- listing and resolving
 
 
-def test_history_is_newest_first(repo: Repository, state: StateDB) -> None:
-    a, b, c = chain(repo, state, "r-a", 3)
+def test_history_is_newest_first(repo: Repository, state: StateDB, refs: RefBook) -> None:
+    a, b, c = chain(refs, "r-a", 3)
     assert history.history(repo, c) == [c, b, a]
     assert history.history(repo, a) == [a]
 
 
-def test_snapshots_of_every_ref_of_the_kind_oldest_first(repo: Repository, state: StateDB) -> None:
-    a1, a2 = chain(repo, state, "r-a", 2, t0=10)  # times 10, 11
-    (b1,) = chain(repo, state, "r-b", 1, t0=5)
+def test_snapshots_of_every_ref_of_the_kind_oldest_first(
+    repo: Repository, state: StateDB, refs: RefBook
+) -> None:
+    a1, a2 = chain(refs, "r-a", 2, t0=10)  # times 10, 11
+    (b1,) = chain(refs, "r-b", 1, t0=5)
     # equal times are ordered by ID
-    (c1,) = chain(repo, state, "r-c", 1, t0=11)
-    history.advance(repo, state, "s-x", lambda h: commit("s-x", h, kind="sync"))
-    snaps = history.snapshots(repo, state)
+    (c1,) = chain(refs, "r-c", 1, t0=11)
+    history.advance(refs, "s-x", lambda h: commit("s-x", h, kind="sync"))
+    snaps = history.snapshots(refs)
     tail = sorted([a2, c1], key=lambda s: s.id)
     assert snaps == [b1, a1, *tail]
-    assert [s.commit.kind for s in history.snapshots(repo, state, "sync")] == ["sync"]
+    assert [s.commit.kind for s in history.snapshots(refs, "sync")] == ["sync"]
 
 
-def test_resolve(repo: Repository, state: StateDB) -> None:
+def test_resolve(repo: Repository, state: StateDB, refs: RefBook) -> None:
     with pytest.raises(NotFound, match="there are no snapshots yet"):
-        history.resolve(repo, state, "latest")
-    snaps = chain(repo, state, "r-a", 3)
-    assert history.resolve(repo, state, "latest") == snaps[-1]
+        history.resolve(refs, "latest")
+    snaps = chain(refs, "r-a", 3)
+    assert history.resolve(refs, "latest") == snaps[-1]
     for s in snaps:
-        assert history.resolve(repo, state, s.id.hex()) == s
-        assert history.resolve(repo, state, s.id.hex()[:12].upper()) == s
+        assert history.resolve(refs, s.id.hex()) == s
+        assert history.resolve(refs, s.id.hex()[:12].upper()) == s
     with pytest.raises(UsageError, match="at least 4 hex digits"):
-        history.resolve(repo, state, snaps[0].id.hex()[:3])
+        history.resolve(refs, snaps[0].id.hex()[:3])
     missing = "0123456789" if not any(s.id.hex().startswith("0123") for s in snaps) else "fedc"
     with pytest.raises(NotFound, match=f"no snapshot matches '{missing}'"):
-        history.resolve(repo, state, missing)
+        history.resolve(refs, missing)
 
 
 def test_resolve_refuses_an_ambiguous_prefix(
-    repo: Repository, state: StateDB, monkeypatch: pytest.MonkeyPatch
+    repo: Repository, state: StateDB, monkeypatch: pytest.MonkeyPatch, refs: RefBook
 ) -> None:
-    (real,) = chain(repo, state, "r-a", 1)
+    (real,) = chain(refs, "r-a", 1)
     twins = [
         history.Snapshot(BlobId(bytes.fromhex("abcd01") + b"\0" * 29), real.commit),
         history.Snapshot(BlobId(bytes.fromhex("abcd02") + b"\0" * 29), real.commit),
     ]
-    monkeypatch.setattr(history, "snapshots", lambda repo, state, warn: twins)
+    monkeypatch.setattr(history, "snapshots", lambda book, warn: twins)
     with pytest.raises(UsageError, match="'abcd' matches 2 snapshots; give more digits"):
-        history.resolve(repo, state, "abcd")
-    assert history.resolve(repo, state, "abcd02") == twins[1]
-    assert history.resolve(repo, state, "ABCD01") == twins[0]
+        history.resolve(refs, "abcd")
+    assert history.resolve(refs, "abcd02") == twins[1]
+    assert history.resolve(refs, "ABCD01") == twins[0]
 
 
 LONG = "r-0123456789abcdef0123456789abcdef"
 
 
 def test_messages_name_a_long_ref_by_its_first_12_characters(
-    repo: Repository, remote: MemoryRemote, state: StateDB
+    repo: Repository, remote: MemoryRemote, state: StateDB, refs: RefBook
 ) -> None:
-    (snap,) = chain(repo, state, LONG, 1)
-    (other,) = chain(repo, state, "r-other", 1)
+    (snap,) = chain(refs, LONG, 1)
+    (other,) = chain(refs, "r-other", 1)
     remote.force(LONG, other.id)
     with pytest.raises(
         RollbackError, match=r"^ref r-0123456789 points at a commit of another ref$"
     ):
-        history.verified_head(repo, state, LONG)
+        refs.head(LONG)
     del remote.refs[LONG]
     with pytest.raises(
         RollbackError, match=r"^the server no longer has .*\(ref r-0123456789\) that"
     ):
-        history.verified_head(repo, state, LONG)
+        refs.head(LONG)
     remote.force(LONG, snap.id)
     remote.conflicts_left = history.CAS_ATTEMPTS
     with pytest.raises(Conflict, match=r"^ref r-0123456789 kept changing under this device"):
-        history.advance(repo, state, LONG, lambda h: commit(LONG, h))
+        history.advance(refs, LONG, lambda h: commit(LONG, h))
 
 
-def test_resolve_messages_say_what_to_do(repo: Repository, state: StateDB) -> None:
+def test_resolve_messages_say_what_to_do(repo: Repository, state: StateDB, refs: RefBook) -> None:
     with pytest.raises(
         NotFound, match=r"^there are no snapshots yet; run `anysync backup PATH` first$"
     ):
-        history.resolve(repo, state, "latest")
-    chain(repo, state, "r-a", 1)
+        history.resolve(refs, "latest")
+    chain(refs, "r-a", 1)
     with pytest.raises(
         UsageError, match=r"^give at least 4 hex digits of a snapshot ID, or 'latest'$"
     ):
-        history.resolve(repo, state, "abc")
+        history.resolve(refs, "abc")
 
 
 class Crashed(Exception):
@@ -277,12 +278,16 @@ class Crashed(Exception):
 
 
 def test_a_crash_after_the_commit_is_stored_leaves_the_ref_alone(
-    repo: Repository, remote: MemoryRemote, state: StateDB, monkeypatch: pytest.MonkeyPatch
+    repo: Repository,
+    remote: MemoryRemote,
+    state: StateDB,
+    monkeypatch: pytest.MonkeyPatch,
+    refs: RefBook,
 ) -> None:
     """The fault point history.commit-stored (anysync/faults.py) sits between storing
     the commit and moving the ref; tests/integration/test_kills.py kills a real process
     there. Here the kill is replaced by an exception, to see where it is reached."""
-    (a,) = chain(repo, state, "r-a", 1)
+    (a,) = chain(refs, "r-a", 1)
 
     def kill(pid: int, sig: int) -> None:
         raise Crashed
@@ -298,7 +303,7 @@ def test_a_crash_after_the_commit_is_stored_leaves_the_ref_alone(
         return made[-1]
 
     with pytest.raises(Crashed):
-        history.advance(repo, state, "r-a", make)
+        history.advance(refs, "r-a", make)
     new_id = repo.blob_id(commit_codec.encode(made[0]))
     assert new_id in remote.index  # the commit is stored
     assert remote.refs["r-a"].commit_id == a.id  # the ref did not move

@@ -103,8 +103,8 @@ def test_first_contact_counts_the_refs_trusted_unchecked(
     reader = StateDB(tmp_path / "reader.db")
     try:
         assert RefBook(remote, repo, reader).listing().first_contact is None  # nothing to trust
-        chain(repo, writer, "r-a", 2)
-        chain(repo, writer, "r-b", 1)
+        chain(RefBook(remote, repo, writer), "r-a", 2)
+        chain(RefBook(remote, repo, writer), "r-b", 1)
         first = RefBook(remote, repo, reader).listing()
         assert first.first_contact == 2
         assert RefBook(remote, repo, reader).listing().first_contact is None
@@ -112,13 +112,15 @@ def test_first_contact_counts_the_refs_trusted_unchecked(
         # the labels come from the heads this device checked, not from its own commits
         assert reader.seen_labels() == {"r-a": "backup of  on host", "r-b": "backup of  on host"}
         notes: list[str] = []
-        history.snapshots(repo, StateDB(tmp_path / "third.db"), warn=notes.append)
+        history.snapshots(RefBook(remote, repo, StateDB(tmp_path / "third.db")), warn=notes.append)
         assert notes == [
             "first contact with this account on this device: trusting the server's 2 refs as "
             "they are (from now on this device notices if one goes back or vanishes)"
         ]
         notes.clear()
-        history.resolve(repo, StateDB(tmp_path / "fourth.db"), "latest", warn=notes.append)
+        history.resolve(
+            RefBook(remote, repo, StateDB(tmp_path / "fourth.db")), "latest", warn=notes.append
+        )
         assert len(notes) == 1 and "trusting the server's 2 refs" in notes[0]
     finally:
         writer.close()
@@ -208,7 +210,7 @@ def test_an_unreadable_head_never_seen_is_named_by_its_ref(
 def test_an_unreadable_commit_on_the_way_to_the_floor_fails_the_check(
     repo: Repository, remote: MemoryRemote, state: StateDB, tmp_path: Path
 ) -> None:
-    a, b, _c = chain(repo, state, "r-a", 3)
+    a, b, _c = chain(RefBook(remote, repo, state), "r-a", 3)
     behind = StateDB(tmp_path / "behind.db")
     try:
         behind.set_seen("r-a", a.id, 1)
@@ -238,36 +240,40 @@ def test_a_tampered_head_stays_an_integrity_error(
 def test_listing_and_latest_need_no_older_commit(
     repo: Repository, remote: MemoryRemote, state: StateDB
 ) -> None:
-    a, b, c = chain(repo, state, "r-a", 3, t0=10)
-    (x,) = chain(repo, state, "r-x", 1, t0=5)
+    a, b, c = chain(RefBook(remote, repo, state), "r-a", 3, t0=10)
+    (x,) = chain(RefBook(remote, repo, state), "r-x", 1, t0=5)
     lose(remote, b.id)
     notes: list[str] = []
-    assert history.snapshots(repo, state, warn=notes.append) == [x, c]
+    assert history.snapshots(RefBook(remote, repo, state), warn=notes.append) == [x, c]
     assert notes == [
         f"older snapshots of backup of  on host cannot be read (the parent of snapshot "
         f"{c.id.short()}: pack {remote.index[b.id].pack_id.hex()[:8]} is missing or damaged on "
         "the server); listing the newer ones"
     ]
-    assert history.resolve(repo, state, "latest", warn=notes.append) == c
-    assert history.resolve(repo, state, c.id.hex()[:8], warn=notes.append) == c
+    assert history.resolve(RefBook(remote, repo, state), "latest", warn=notes.append) == c
+    assert history.resolve(RefBook(remote, repo, state), c.id.hex()[:8], warn=notes.append) == c
     with pytest.raises(NotFound, match="no snapshot matches"):
-        history.resolve(repo, state, a.id.hex()[:8], warn=notes.append)
+        history.resolve(RefBook(remote, repo, state), a.id.hex()[:8], warn=notes.append)
     with pytest.raises(NotFound):
         history.history(repo, c)  # the whole chain, for callers that need all of it
     assert [s.id for s in history.chain(repo, a)] == [a.id]
 
 
-def test_latest_is_the_newest_head_of_a_backup_ref(repo: Repository, state: StateDB) -> None:
-    chain(repo, state, "r-a", 2, t0=10)
-    (b,) = chain(repo, state, "r-b", 1, t0=50)
-    history.advance(repo, state, "s-x", lambda h: commit("s-x", h, kind="sync", time_ns=99))
-    assert history.resolve(repo, state, "latest", warn=lambda m: None) == b
+def test_latest_is_the_newest_head_of_a_backup_ref(
+    repo: Repository, remote: MemoryRemote, state: StateDB
+) -> None:
+    chain(RefBook(remote, repo, state), "r-a", 2, t0=10)
+    (b,) = chain(RefBook(remote, repo, state), "r-b", 1, t0=50)
+    history.advance(
+        RefBook(remote, repo, state), "s-x", lambda h: commit("s-x", h, kind="sync", time_ns=99)
+    )
+    assert history.resolve(RefBook(remote, repo, state), "latest", warn=lambda m: None) == b
 
 
 def test_a_prefix_with_no_snapshots_at_all_says_what_to_do(
-    repo: Repository, state: StateDB
+    repo: Repository, remote: MemoryRemote, state: StateDB
 ) -> None:
     with pytest.raises(
         NotFound, match=r"^there are no snapshots yet; run `anysync backup PATH` first$"
     ):
-        history.resolve(repo, state, "abcd", warn=lambda m: None)
+        history.resolve(RefBook(remote, repo, state), "abcd", warn=lambda m: None)

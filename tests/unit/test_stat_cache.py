@@ -386,7 +386,7 @@ def test_a_reused_chunk_the_server_lost_is_read_again(tmp_path: Path) -> None:
         repo = Repository(remote, KEYS)
         try:
             progress = Progress("backed up", io.StringIO(), enabled=False)
-            return backup.run_backup(repo, db, [src], origin, progress)
+            return backup.run_backup(repo, remote, db, [src], origin, progress)
         finally:
             repo.close()
 

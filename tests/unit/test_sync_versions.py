@@ -14,6 +14,7 @@ from anysync.client.repo.repository import Repository
 from anysync.client.statedb import StateDB
 from anysync.client.sync import engine, versions
 from anysync.client.sync.state import SyncState
+from tests.unit.fakes import MemoryRemote
 
 DEVICE = engine.Device(1, "dev", "host")
 
@@ -30,7 +31,11 @@ def _lock_is_held(home: Path) -> bool:
 
 
 def test_restore_writes_under_the_pass_lock_and_saves_a_new_version(
-    repo: Repository, state: StateDB, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    repo: Repository,
+    remote: MemoryRemote,
+    state: StateDB,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     home = tmp_path / "home"
     home.mkdir()
@@ -38,10 +43,12 @@ def test_restore_writes_under_the_pass_lock_and_saves_a_new_version(
     root.mkdir()
     folder = SyncState(state).add_folder("f", root, engine.folder_ref(repo, "f"))
     (root / "a.txt").write_bytes(b"one\n")
-    engine.run_pass(repo, state, folder, DEVICE)
+    engine.run_pass(repo, remote, state, folder, DEVICE)
     (root / "a.txt").write_bytes(b"two\n")
-    engine.run_pass(repo, state, folder, DEVICE)
-    first = versions.versions(repo, state, folder, b"a.txt")[-1].snapshot.id.hex()
+    engine.run_pass(repo, remote, state, folder, DEVICE)
+    first = versions.versions(repo, remote, state, folder, b"a.txt", warn=pytest.fail)[
+        -1
+    ].snapshot.id.hex()
 
     held: list[bool] = []
     write_file = localfs.write_file
@@ -52,10 +59,10 @@ def test_restore_writes_under_the_pass_lock_and_saves_a_new_version(
 
     monkeypatch.setattr(localfs, "write_file", spy)
     result = versions.restore_version(
-        repo, state, folder, b"a.txt", first, root / "a.txt", home, DEVICE
+        repo, remote, state, folder, b"a.txt", first, root / "a.txt", home, DEVICE
     )
     assert held and all(held)
     assert (root / "a.txt").read_bytes() == b"one\n"
     assert result is not None and result.committed is not None
-    assert len(versions.versions(repo, state, folder, b"a.txt")) == 3
+    assert len(versions.versions(repo, remote, state, folder, b"a.txt", warn=pytest.fail)) == 3
     assert not _lock_is_held(home)

@@ -151,14 +151,16 @@ def test_a_ref_pointing_at_another_refs_commit_is_refused(
     repo: Repository, remote: MemoryRemote, state: StateDB
 ) -> None:
     tree = repo.save_tree([])
-    made = history.advance(repo, state, "r-a", lambda head: _commit("r-a", tree))
+    made = history.advance(
+        refs.RefBook(remote, repo, state), "r-a", lambda head: _commit("r-a", tree)
+    )
     # A hostile server copies ref A's commit into ref B, which this device never saw.
     remote.refs["r-b"] = Ref("r-b", made.id, 1)
     with pytest.raises(RollbackError, match="points at a commit of another ref"):
-        history.verified_head(repo, state, "r-b")
+        refs.RefBook(remote, repo, state).head("r-b")
     assert state.seen("r-b") is None
     with pytest.raises(RollbackError):
-        history.snapshots(repo, state)
+        history.snapshots(refs.RefBook(remote, repo, state))
 
 
 def test_backup_cas_gives_up_after_its_attempts(tmp_path: Path, state: StateDB) -> None:
@@ -167,7 +169,9 @@ def test_backup_cas_gives_up_after_its_attempts(tmp_path: Path, state: StateDB) 
     try:
         tree = repo.save_tree([])
         with pytest.raises(Conflict, match="kept changing"):
-            history.advance(repo, state, "r-x", lambda head: _commit("r-x", tree))
+            history.advance(
+                refs.RefBook(remote, repo, state), "r-x", lambda head: _commit("r-x", tree)
+            )
     finally:
         repo.close()
     assert remote.update_calls == history.CAS_ATTEMPTS
@@ -183,7 +187,7 @@ def test_sync_cas_gives_up_after_its_attempts(tmp_path: Path, state: StateDB) ->
     try:
         folder = SyncState(state).add_folder("f", folder_path, engine.folder_ref(repo, "f"))
         with pytest.raises(Conflict, match="kept changing"):
-            engine.run_pass(repo, state, folder, engine.Device(1, "dev", "host"))
+            engine.run_pass(repo, remote, state, folder, engine.Device(1, "dev", "host"))
     finally:
         repo.close()
     assert remote.update_calls == refs.CAS_ATTEMPTS  # the one CAS loop: repo/refs.py

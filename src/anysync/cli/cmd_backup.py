@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     with common.open_session(args) as s:
         origin = Origin(s.config.device_id, s.config.device_name, socket.gethostname())
         result = run_backup(
-            s.repo, s.state, args.paths, origin, common.progress("backup"), args.message
+            s.repo, s.remote, s.state, args.paths, origin, common.progress("backup"), args.message
         )
         st, ws = result.stats, s.repo.stats
     for w in st.warnings:

@@ -8,9 +8,8 @@ import stat
 import time
 
 from anysync.cli import common
-from anysync.cli.cmd_snapshots import print_warning
 from anysync.client.repo import history
-from anysync.client.repo.tree import EntryType, TreeEntry
+from anysync.client.repo.tree import EntryType, TreeEntry, trail
 from anysync.errors import NotFound
 
 
@@ -35,18 +34,18 @@ _MODE_CHAR = {
 def run(args: argparse.Namespace) -> int:
     out: list[tuple[str, TreeEntry]] = []
     with common.open_session(args) as s:
-        snap = history.resolve(s.repo, s.state, args.snapshot, warn=print_warning)
+        snap = history.resolve(s.refs, args.snapshot, warn=common.print_warning)
         entries = s.repo.load_tree(snap.commit.tree)
-        prefix = ""
-        for part in [p for p in args.path.strip("/").split("/") if p]:
-            match = next((e for e in entries if e.name == os.fsencode(part)), None)
-            if match is None:
-                raise NotFound(f"{args.path} is not in snapshot {snap.id.short()}")
-            prefix = f"{prefix}{part}/"
-            if match.type is not EntryType.DIR or match.subtree is None:
-                entries, prefix = [match], prefix[: -len(part) - 1]
-                break
-            entries = s.repo.load_tree(match.subtree)
+        parts = [os.fsencode(p) for p in args.path.strip("/").split("/") if p]
+        found = trail(s.repo, entries, parts)
+        if len(found) < len(parts):
+            raise NotFound(f"{args.path} is not in snapshot {snap.id.short()}")
+        dirs = found
+        if found and found[-1].subtree is None:  # a file or symlink: list it alone
+            entries, dirs = found[-1:], found[:-1]
+        elif found and found[-1].subtree is not None:
+            entries = s.repo.load_tree(found[-1].subtree)
+        prefix = "".join(e.display_name + "/" for e in dirs)
 
         def walk(items: list[TreeEntry], base: str) -> None:
             for e in items:

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from anysync.cli import common
-from anysync.cli.cmd_snapshots import print_warning
 from anysync.client.progress import human_bytes
 from anysync.client.repo import history
 from anysync.client.restore import run_restore
@@ -25,7 +24,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with common.open_session(args) as s:
-        snap = history.resolve(s.repo, s.state, args.snapshot, warn=print_warning)
+        snap = history.resolve(s.refs, args.snapshot, warn=common.print_warning)
         stats = run_restore(s.repo, snap, args.target, args.include, common.progress("restore"))
     print(
         f"restored snapshot {snap.id.short()}: {stats.files} files, {stats.dirs} directories, "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 from anysync.cli import common
@@ -18,14 +17,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(run=run)
 
 
-def print_warning(message: str) -> None:
-    """What listing and resolving snapshots tell the user besides the answer."""
-    print(f"warning: {message}", file=sys.stderr)
-
-
 def run(args: argparse.Namespace) -> int:
     with common.open_session(args) as s:
-        snaps = history.snapshots(s.repo, s.state, warn=print_warning)
+        snaps = history.snapshots(s.refs, warn=common.print_warning)
     if args.json:
         common.print_json(
             [

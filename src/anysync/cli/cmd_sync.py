@@ -66,7 +66,7 @@ def run_sync(args: argparse.Namespace) -> int:
             with pass_lock(s.home.root):
                 for f in folders:
                     try:
-                        r = engine.run_pass(s.repo, s.state, f, device)
+                        r = engine.run_pass(s.repo, s.remote, s.state, f, device)
                     except AnySyncError as exc:
                         state.finished(f.name, time.time_ns(), exc.message)
                         print(f"{f.name}: error: {exc.message}", file=sys.stderr)
@@ -85,7 +85,7 @@ def run_sync(args: argparse.Namespace) -> int:
                 raise UsageError(f"cannot make the folder {path}: {exc.strerror}") from None
             name = args.name or path.name
             ref = engine.folder_ref(s.repo, name)
-            joining = s.remote.get_ref(ref) is not None
+            joining = s.refs.head(ref)[1] is not None
             state.add_folder(name, path, ref)
             how = "joined existing folder" if joining else "added new folder"
             print(f"{how} {name!r} at {path}; run `anysync sync run` to sync it")
@@ -98,7 +98,7 @@ def run_sync(args: argparse.Namespace) -> int:
                 with pass_lock(s.home.root):
                     # Push local changes before they leave this device; a failed pass
                     # stops here with its error, and nothing is excluded or removed.
-                    r = engine.run_pass(s.repo, s.state, folder, device)
+                    r = engine.run_pass(s.repo, s.remote, s.state, folder, device)
                     state.finished(folder.name, time.time_ns(), None)
                     _report(folder, r)
                     kept = selective.exclude(state, folder, rel)

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run_versions(args: argparse.Namespace) -> int:
     with common.open_session(args) as s:
         folder, rel = SyncState(s.state).folder_for(args.path)
-        found = versions(s.repo, s.state, folder, rel)
+        found = versions(s.repo, s.remote, s.state, folder, rel, warn=common.print_warning)
     rows = [
         {
             "version": v.snapshot.id.hex(),
@@ -67,7 +67,9 @@ def run_restore_version(args: argparse.Namespace) -> int:
         dest = Path(os.path.abspath(args.to or args.path))
         device = engine.Device(s.config.device_id, s.config.device_name, socket.gethostname())
         save_as = device if args.to is None else None
-        r = restore_version(s.repo, s.state, folder, rel, args.version, dest, s.home.root, save_as)
+        r = restore_version(
+            s.repo, s.remote, s.state, folder, rel, args.version, dest, s.home.root, save_as
+        )
         print(f"restored version {args.version} to {dest}")
         if r is not None and r.committed:
             print(f"{folder.name}: saved as new version {r.committed.short()}")

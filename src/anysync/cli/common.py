@@ -17,6 +17,7 @@ from anysync.cli.progress import Progress
 from anysync.client.home import ClientConfig, ClientHome, default_home
 from anysync.client.keys import MasterKeys
 from anysync.client.remote import Remote
+from anysync.client.repo.refs import RefBook
 from anysync.client.repo.repository import Repository
 from anysync.client.statedb import StateDB
 from anysync.errors import UsageError
@@ -89,6 +90,7 @@ class Session:
     remote: Remote
     repo: Repository
     state: StateDB
+    refs: RefBook  # the server's refs, checked against what this device has seen
 
 
 @contextlib.contextmanager
@@ -101,7 +103,7 @@ def open_session(args: argparse.Namespace) -> Iterator[Session]:
     state = StateDB(h.state_path)
     interrupted = False
     try:
-        yield Session(h, cfg, keys, remote, repo, state)
+        yield Session(h, cfg, keys, remote, repo, state, RefBook(remote, repo, state))
     except KeyboardInterrupt:
         # Ctrl-C: end the transfers in flight instead of waiting for them (an upload
         # blocked on a silent network would hold the exit for minutes). Packs are stored
@@ -117,6 +119,11 @@ def open_session(args: argparse.Namespace) -> Iterator[Session]:
 
 def progress(verb: str) -> Progress:
     return Progress(verb)
+
+
+def print_warning(message: str) -> None:
+    """What a command tells the user besides its answer (a skipped old snapshot, say)."""
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def print_json(doc: object) -> None:

@@ -24,6 +24,7 @@ from anysync.client.chunker import Chunker
 from anysync.client.progress import Reporter
 from anysync.client.repo import history
 from anysync.client.repo.commit import Commit
+from anysync.client.repo.refs import RefBook, RefStore
 from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType, TreeEntry
 from anysync.client.statedb import CachedStat, StateDB, local_state_key
@@ -81,6 +82,7 @@ def backup_ref_name(repo: Repository, hostname: str, paths: list[Path]) -> str:
 
 def run_backup(
     repo: Repository,
+    refs: RefStore,
     state: StateDB,
     paths: list[Path],
     origin: Origin,
@@ -142,7 +144,7 @@ def run_backup(
             },
         )
 
-    snap = history.advance(repo, state, ref, make)
+    snap = history.advance(RefBook(refs, repo, state), ref, make)
     state.put_stats(list(walker.fresh.items()), cache_key)  # only after the commit is referenced
     progress.done()
     return BackupResult(snap, stats)

@@ -24,7 +24,7 @@ from anysync.client import localfs
 from anysync.client.progress import Reporter
 from anysync.client.repo.history import Snapshot
 from anysync.client.repo.repository import Repository, chunks_of
-from anysync.client.repo.tree import EntryType, TreeEntry, check_name
+from anysync.client.repo.tree import EntryType, TreeEntry, check_name, trail
 from anysync.errors import AnySyncError, DiskFull, IntegrityError, NotFound, UsageError
 from anysync.types import BlobKind
 
@@ -88,20 +88,14 @@ def _select(
     parts = [os.fsencode(p) for p in include.strip("/").split("/") if p]
     if not parts:
         return entries, []
-    leading: list[TreeEntry] = []
-    for i, part in enumerate(parts):
-        match = next((e for e in entries if e.name == part), None)
-        if match is None:
-            raise NotFound(f"{include} is not in this snapshot; see `anysync ls`")
-        if i == len(parts) - 1:
-            return [match], leading
-        if match.type is not EntryType.DIR or match.subtree is None:
-            raise NotFound(
-                f"{include} is not in this snapshot ({part.decode()} is not a directory)"
-            )
-        leading.append(match)
-        entries = repo.load_tree(match.subtree)
-    raise AssertionError("unreachable")
+    found = trail(repo, entries, parts)
+    if len(found) == len(parts):
+        return found[-1:], found[:-1]
+    if found and found[-1].subtree is None:  # a file, a symlink (or a broken directory)
+        raise NotFound(
+            f"{include} is not in this snapshot ({found[-1].display_name} is not a directory)"
+        )
+    raise NotFound(f"{include} is not in this snapshot; see `anysync ls`")
 
 
 class _Restorer:

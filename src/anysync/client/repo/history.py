@@ -12,9 +12,8 @@ from collections.abc import Callable, Iterator
 
 from anysync.client.repo.commit import Commit
 from anysync.client.repo.refs import CAS_ATTEMPTS as CAS_ATTEMPTS
-from anysync.client.repo.refs import RefBook, SeenHeads, label_of
+from anysync.client.repo.refs import CommitStore, RefBook, label_of
 from anysync.client.repo.refs import Snapshot as Snapshot
-from anysync.client.repo.repository import Repository
 from anysync.errors import IntegrityError, NotFound, RollbackError, UsageError
 
 log = logging.getLogger(__name__)
@@ -22,44 +21,33 @@ log = logging.getLogger(__name__)
 Warn = Callable[[str], None]
 
 
-def book(repo: Repository, seen: SeenHeads) -> RefBook:
-    return RefBook(repo.remote, repo, seen)
-
-
-def verified_head(repo: Repository, seen: SeenHeads, ref: str) -> tuple[int, Snapshot | None]:
-    """(version, head) of a ref after the rollback check; (0, None) if it does not exist."""
-    return book(repo, seen).head(ref)
-
-
-def advance(
-    repo: Repository, seen: SeenHeads, ref: str, make: Callable[[Snapshot | None], Commit]
-) -> Snapshot:
+def advance(book: RefBook, ref: str, make: Callable[[Snapshot | None], Commit]) -> Snapshot:
     """Store make(head) as the ref's new head by compare-and-swap, retrying on races."""
-    made = book(repo, seen).advance(ref, make).committed
+    made = book.advance(ref, make).committed
     assert made is not None  # make never declines
     return made
 
 
-def chain(repo: Repository, head: Snapshot) -> Iterator[Snapshot]:
+def chain(commits: CommitStore, head: Snapshot) -> Iterator[Snapshot]:
     """The head and its first-parent ancestors, newest first, loaded as they are asked for."""
     node = head
     yield node
     while node.commit.parents:
         parent = node.commit.parents[0]
-        node = Snapshot(parent, repo.load_commit(parent))
+        node = Snapshot(parent, commits.load_commit(parent))
         yield node
 
 
-def history(repo: Repository, head: Snapshot) -> list[Snapshot]:
+def history(commits: CommitStore, head: Snapshot) -> list[Snapshot]:
     """The whole chain; fails if any ancestor cannot be read."""
-    return list(chain(repo, head))
+    return list(chain(commits, head))
 
 
-def readable_chain(repo: Repository, head: Snapshot, warn: Warn) -> list[Snapshot]:
+def readable_chain(commits: CommitStore, head: Snapshot, warn: Warn) -> list[Snapshot]:
     """The chain down to the first commit that cannot be read, which is warned about."""
     out: list[Snapshot] = []
     try:
-        for snap in chain(repo, head):
+        for snap in chain(commits, head):
             out.append(snap)
     except RollbackError:
         raise
@@ -79,16 +67,14 @@ def _first_contact(n: int | None, warn: Warn) -> None:
         )
 
 
-def snapshots(
-    repo: Repository, seen: SeenHeads, kind: str = "backup", warn: Warn = log.warning
-) -> list[Snapshot]:
+def snapshots(book: RefBook, kind: str = "backup", warn: Warn = log.warning) -> list[Snapshot]:
     """Every readable snapshot of every ref of this kind, oldest first."""
-    listing = book(repo, seen).listing()
+    listing = book.listing()
     _first_contact(listing.first_contact, warn)
     out: list[Snapshot] = []
     for head in listing.heads.values():
         if head.commit.kind == kind:
-            out.extend(readable_chain(repo, head, warn))
+            out.extend(readable_chain(book.commits, head, warn))
     return sorted(out, key=_age)
 
 
@@ -97,11 +83,11 @@ def _age(s: Snapshot) -> tuple[int, bytes]:
     return (s.commit.time_ns, s.id.raw)
 
 
-def resolve(repo: Repository, seen: SeenHeads, spec: str, warn: Warn = log.warning) -> Snapshot:
+def resolve(book: RefBook, spec: str, warn: Warn = log.warning) -> Snapshot:
     """'latest' (the newest head; no older commit is read), a full commit ID or a unique
     prefix of one (at least 4 hex digits)."""
     if spec == "latest":
-        listing = book(repo, seen).listing()
+        listing = book.listing()
         _first_contact(listing.first_contact, warn)
         heads = [h for h in listing.heads.values() if h.commit.kind == "backup"]
         if not heads:
@@ -110,7 +96,7 @@ def resolve(repo: Repository, seen: SeenHeads, spec: str, warn: Warn = log.warni
     spec = spec.lower()
     if len(spec) < 4:
         raise UsageError("give at least 4 hex digits of a snapshot ID, or 'latest'")
-    snaps = snapshots(repo, seen, warn=warn)
+    snaps = snapshots(book, warn=warn)
     if not snaps:
         raise NotFound("there are no snapshots yet; run `anysync backup PATH` first")
     matches = [s for s in snaps if s.id.hex().startswith(spec)]

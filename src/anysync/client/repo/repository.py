@@ -29,7 +29,7 @@ from anysync.client.repo import tree as tree_codec
 from anysync.client.repo.pack import PackBuilder, PackedBlob
 from anysync.client.repo.uploader import UploadThread
 from anysync.errors import IntegrityError, NotFound
-from anysync.types import BlobId, BlobKind, BlobLocation, PackId, Ref
+from anysync.types import BlobId, BlobKind, BlobLocation, PackId
 
 FIND_BATCH = 10_000
 # Flush the write queue when it holds this much plaintext or this many blobs.
@@ -44,20 +44,16 @@ MAX_UPLOADS_IN_FLIGHT = 1
 STREAM_WINDOW = 16 * 1024 * 1024
 
 
-class RemoteStorage(Protocol):
-    """What the repository needs from a server; anysync.client.remote implements it over gRPC."""
+class BlobStore(Protocol):
+    """Where packs live: the server's object API (anysync.client.remote implements it over
+    gRPC). Refs are not here: they are a RefStore (repo/refs.py), read and moved only
+    through a RefBook."""
 
     def find_blobs(self, ids: Sequence[BlobId]) -> dict[BlobId, BlobLocation]: ...
 
     def upload_pack(self, data: bytes, sha256: bytes, entries: Sequence[PackedBlob]) -> PackId: ...
 
     def read_pack(self, pack_id: PackId, offset: int, length: int) -> bytes: ...
-
-    def list_refs(self, prefix: str = "") -> list[Ref]: ...
-
-    def get_ref(self, name: str) -> Ref | None: ...
-
-    def update_ref(self, name: str, expected_version: int, commit_id: BlobId) -> Ref: ...
 
 
 class RepoKeys(Protocol):
@@ -82,8 +78,8 @@ class WriteStats:
 
 
 class Repository:
-    def __init__(self, remote: RemoteStorage, keys: RepoKeys, workers: int = 2) -> None:
-        self.remote = remote
+    def __init__(self, blobs: BlobStore, keys: RepoKeys, workers: int = 2) -> None:
+        self._blobs = blobs
         self.keys = keys
         self.stats = WriteStats()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="seal")
@@ -160,7 +156,7 @@ class Repository:
 
         def run() -> None:
             pack = packer.finish()  # lay out and hash off the main thread
-            self.remote.upload_pack(pack.data, pack.sha256, pack.blobs)
+            self._blobs.upload_pack(pack.data, pack.sha256, pack.blobs)
             with self._lock:
                 self.stats.packs += 1
                 self.stats.bytes_stored += len(pack.data)
@@ -175,7 +171,7 @@ class Repository:
     def _find(self, ids: Sequence[BlobId]) -> dict[BlobId, BlobLocation]:
         found: dict[BlobId, BlobLocation] = {}
         for start in range(0, len(ids), FIND_BATCH):
-            found.update(self.remote.find_blobs(ids[start : start + FIND_BATCH]))
+            found.update(self._blobs.find_blobs(ids[start : start + FIND_BATCH]))
         self._locations.update(found)
         return found
 
@@ -222,7 +218,7 @@ class Repository:
         for pack_id, locs in by_pack.items():
             for start, end, group in _coalesce(sorted(locs, key=lambda x: x.offset)):
                 try:
-                    data = self.remote.read_pack(pack_id, start, end - start)
+                    data = self._blobs.read_pack(pack_id, start, end - start)
                 except NotFound as exc:
                     for loc in group:
                         out[loc.blob_id] = exc

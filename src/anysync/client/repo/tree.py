@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from anysync.errors import HostilePath, IntegrityError
 from anysync.types import BLOB_ID_SIZE, BlobId
@@ -145,3 +147,28 @@ def _decode(data: memoryview) -> list[TreeEntry]:
     if pos != len(data):
         raise ValueError("trailing bytes after the last entry")
     return entries
+
+
+class TreeLoader(Protocol):
+    """Where trees are loaded from (a Repository)."""
+
+    def load_tree(self, bid: BlobId) -> list[TreeEntry]: ...
+
+
+def trail(trees: TreeLoader, entries: list[TreeEntry], parts: Sequence[bytes]) -> list[TreeEntry]:
+    """The entries along the path `parts`, starting in the directory `entries`: one per
+    part found, loading only the trees on the way. The path is in the tree when the
+    trail is as long as `parts`; a shorter one ends before the first missing part, or
+    at an entry that is not a directory but has parts below it."""
+    out: list[TreeEntry] = []
+    for i, part in enumerate(parts):
+        match = next((e for e in entries if e.name == part), None)
+        if match is None:
+            break
+        out.append(match)
+        if i == len(parts) - 1:
+            break
+        if match.type is not EntryType.DIR or match.subtree is None:
+            break
+        entries = trees.load_tree(match.subtree)
+    return out

@@ -23,7 +23,7 @@ from anysync.client import localfs
 from anysync.client.chunker import Chunker
 from anysync.client.repo import history
 from anysync.client.repo.commit import Commit
-from anysync.client.repo.refs import RefBook
+from anysync.client.repo.refs import RefBook, RefStore
 from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType, TreeEntry
 from anysync.client.statedb import StateDB
@@ -64,18 +64,20 @@ def folder_ref(repo: Repository, name: str) -> str:
     return "s-" + repo.blob_id(b"sync\0" + name.encode()).hex()[:32]
 
 
-def run_pass(repo: Repository, db: StateDB, folder: Folder, device: Device) -> PassResult:
+def run_pass(
+    repo: Repository, refs: RefStore, db: StateDB, folder: Folder, device: Device
+) -> PassResult:
     if not folder.path.is_dir():
         raise NotFound(f"sync folder {folder.path} is missing; create it or remove it from sync")
     root_fd = localfs.open_root(folder.path)
     try:
-        return _run_pass(repo, db, folder, device, root_fd)
+        return _run_pass(repo, RefBook(refs, repo, db), db, folder, device, root_fd)
     finally:
         os.close(root_fd)
 
 
 def _run_pass(
-    repo: Repository, db: StateDB, folder: Folder, device: Device, root_fd: int
+    repo: Repository, book: RefBook, db: StateDB, folder: Folder, device: Device, root_fd: int
 ) -> PassResult:
     state = SyncState(db)
     root = folder.path
@@ -86,7 +88,7 @@ def _run_pass(
     for temp in disk.temps:  # a killed write's; the pass lock says none is in progress
         with contextlib.suppress(OSError, AnySyncError):
             localfs.remove(root_fd, temp, localfs.current_at(root_fd, temp), is_dir=False)
-    settle(state, folder.name, disk.entries, disk.stats, records, _landed(repo, db, folder.ref))
+    settle(state, folder.name, disk.entries, disk.stats, records, _landed(book, folder.ref))
     result = PassResult(warnings=list(disk.warnings))
     result.uploaded_files = disk.files_read
 
@@ -134,7 +136,6 @@ def _run_pass(
         agreed = _agreed_now(merged, disk, records)
         state.journal_begin(folder.name, agreed, commit=(commit_id, commit.counter))
 
-    book = RefBook(repo.remote, repo, db)
     made = book.advance(
         folder.ref, make, fault="sync.commit-stored", what=f"folder {folder.name}", stored=journal
     ).committed
@@ -169,14 +170,14 @@ def _agreed_now(
     return out
 
 
-def _landed(repo: Repository, db: StateDB, ref: str) -> Callable[[tuple[BlobId, int]], bool]:
+def _landed(book: RefBook, ref: str) -> Callable[[tuple[BlobId, int]], bool]:
     def landed(commit: tuple[BlobId, int]) -> bool:
         """Is this commit in the ref's history (did its CAS land before the kill)?"""
         commit_id, counter = commit
-        _, head = history.verified_head(repo, db, ref)
+        _, head = book.head(ref)
         if head is None:
             return False
-        for snap in history.chain(repo, head):
+        for snap in history.chain(book.commits, head):
             if snap.id == commit_id:
                 return True
             if snap.commit.counter <= counter:

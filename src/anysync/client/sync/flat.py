@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import replace
 
 from anysync.client.repo.repository import Repository
-from anysync.client.repo.tree import EntryType, TreeEntry
+from anysync.client.repo.tree import EntryType, TreeEntry, trail
 from anysync.types import BlobId
 
 Flat = dict[bytes, TreeEntry]
@@ -84,13 +84,6 @@ def same(a: TreeEntry | None, b: TreeEntry | None) -> bool:
 
 def lookup(repo: Repository, tree_id: BlobId, path: bytes) -> TreeEntry | None:
     """The entry at `path` under a tree, loading only the trees along the way."""
-    entries = repo.load_tree(tree_id)
     parts = path.split(b"/")
-    for i, part in enumerate(parts):
-        match = next((e for e in entries if e.name == part), None)
-        if match is None or i == len(parts) - 1:
-            return match
-        if match.type is not EntryType.DIR or match.subtree is None:
-            return None
-        entries = repo.load_tree(match.subtree)
-    return None
+    found = trail(repo, repo.load_tree(tree_id), parts)
+    return found[-1] if len(found) == len(parts) else None

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from anysync.client import localfs
 from anysync.client.repo import history
+from anysync.client.repo.history import Warn
+from anysync.client.repo.refs import RefBook, RefStore
 from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType, TreeEntry
 from anysync.client.statedb import StateDB
@@ -24,12 +26,15 @@ class Version:
     entry: TreeEntry | None  # None: the file was deleted in this commit
 
 
-def versions(repo: Repository, db: StateDB, folder: Folder, path: bytes) -> list[Version]:
-    """Newest first; one row per change of the file (content, mode, or deletion)."""
-    _, head = history.verified_head(repo, db, folder.ref)
+def versions(
+    repo: Repository, refs: RefStore, db: StateDB, folder: Folder, path: bytes, warn: Warn
+) -> list[Version]:
+    """Newest first; one row per change of the file (content, mode, or deletion), down
+    to the oldest commit that can still be read (an unreadable one is warned about)."""
+    _, head = RefBook(refs, repo, db).head(folder.ref)
     if head is None:
         return []
-    chain = history.history(repo, head)
+    chain = history.readable_chain(repo, head, warn)
     states = [(snap, flat.lookup(repo, snap.commit.tree, path)) for snap in chain]
     out = []
     for i, (snap, entry) in enumerate(states):
@@ -42,12 +47,13 @@ def versions(repo: Repository, db: StateDB, folder: Folder, path: bytes) -> list
 
 
 def find_version(
-    repo: Repository, db: StateDB, folder: Folder, path: bytes, spec: str
+    repo: Repository, refs: RefStore, db: StateDB, folder: Folder, path: bytes, spec: str
 ) -> TreeEntry:
     spec = spec.lower()
     if len(spec) < 4:
         raise UsageError("give at least 4 hex digits of the version ID")
-    matches = [v for v in versions(repo, db, folder, path) if v.snapshot.id.hex().startswith(spec)]
+    found = versions(repo, refs, db, folder, path, warn=lambda _: None)
+    matches = [v for v in found if v.snapshot.id.hex().startswith(spec)]
     if not matches:
         raise NotFound(
             f"no version {spec} of {path.decode(errors='replace')}; see `anysync versions`"
@@ -62,6 +68,7 @@ def find_version(
 
 def restore_version(
     repo: Repository,
+    refs: RefStore,
     db: StateDB,
     folder: Folder,
     path: bytes,
@@ -73,14 +80,14 @@ def restore_version(
     """Write version `spec` of `path` to `dest`, holding the pass lock so a pass cannot
     touch the half-written file. With `save_as`, a pass then commits it as the newest
     version (under the same lock) and its result is returned."""
-    entry = find_version(repo, db, folder, path, spec)
+    entry = find_version(repo, refs, db, folder, path, spec)
     if entry.type is not EntryType.FILE:
         raise UsageError("only files have versions to restore")
     with pass_lock(home):
         _write(repo, entry, dest)
         if save_as is None:
             return None
-        result = engine.run_pass(repo, db, folder, save_as)
+        result = engine.run_pass(repo, refs, db, folder, save_as)
         SyncState(db).finished(folder.name, time.time_ns(), None)
         return result
 
