@@ -8,6 +8,7 @@ import io
 import os
 import random
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import blake3
@@ -15,7 +16,7 @@ import pytest
 
 from anysync import crypto
 from anysync.cli.progress import Progress
-from anysync.client import backup, statedb
+from anysync.client import backup, localfs, statedb
 from anysync.client.chunker import Chunker
 from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType
@@ -90,16 +91,31 @@ def test_the_floor_survives_reopening(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- the walker's use
 
+_open_dirs: list[int] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_dirs() -> Iterator[None]:
+    yield
+    while _open_dirs:
+        os.close(_open_dirs.pop())
+
+
+def at(path: Path) -> int:
+    """An open descriptor of the directory holding `path`, as the walker has one."""
+    _open_dirs.append(localfs.open_root(path.parent))
+    return _open_dirs[-1]
+
 
 def test_an_unchanged_file_is_not_read(repo: Repository, state: StateDB, tmp_path: Path) -> None:
     f = tmp_path / "f"
     f.write_bytes(b"content")
     st = os.lstat(f)
-    key = backup._stat_key(st)
+    key = localfs.stat_key(st)
     assert key == (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     cached = CachedStat(*key, ids(5))
     w = walker(repo, state)
-    entry = w.entry(os.fsencode(f), b"f", st, cached)
+    entry = w.entry(at(f), os.fsencode(f), b"f", st, cached)
     assert entry is not None
     assert (entry.type, entry.size, entry.chunks) == (EntryType.FILE, 7, ids(5))
     assert (entry.mode, entry.mtime_ns) == (st.st_mode, st.st_mtime_ns)
@@ -116,18 +132,18 @@ def test_any_differing_stat_field_means_reading_again(
     f = tmp_path / "f"
     f.write_bytes(b"new content")
     st = os.lstat(f)
-    key = list(backup._stat_key(st))
+    key = list(localfs.stat_key(st))
     key[field] += 1
     stale = CachedStat(*key, ids(5))
     w = walker(repo, state)
-    entry = w.entry(os.fsencode(f), b"f", st, stale)
+    entry = w.entry(at(f), os.fsencode(f), b"f", st, stale)
     assert entry is not None
     assert entry.chunks != ids(5)
     assert entry.size == 11
     repo.finish()
     assert b"".join(repo.load(BlobKind.DATA, c) for c in entry.chunks) == b"new content"
     assert (w.stats.files_read, w.stats.bytes_read, w.stats.bytes) == (1, 11, 11)
-    assert w.fresh == {os.fsencode(f): CachedStat(*backup._stat_key(st), entry.chunks)}
+    assert w.fresh == {os.fsencode(f): CachedStat(*localfs.stat_key(st), entry.chunks)}
     assert w.reused == {}
 
 
@@ -137,11 +153,11 @@ def test_read_records_what_it_read(repo: Repository, state: StateDB, tmp_path: P
     f.write_bytes(data)
     st = os.lstat(f)
     w = walker(repo, state)
-    chunks, size = w._read(os.fsencode(f), st)
+    chunks, size = w._read(at(f), os.fsencode(f), os.fsencode(f.name), st)
     assert size == len(data) and len(chunks) > 1
     repo.finish()
     assert b"".join(repo.load(BlobKind.DATA, c) for c in chunks) == data
-    assert w.fresh == {os.fsencode(f): CachedStat(*backup._stat_key(st), chunks)}
+    assert w.fresh == {os.fsencode(f): CachedStat(*localfs.stat_key(st), chunks)}
     assert w.stats.warnings == []
 
 
@@ -153,7 +169,7 @@ def test_a_file_changed_while_read_is_not_cached(
     st = os.lstat(f)
     f.write_bytes(b"after, and longer")  # the stat the walker holds is now stale
     w = walker(repo, state)
-    chunks, size = w._read(os.fsencode(f), st)
+    chunks, size = w._read(at(f), os.fsencode(f), os.fsencode(f.name), st)
     assert size == len(b"after, and longer")
     assert w.fresh == {}
     assert w.stats.warnings == [f"{f} changed while it was read; backed up as read"]
@@ -169,7 +185,7 @@ def test_a_file_that_grew_only_in_size_is_not_cached(
     st = os.lstat(f)
     w = walker(repo, state)
     monkeypatch.setattr(w.chunker, "file_chunks", lambda fh, size: iter([b"01234"]))
-    chunks, size = w._read(os.fsencode(f), st)
+    chunks, size = w._read(at(f), os.fsencode(f), os.fsencode(f.name), st)
     assert size == 5 and len(chunks) == 1
     assert w.fresh == {}
     assert len(w.stats.warnings) == 1
@@ -183,7 +199,7 @@ def test_an_unreadable_file_is_a_warning_not_an_entry(
     st = os.lstat(f)
     f.unlink()
     w = walker(repo, state)
-    assert w.entry(os.fsencode(f), b"gone", st, None) is None
+    assert w.entry(at(f), os.fsencode(f), b"gone", st, None) is None
     assert w.stats.files == 0 and w.stats.bytes == 0
     assert w.stats.skipped == [backup.Skipped(str(f), "No such file or directory")]
     assert w.stats.partial and w.stats.warnings == []
@@ -197,7 +213,7 @@ def test_a_symlink_is_never_followed_when_read(
     link.symlink_to(tmp_path / "target")
     w = walker(repo, state)
     with pytest.raises(OSError):
-        w._read(os.fsencode(link), os.stat(link))
+        w._read(at(link), os.fsencode(link), os.fsencode(link.name), os.stat(link))
 
 
 def test_the_cache_is_used_through_a_directory_walk(
@@ -209,9 +225,9 @@ def test_the_cache_is_used_through_a_directory_walk(
     (d / "b").write_bytes(b"bbb")
     (d / "c").write_bytes(b"cccc")
     st_a = os.lstat(d / "a")
-    state.put_stats([(os.fsencode(d / "a"), CachedStat(*backup._stat_key(st_a), ids(3)))], KEY)
+    state.put_stats([(os.fsencode(d / "a"), CachedStat(*localfs.stat_key(st_a), ids(3)))], KEY)
     w = walker(repo, state)
-    entry = w.entry(os.fsencode(d), b"d", os.lstat(d))
+    entry = w.entry(at(d), os.fsencode(d), b"d", os.lstat(d))
     assert entry is not None and entry.subtree is not None
     repo.finish()
     a, b, c = repo.load_tree(entry.subtree)
@@ -329,10 +345,10 @@ def test_the_walker_counts_damaged_rows_and_reads_their_files(
     for f in (d / "a", d / "sub" / "b"):
         f.write_bytes(b"aaa")
         st = os.lstat(f)
-        state.put_stats([(os.fsencode(f), CachedStat(*backup._stat_key(st), ids(3)))], KEY)
+        state.put_stats([(os.fsencode(f), CachedStat(*localfs.stat_key(st), ids(3)))], KEY)
     state.execute("UPDATE stat_cache SET chunks = ?", (ids(4)[0].raw,))
     w = walker(repo, state)
-    entry = w.entry(os.fsencode(d), b"d", os.lstat(d))
+    entry = w.entry(at(d), os.fsencode(d), b"d", os.lstat(d))
     assert entry is not None and w.damaged == 2  # summed over directories
     assert w.stats.files_read == 2 and w.reused == {}
 
@@ -348,7 +364,7 @@ def test_special_files_are_listed_by_kind_and_do_not_make_it_partial(
     w = walker(repo, state)
     for name in ("pipe", "sock"):
         path = tmp_path / name
-        assert w.entry(os.fsencode(path), name.encode(), os.lstat(path)) is None
+        assert w.entry(at(path), os.fsencode(path), name.encode(), os.lstat(path)) is None
     assert w.stats.skipped == [
         backup.Skipped(str(tmp_path / "pipe"), "fifo", special=True),
         backup.Skipped(str(tmp_path / "sock"), "socket", special=True),
@@ -364,7 +380,7 @@ def test_a_directory_that_cannot_be_listed_is_skipped(
     st = os.lstat(gone)
     gone.rmdir()
     w = walker(repo, state)
-    assert w.entry(os.fsencode(gone), b"gone", st) is None
+    assert w.entry(at(gone), os.fsencode(gone), b"gone", st) is None
     assert w.stats.skipped == [backup.Skipped(str(gone), "No such file or directory")]
     assert w.stats.partial and w.stats.dirs == 0
 

@@ -12,6 +12,7 @@ devices) are skipped and listed; the former make the snapshot partial (docs/desi
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -20,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from anysync import faults
+from anysync.client import localfs
 from anysync.client.chunker import Chunker
+from anysync.client.localfs import stat_key
 from anysync.client.progress import Reporter
 from anysync.client.repo import history
 from anysync.client.repo.commit import Commit
@@ -29,7 +32,7 @@ from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType, TreeEntry
 from anysync.client.statedb import CachedStat, StateDB, local_state_key
 from anysync.errors import UsageError
-from anysync.types import BlobId, BlobKind
+from anysync.types import BlobId
 
 log = logging.getLogger(__name__)
 
@@ -187,12 +190,14 @@ class _Walker:
         entries = []
         for path, name in zip(sources, names, strict=True):
             try:
-                st = os.lstat(path)
+                parent_fd = localfs.open_root(path.parent)
             except OSError as exc:
                 self.skip(os.fsencode(path), exc)
                 continue
-            parent_cache = self.cached_in(os.fsencode(path.parent))
-            entry = self.entry(os.fsencode(path), name, st, parent_cache.get(name))
+            try:
+                entry = self.child(parent_fd, os.fsencode(path.parent), name)
+            finally:
+                os.close(parent_fd)
             if entry is not None:
                 entries.append(entry)
         return self.repo.save_tree(entries)
@@ -211,17 +216,41 @@ class _Walker:
         log.info("skipping %s: %s", os.fsdecode(path), exc.strerror)
         self.stats.skipped.append(Skipped(os.fsdecode(path), exc.strerror or str(exc)))
 
-    def entry(
-        self, path: bytes, name: bytes, st: os.stat_result, cached: CachedStat | None = None
+    def child(
+        self,
+        dir_fd: int,
+        directory: bytes,
+        name: bytes,
+        cache: dict[bytes, CachedStat] | None = None,
     ) -> TreeEntry | None:
+        """The entry `name` of the open directory at `directory` (None: skipped)."""
+        path = os.path.join(directory, name)
+        try:
+            st = localfs.lstat_in(dir_fd, name)
+        except OSError as exc:
+            self.skip(path, exc)
+            return None
+        if cache is None:
+            cache = self.cached_in(directory)
+        return self.entry(dir_fd, path, name, st, cache.get(name))
+
+    def entry(
+        self,
+        dir_fd: int,
+        path: bytes,
+        name: bytes,
+        st: os.stat_result,
+        cached: CachedStat | None = None,
+    ) -> TreeEntry | None:
+        """The tree entry of `name` in the open directory `dir_fd`, as `st` says it is."""
         mode = st.st_mode
         if stat.S_ISDIR(mode):
-            return self._dir(path, name, st)
+            return self._dir(dir_fd, path, name, st)
         if stat.S_ISREG(mode):
-            return self._file(path, name, st, cached)
+            return self._file(dir_fd, path, name, st, cached)
         if stat.S_ISLNK(mode):
             try:
-                target = os.readlink(path)
+                target = localfs.read_link(dir_fd, name)
             except OSError as exc:
                 self.skip(path, exc)
                 return None
@@ -232,30 +261,33 @@ class _Walker:
         self.stats.skipped.append(Skipped(os.fsdecode(path), kind, special=True))
         return None
 
-    def _dir(self, path: bytes, name: bytes, st: os.stat_result) -> TreeEntry | None:
+    def _dir(self, dir_fd: int, path: bytes, name: bytes, st: os.stat_result) -> TreeEntry | None:
+        # Opened by descriptor, never through a symlink: a directory swapped for a
+        # symlink after its lstat is skipped, not followed out of the backed-up tree.
         try:
-            with os.scandir(path) as it:
-                children = sorted(it, key=lambda d: d.name)
+            fd = localfs.open_child_dir(dir_fd, name, None)
+        except localfs.NotADir:
+            self.skip(path, OSError(errno.ENOTDIR, "it stopped being a directory while read"))
+            return None
         except OSError as exc:
             self.skip(path, exc)
             return None
-        entries = []
-        cache = self.cached_in(path)
-        for child in children:
+        try:
             try:
-                child_st = child.stat(follow_symlinks=False)
+                names = localfs.children(fd)
             except OSError as exc:
-                self.skip(child.path, exc)
-                continue
-            entry = self.entry(child.path, child.name, child_st, cache.get(child.name))
-            if entry is not None:
-                entries.append(entry)
+                self.skip(path, exc)
+                return None
+            cache = self.cached_in(path)
+            entries = [e for n in names if (e := self.child(fd, path, n, cache)) is not None]
+        finally:
+            os.close(fd)
         self.stats.dirs += 1
         subtree = self.repo.save_tree(entries)
         return TreeEntry(name, EntryType.DIR, st.st_mode, st.st_mtime_ns, subtree=subtree)
 
     def _file(
-        self, path: bytes, name: bytes, st: os.stat_result, cached: CachedStat | None
+        self, dir_fd: int, path: bytes, name: bytes, st: os.stat_result, cached: CachedStat | None
     ) -> TreeEntry | None:
         fresh = self.fresh.get(path)
         if fresh is not None and _unchanged(fresh, st):
@@ -267,7 +299,7 @@ class _Walker:
             self.reused[path] = chunks
         else:
             try:
-                chunks, size = self._read(path, st)
+                chunks, size = self._read(dir_fd, path, name, st)
             except OSError as exc:
                 self.skip(path, exc)
                 return None
@@ -276,31 +308,24 @@ class _Walker:
         self.progress.add(files=1, nbytes=size)
         return TreeEntry(name, EntryType.FILE, st.st_mode, st.st_mtime_ns, size, chunks)
 
-    def _read(self, path: bytes, st: os.stat_result) -> tuple[tuple[BlobId, ...], int]:
+    def _read(
+        self, dir_fd: int, path: bytes, name: bytes, st: os.stat_result
+    ) -> tuple[tuple[BlobId, ...], int]:
         """Chunk and queue a file's content. Returns its chunk IDs and the bytes read."""
-        chunks: list[BlobId] = []
-        size = 0
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NOCTTY)
-        with os.fdopen(fd, "rb", buffering=0) as f:
+        with localfs.open_file(dir_fd, name) as f:
             # read(), not mmap: a file truncated while we read it cannot crash the
             # process with SIGBUS.
-            for piece in self.chunker.file_chunks(f, st.st_size):
-                chunks.append(self.repo.save(BlobKind.DATA, piece))
-                size += len(piece)
+            chunks, size = self.repo.save_data(self.chunker.file_chunks(f, st.st_size))
             after = os.fstat(f.fileno())
         self.stats.files_read += 1
         self.stats.bytes_read += size
-        if _stat_key(st) == _stat_key(after) and size == after.st_size:
-            self.fresh[path] = CachedStat(*_stat_key(after), tuple(chunks))
+        if stat_key(st) == stat_key(after) and size == after.st_size:
+            self.fresh[path] = CachedStat(*stat_key(after), chunks)
         else:
             self.warn(f"{os.fsdecode(path)} changed while it was read; backed up as read")
-        return tuple(chunks), size
-
-
-def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
-    """What must be equal for a file to count as unchanged since it was last read."""
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        return chunks, size
 
 
 def _unchanged(cached: CachedStat, st: os.stat_result) -> bool:
-    return (cached.ino, cached.size, cached.mtime_ns, cached.ctime_ns) == _stat_key(st)
+    """Unchanged since it was read: same inode, size, mtime and ctime (localfs.StatKey)."""
+    return (cached.ino, cached.size, cached.mtime_ns, cached.ctime_ns) == stat_key(st)

@@ -19,7 +19,7 @@ import os
 import secrets
 import stat
 from collections.abc import Callable, Iterable, Iterator
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 from anysync import faults
 from anysync.errors import IntegrityError
@@ -52,6 +52,10 @@ def temp_name() -> bytes:
 
 class ChangedMeanwhile(Exception):
     """The path no longer looks as the caller expected."""
+
+
+class NotADir(Exception):
+    """An entry where a directory goes is something else (a symlink, say)."""
 
 
 class NotEmpty(Exception):
@@ -253,6 +257,29 @@ def open_dir(root_fd: int, path: bytes) -> int:
             raise
 
 
+def children(dir_fd: int) -> list[bytes]:
+    """The names in a directory, sorted by their bytes (the order trees use)."""
+    return sorted(os.fsencode(n) for n in os.listdir(dir_fd))
+
+
+def lstat_in(dir_fd: int, name: bytes) -> os.stat_result:
+    """The entry `name` in a directory itself (a symlink is not followed)."""
+    return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+
+
+def read_link(dir_fd: int, name: bytes) -> bytes:
+    return os.readlink(name, dir_fd=dir_fd)
+
+
+@contextlib.contextmanager
+def open_file(dir_fd: int, name: bytes) -> Iterator[BinaryIO]:
+    """A regular file in a directory, for reading; a symlink put in its place raises
+    (ELOOP), and a device or FIFO never becomes the controlling terminal."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=dir_fd)
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        yield f
+
+
 def walk(root_fd: int, start: bytes = b"") -> Iterator[WalkItem]:
     """Every entry under the directory `start` (children before their directory), by
     lstat; never descends through a symlink; unreadable directories are skipped."""
@@ -268,19 +295,19 @@ def walk(root_fd: int, start: bytes = b"") -> Iterator[WalkItem]:
 
 def _walk_fd(fd: int, prefix: bytes) -> Iterator[WalkItem]:
     try:
-        names = sorted(os.fsencode(n) for n in os.listdir(fd))
+        names = children(fd)
     except OSError:
         return
     for child in names:
         try:
-            st = os.stat(child, dir_fd=fd, follow_symlinks=False)
+            st = lstat_in(fd, child)
         except OSError:
             continue
         rel = prefix + b"/" + child if prefix else child
         if stat.S_ISDIR(st.st_mode):
             try:
-                sub = os.open(child, _DIR_FLAGS, dir_fd=fd)
-            except OSError:
+                sub = open_child_dir(fd, child, None)
+            except (OSError, NotADir):
                 sub = -1
             if sub >= 0:
                 try:
@@ -303,10 +330,6 @@ def remove_temps(root_fd: int, keep: Callable[[bytes], bool] = lambda _: False) 
                 os.unlink(leaf, dir_fd=dir_fd)
                 removed += 1
     return removed
-
-
-class NotADir(Exception):
-    """An entry where a directory goes is something else (a symlink, say)."""
 
 
 def open_child_dir(dir_fd: int, name: bytes, create_mode: int | None) -> int:

@@ -123,6 +123,15 @@ class Repository:
             self.flush()
         return bid
 
+    def save_data(self, pieces: Iterable[bytes]) -> tuple[tuple[BlobId, ...], int]:
+        """Queue a file's content, cut into chunks by the caller: its chunk IDs and size."""
+        chunks = []
+        size = 0
+        for piece in pieces:
+            chunks.append(self.save(BlobKind.DATA, piece))
+            size += len(piece)
+        return tuple(chunks), size
+
     def flush(self) -> None:
         """Resolve the queue: skip what the server holds, seal and pack the rest."""
         found = self._find([i for i in self._queue if i not in self._known])

@@ -84,7 +84,7 @@ def _run_pass(
     rules = IgnoreRules.load(root)
     excluded = state.excludes(folder.name)
     records = state.records(folder.name)
-    disk = scan(root, rules, excluded, records, repo, Chunker(repo.keys.chunker_seed()))
+    disk = scan(root_fd, rules, excluded, records, repo, Chunker(repo.keys.chunker_seed()))
     for temp in disk.temps:  # a killed write's; the pass lock says none is in progress
         with contextlib.suppress(OSError, AnySyncError):
             localfs.remove(root_fd, temp, localfs.current_at(root_fd, temp), is_dir=False)
@@ -93,8 +93,10 @@ def _run_pass(
     result.uploaded_files = disk.files_read
 
     def managed(path: bytes, entry: TreeEntry | None) -> bool:
-        is_dir = entry is not None and entry.type is EntryType.DIR
-        return not under(path, excluded) and not rules.ignored(path, is_dir)
+        # What this pass could not read is unknown, not deleted: no opinion on it.
+        if under(path, excluded) or under(path, disk.unreadable):
+            return False
+        return not rules.ignored(path, entry is not None and entry.type is EntryType.DIR)
 
     merged: flat.Flat = {}
     conflicts: list[tuple[bytes, bytes]] = []

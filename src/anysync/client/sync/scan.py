@@ -9,16 +9,17 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from anysync.client import localfs
 from anysync.client.chunker import Chunker
 from anysync.client.localfs import is_temp
 from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType, TreeEntry, check_name
 from anysync.client.sync.ignore import IgnoreRules
 from anysync.client.sync.state import Record, StatKey, stat_key, under
-from anysync.types import BlobId, BlobKind
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +31,18 @@ class Scan:
     files_read: int = 0
     warnings: list[str] = field(default_factory=list)
     temps: list[bytes] = field(default_factory=list)  # leftover temp files of a killed pass
+    # Paths that could not be read (b"": the folder itself). What is at or under one is
+    # unknown, not deleted: the pass keeps its last synced state (engine.py).
+    unreadable: set[bytes] = field(default_factory=set)
+
+    def cannot_read(self, rel: bytes, exc: OSError | str) -> None:
+        why = exc if isinstance(exc, str) else exc.strerror or str(exc)
+        self.warnings.append(f"cannot read {os.fsdecode(rel) or 'the folder'}: {why}")
+        self.unreadable.add(rel)
 
 
 def scan(
-    root: Path,
+    root_fd: int,
     rules: IgnoreRules,
     excluded: set[bytes],
     records: dict[bytes, Record],
@@ -47,42 +56,65 @@ def scan(
     # changes only the ctime, so matching without it would keep stale chunks (#20.6).
     by_stat = {r.stat: r for r in records.values() if r.entry.type is EntryType.FILE}
 
-    def walk(directory: bytes, prefix: bytes) -> None:
+    def walk(dir_fd: int, prefix: bytes) -> None:
         try:
-            with os.scandir(directory) as it:
-                children = sorted(it, key=lambda d: d.name)
+            names = localfs.children(dir_fd)
         except OSError as exc:
-            out.warnings.append(f"cannot read {os.fsdecode(directory)}: {exc.strerror}")
+            out.cannot_read(prefix[:-1], exc)
             return
-        for child in children:
-            rel = prefix + child.name
-            if is_temp(child.name):
+        for name in names:
+            rel = prefix + name
+            if is_temp(name):
                 out.temps.append(rel)
                 continue
             try:
-                check_name(child.name)
-                st = child.stat(follow_symlinks=False)
-            except Exception as exc:  # unreadable entry or a name we cannot store
+                check_name(name)
+                st = localfs.lstat_in(dir_fd, name)
+            except FileNotFoundError:
+                continue  # deleted since the listing: a deletion like any other
+            except OSError as exc:
+                out.cannot_read(rel, exc)
+                continue
+            except Exception as exc:  # a name we cannot store
                 out.warnings.append(f"skipping {os.fsdecode(rel)}: {exc}")
                 continue
             is_dir = stat.S_ISDIR(st.st_mode)
             if under(rel, excluded) or rules.ignored(rel, is_dir):
                 continue
             record = records.get(rel) or by_stat.get(stat_key(st))
-            entry = _entry(child.path, rel, st, record, repo, chunker, out)
+            entry = _entry(dir_fd, rel, st, record, repo, chunker, out)
             if entry is None:
                 continue
             out.entries[rel] = entry
             out.stats[rel] = stat_key(st)
             if is_dir:
-                walk(child.path, rel + b"/")
+                _descend(dir_fd, name, rel, out, walk)
 
-    walk(os.fsencode(root), b"")
+    walk(root_fd, b"")
     return out
 
 
+def _descend(
+    dir_fd: int, name: bytes, rel: bytes, out: Scan, walk: Callable[[int, bytes], None]
+) -> None:
+    """Walk the subdirectory `name` (at `rel`), opened without following a symlink: one
+    swapped in after its stat is warned about, never followed out of the folder."""
+    try:
+        fd = localfs.open_child_dir(dir_fd, name, None)
+    except OSError as exc:
+        out.cannot_read(rel, exc)
+        return
+    except localfs.NotADir:
+        out.cannot_read(rel, "it is no longer a directory")
+        return
+    try:
+        walk(fd, rel + b"/")
+    finally:
+        os.close(fd)
+
+
 def _entry(
-    full: bytes,
+    dir_fd: int,
     rel: bytes,
     st: os.stat_result,
     record: Record | None,
@@ -94,32 +126,25 @@ def _entry(
     if stat.S_ISDIR(st.st_mode):
         return TreeEntry(name, EntryType.DIR, st.st_mode & 0o7777, 0)
     if stat.S_ISLNK(st.st_mode):
-        return TreeEntry(name, EntryType.SYMLINK, 0o777, st.st_mtime_ns, target=os.readlink(full))
+        try:
+            target = localfs.read_link(dir_fd, name)
+        except OSError as exc:
+            out.cannot_read(rel, exc)
+            return None
+        return TreeEntry(name, EntryType.SYMLINK, 0o777, st.st_mtime_ns, target=target)
     if not stat.S_ISREG(st.st_mode):
         return None
     if record is not None and record.stat == stat_key(st) and record.entry.type is EntryType.FILE:
         # A chmod or rename changes no content: keep the chunks, take name and mode anew.
         return replace(record.entry, name=name, mode=st.st_mode & 0o7777)
     try:
-        chunks, size = _read(full, st.st_size, repo, chunker)
+        with localfs.open_file(dir_fd, name) as f:
+            chunks, size = repo.save_data(chunker.file_chunks(f, st.st_size))
     except OSError as exc:
-        out.warnings.append(f"cannot read {os.fsdecode(rel)}: {exc.strerror}")
+        out.cannot_read(rel, exc)
         return None
     out.files_read += 1
     return TreeEntry(name, EntryType.FILE, st.st_mode & 0o7777, st.st_mtime_ns, size, chunks)
-
-
-def _read(
-    path: bytes, size_hint: int, repo: Repository, chunker: Chunker
-) -> tuple[tuple[BlobId, ...], int]:
-    chunks = []
-    size = 0
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb", buffering=0) as f:
-        for piece in chunker.file_chunks(f, size_hint):
-            chunks.append(repo.save(BlobKind.DATA, piece))
-            size += len(piece)
-    return tuple(chunks), size
 
 
 def pending(
@@ -131,17 +156,17 @@ def pending(
     """
     out: dict[bytes, str] = {}
     seen: set[bytes] = set()
+    ignored = Scan()  # what cannot be read is not a change to report here
 
-    def walk(directory: bytes, prefix: bytes) -> None:
+    def walk(dir_fd: int, prefix: bytes) -> None:
         try:
-            with os.scandir(directory) as it:
-                children = list(it)
+            names = localfs.children(dir_fd)
         except OSError:
             return
-        for child in children:
-            rel = prefix + child.name
+        for name in names:
+            rel = prefix + name
             try:
-                st = child.stat(follow_symlinks=False)
+                st = localfs.lstat_in(dir_fd, name)
             except OSError:
                 continue
             is_dir = stat.S_ISDIR(st.st_mode)
@@ -154,9 +179,13 @@ def pending(
             elif not is_dir and record.stat != stat_key(st):
                 out[rel] = "modified"
             if is_dir:
-                walk(child.path, rel + b"/")
+                _descend(dir_fd, name, rel, ignored, walk)
 
-    walk(os.fsencode(root), b"")
+    root_fd = localfs.open_root(root)
+    try:
+        walk(root_fd, b"")
+    finally:
+        os.close(root_fd)
     for rel in records:
         if rel not in seen and not under(rel, excluded):
             out[rel] = "deleted"
