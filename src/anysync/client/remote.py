@@ -280,43 +280,37 @@ class Remote:
         return str(resp.url)
 
     def read_pack(self, pack_id: PackId, offset: int, length: int) -> bytes:
-        if self._direct:
-            url = self._pack_url(pack_id)
-            if url is not None:
-                end = "" if length == 0 else str(offset + length - 1)
-                try:
-                    data = self._http.request(
-                        "GET", url, headers={"Range": f"bytes={offset}-{end}"}
-                    )
-                except DirectFailed as exc:
-                    self._give_up_direct(exc)
-                else:
-                    if length and len(data) != length:
-                        raise NotFound(f"pack {pack_id.hex()[:8]} is shorter than its index says")
-                    return data
-        req = pb.ReadPackRequest(pack_id=pack_id.raw, offset=offset, length=length)
-        if self._aborted.is_set():
-            raise Interrupted()
-        try:
-            parts = [
-                m.data
-                for m in self._storage.ReadPack(req, metadata=self._metadata, timeout=TIMEOUT)
-            ]
-        except grpc.RpcError as exc:
-            if self._aborted.is_set():
-                raise Interrupted() from None
-            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.OUT_OF_RANGE):
-                # The server's details may name its store-internal object key: never
-                # shown, only logged for whoever debugs with -v.
-                log.debug("reading pack %s: %s", pack_id.hex()[:8], exc.details())
-                raise NotFound(
-                    f"pack {pack_id.hex()[:8]} is missing or damaged on the server"
-                ) from None
-            raise error_for(exc, self.address) from None
-        data = b"".join(parts)
+        data = self._read_direct(pack_id, offset, length) if self._direct else None
+        if data is None:
+            data = self._read_streamed(pack_id, offset, length)
         if length and len(data) != length:
             raise NotFound(f"pack {pack_id.hex()[:8]} is shorter than its index says")
         return data
+
+    def _read_direct(self, pack_id: PackId, offset: int, length: int) -> bytes | None:
+        """The range from the object store; None: ask the server instead."""
+        url = self._pack_url(pack_id)
+        if url is None:
+            return None
+        end = "" if length == 0 else str(offset + length - 1)
+        try:
+            return self._http.request("GET", url, headers={"Range": f"bytes={offset}-{end}"})
+        except DirectFailed as exc:
+            self._give_up_direct(exc)
+            return None
+
+    def _read_streamed(self, pack_id: PackId, offset: int, length: int) -> bytes:
+        req = pb.ReadPackRequest(pack_id=pack_id.raw, offset=offset, length=length)
+        read = self._storage.ReadPack
+        try:
+            return b"".join(self._call(lambda r, **kw: [m.data for m in read(r, **kw)], req))
+        except NotFound as exc:
+            # The server's message may name its store-internal object key: never shown,
+            # only logged for whoever debugs with -v.
+            log.debug("reading pack %s: %s", pack_id.hex()[:8], exc.message)
+            raise NotFound(
+                f"pack {pack_id.hex()[:8]} is missing or damaged on the server"
+            ) from None
 
     def list_refs(self, prefix: str = "") -> list[Ref]:
         resp = self._call(self._storage.ListRefs, pb.ListRefsRequest(prefix=prefix))
