@@ -77,6 +77,15 @@ class Server:
         else:
             self._s3_store().put(key, io.BytesIO(data), len(data))
 
+    def delete_object(self, pack_id: bytes) -> str:
+        """Lose a pack's object, as a failing disk would; returns its store key."""
+        key = self._object_key(pack_id)
+        if self.s3 is None:
+            (self.home / "objects" / key).unlink()
+        else:
+            self._s3_store().delete(key)
+        return key
+
     def _s3_store(self) -> S3Store:
         assert self.s3 is not None
         return S3Store(self.s3.endpoint, self.bucket, s3server.ACCESS_KEY, s3server.SECRET_KEY)

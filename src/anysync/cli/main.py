@@ -16,6 +16,7 @@ import sys
 from anysync import __version__
 from anysync.cli import (
     cmd_backup,
+    cmd_check,
     cmd_devices,
     cmd_login,
     cmd_ls,
@@ -34,6 +35,7 @@ COMMANDS = [
     cmd_backup,
     cmd_snapshots,
     cmd_ls,
+    cmd_check,
     cmd_restore,
     cmd_sync,
     cmd_versions,

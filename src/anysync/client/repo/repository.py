@@ -205,6 +205,19 @@ class Repository:
         unknown = [i for i in dict.fromkeys(ids) if i not in self._locations]
         self._find(unknown)
 
+    def locations(self, ids: Iterable[BlobId]) -> dict[BlobId, BlobLocation]:
+        """Where the server's index puts each of `ids`; those it lacks are left out."""
+        wanted = list(dict.fromkeys(ids))
+        self.locate(wanted)
+        return {i: self._locations[i] for i in wanted if i in self._locations}
+
+    def pack_reaches(self, pack_id: PackId, end: int) -> bool:
+        """Does the pack exist with at least `end` bytes? One byte is read, at end - 1."""
+        try:
+            return len(self._blobs.read_pack(pack_id, end - 1, 1)) == 1
+        except NotFound:
+            return False
+
     def load(self, kind: BlobKind, bid: BlobId) -> bytes:
         result = self.load_many(kind, [bid])[bid]
         if isinstance(result, Exception):

@@ -1,0 +1,144 @@
+"""`anysync check` against a real server whose operator damages it (issue #13): every
+injected fault is found, named by snapshot and file, exit 6; a sound repository is
+clean, exit 0. Faults are made as a hostile or unlucky operator would: stop the server,
+edit metadata.db or objects/, start it again; each test starts from one backed-up state."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import Client, Server
+
+BIG = random.Random(3).randbytes(3 * 1024 * 1024)  # several chunks, in one pack
+
+
+@pytest.fixture
+def backed_up(server: Server, device_a: Client, tmp_path: Path) -> Iterator[Path]:
+    src = tmp_path / "Data"
+    (src / "docs").mkdir(parents=True)
+    (src / "docs" / "big.bin").write_bytes(BIG)
+    (src / "small.txt").write_bytes(b"small\n")
+    device_a.signup(server, "check@example.org")
+    device_a.run("backup", str(src))
+    (src / "later.txt").write_bytes(b"in the second snapshot only\n")
+    device_a.run("backup", str(src))
+    yield src
+
+
+def check(client: Client, *args: str) -> tuple[int, dict[str, object], str]:
+    proc = client.run("check", "--json", *args, check=False)
+    assert proc.returncode in (0, 6), proc.stderr
+    return proc.returncode, json.loads(proc.stdout), proc.stderr
+
+
+def damaged_paths(report: dict[str, object]) -> set[str]:
+    damaged = report["damaged"]
+    assert isinstance(damaged, list)
+    return {f["path"] for d in damaged for f in d["files"]}
+
+
+def biggest_chunk(server: Server) -> tuple[bytes, bytes, int, int]:
+    """(blob ID, pack ID, offset, length) of the largest indexed blob: a chunk of big.bin."""
+    with sqlite3.connect(server.home / "metadata.db") as db:
+        row = db.execute(
+            "SELECT blob_id, pack_id, offset, length FROM blobs ORDER BY length DESC LIMIT 1"
+        ).fetchone()
+    return row  # type: ignore[no-any-return]
+
+
+def edit_db(server: Server, sql: str, *params: object) -> None:
+    server.stop()
+    with sqlite3.connect(server.home / "metadata.db") as db:
+        assert db.execute(sql, params).rowcount >= 1
+    server.start()
+
+
+def test_a_sound_repository_is_clean(server: Server, device_a: Client, backed_up: Path) -> None:
+    code, report, _ = check(device_a)
+    assert code == 0 and report["clean"] is True
+    assert (report["refs"], report["snapshots"]) == (1, 2)
+    code, report, _ = check(device_a, "--read-data")
+    assert code == 0 and report["chunks_read"] == report["chunks"]
+    proc = device_a.run("check", "--read-data-subset", "50%")
+    assert "no damage found" in proc.stdout
+
+
+def test_a_missing_index_row_is_found(server: Server, device_a: Client, backed_up: Path) -> None:
+    blob_id, *_ = biggest_chunk(server)
+    edit_db(server, "DELETE FROM blobs WHERE blob_id = ?", blob_id)
+    code, report, _ = check(device_a)
+    assert code == 6 and damaged_paths(report) == {"Data/docs/big.bin"}
+    proc = device_a.run("check", check=False)
+    assert proc.returncode == 6
+    assert "  Data/docs/big.bin: part of its content is not in the server's index" in proc.stderr
+    assert "DAMAGE FOUND" in proc.stdout
+
+
+def test_a_missing_pack_is_found_without_showing_a_store_key(
+    server: Server, device_a: Client, backed_up: Path
+) -> None:
+    _, pack_id, _, _ = biggest_chunk(server)
+    server.stop()
+    key = server.delete_object(pack_id)
+    server.start()
+    proc = device_a.run("check", check=False)
+    assert proc.returncode == 6
+    assert "Data/docs/big.bin" in proc.stderr
+    assert key not in proc.stderr + proc.stdout
+
+
+def test_a_flipped_byte_is_found_by_reading_the_data(
+    server: Server, device_a: Client, backed_up: Path
+) -> None:
+    _, pack_id, offset, length = biggest_chunk(server)
+    server.stop()
+    data = bytearray(server.read_object(pack_id))
+    data[offset + length // 2] ^= 0x40
+    server.write_object(pack_id, bytes(data))
+    server.start()
+    assert check(device_a)[0] == 0  # the index and the pack's length still look right
+    code, report, _ = check(device_a, "--read-data")
+    assert code == 6 and damaged_paths(report) == {"Data/docs/big.bin"}
+
+
+def test_an_index_row_pointing_into_another_pack_is_found_by_reading(
+    server: Server, device_a: Client, backed_up: Path
+) -> None:
+    """The blob recorded where it is not (a pack recorded twice, an index gone wrong)."""
+    blob_id, pack_id, _, _ = biggest_chunk(server)
+    with sqlite3.connect(server.home / "metadata.db") as db:
+        (other,) = db.execute(
+            "SELECT pack_id FROM packs WHERE pack_id != ? ORDER BY size DESC LIMIT 1", (pack_id,)
+        ).fetchone()
+    edit_db(
+        server,
+        "UPDATE blobs SET pack_id = ?, offset = 0, length = 64 WHERE blob_id = ?",
+        other,
+        blob_id,
+    )
+    code, report, _ = check(device_a, "--read-data")
+    assert code == 6 and damaged_paths(report) == {"Data/docs/big.bin"}
+
+
+def test_a_ref_to_a_missing_commit_is_found(
+    server: Server, device_a: Client, backed_up: Path
+) -> None:
+    edit_db(server, "UPDATE refs SET commit_id = ?", b"\x42" * 32)
+    proc = device_a.run("check", check=False)
+    assert proc.returncode == 6
+    assert f"backup of {backed_up}" in proc.stderr and "cannot be read" in proc.stderr
+
+
+def test_bad_arguments_get_one_line(device_a: Client, server: Server, backed_up: Path) -> None:
+    proc = device_a.run("check", "--read-data-subset", "150%", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].endswith("not '150%'")
+    shutil.rmtree(backed_up)  # check needs nothing local but the home
+    assert device_a.run("check").returncode == 0
