@@ -1,7 +1,7 @@
 """Typed errors. Each carries a one-line message for the user and an exit code.
 
 The CLI maps them to exit codes in one place; the RPC layers map gRPC status codes to
-and from them in one place each (anysync.client.remote, anysync.server.service).
+and from them in one place each (anysync.client.wire, anysync.server.rpcbase: `STATUS`).
 
 An error the server sends also carries its class's `reason`, a stable string in the
 call's trailing metadata (REASON_KEY), so that the client rebuilds the same class even
@@ -100,6 +100,30 @@ class QuotaExceeded(AnySyncError):
     reason = "quota_exceeded"
 
 
+class TooManyStreams(AnySyncError):
+    """A per-address, per-account or server-wide cap on concurrent calls is reached."""
+
+    exit_code = 5
+    reason = "too_many_streams"
+
+
+class StreamIdle(AnySyncError):
+    """The server closed an upload that sent no data for too long."""
+
+    exit_code = 4
+    reason = "stream_idle"
+
+
+class ServerOutOfSpace(AnySyncError):
+    """The server's disk (its object store or its database) is full."""
+
+    exit_code = 1
+    reason = "out_of_space"
+
+    def __init__(self, message: str = "the server is out of disk space") -> None:
+        super().__init__(message)
+
+
 class LocalStateError(AnySyncError):
     """The client's own files are missing or unreadable."""
 
@@ -141,6 +165,9 @@ WIRE_ERRORS: tuple[type[AnySyncError], ...] = (
     AlreadyExists,
     Conflict,
     QuotaExceeded,
+    TooManyStreams,
+    StreamIdle,
+    ServerOutOfSpace,
 )
 _BY_REASON = {cls.reason: cls for cls in WIRE_ERRORS}
 assert len(_BY_REASON) == len(WIRE_ERRORS) and "" not in _BY_REASON, "reasons must be unique"

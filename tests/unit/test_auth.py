@@ -9,7 +9,7 @@ import hashlib
 import pytest
 
 from anysync import crypto
-from anysync.errors import AuthError, RateLimited, UsageError
+from anysync.errors import AuthError, UsageError
 from anysync.server import auth
 
 SECRET = b"\x01" * 32
@@ -154,69 +154,3 @@ def test_invite_hash_ignores_case_spaces_and_dashes() -> None:
 )
 def test_peer_host(peer: str, host: str) -> None:
     assert auth.peer_host(peer) == host
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_limiter_allows_until_the_limit_within_the_window() -> None:
-    clock = Clock()
-    lim = auth.FailedLoginLimiter(3, 60, clock)
-    for _ in range(2):
-        lim.record_failure("email:a", "peer:1")
-        lim.check("email:a", "peer:1")
-    clock.now += 10
-    lim.record_failure("email:a")
-    with pytest.raises(RateLimited, match=r"try again in 50 s$"):
-        lim.check("peer:9", "email:a")
-    lim.check("peer:1", "email:b")  # peer:1 has only two
-    clock.now += 49.5
-    with pytest.raises(RateLimited, match=r"try again in 1 s$"):
-        lim.check("email:a")
-    clock.now += 0.5  # the first two failures are exactly a window old now
-    lim.check("email:a")
-
-
-def test_limiter_reports_the_longest_wait() -> None:
-    clock = Clock()
-    lim = auth.FailedLoginLimiter(2, 100, clock)
-    lim.record_failure("a")
-    clock.now += 30
-    lim.record_failure("a", "b")
-    clock.now += 1
-    lim.record_failure("b", "a")
-    # a: oldest of the last failures at 1000 → 69 s; b: oldest at 1030 → 99 s
-    with pytest.raises(RateLimited, match=r"try again in 99 s$"):
-        lim.check("a", "b")
-    with pytest.raises(RateLimited, match=r"try again in 69 s$"):
-        lim.check("a")
-
-
-def test_limiter_forget() -> None:
-    clock = Clock()
-    lim = auth.FailedLoginLimiter(1, 60, clock)
-    lim.record_failure("a", "b")
-    lim.forget("a")
-    lim.check("a")
-    with pytest.raises(RateLimited):
-        lim.check("b")
-    lim.forget("never-seen")
-
-
-def test_limiter_sweeps_stale_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = Clock()
-    lim = auth.FailedLoginLimiter(1, 60, clock)
-    monkeypatch.setattr(auth.FailedLoginLimiter, "_SWEEP_AT", 3)
-    lim.record_failure("a", "b")
-    clock.now += 60  # exactly a window later: a and b no longer count
-    lim.record_failure("c")
-    assert set(lim._failures) == {"a", "b", "c"}  # below the sweep mark: kept
-    lim.record_failure("d")  # 3 keys held: the stale ones go first
-    assert set(lim._failures) == {"c", "d"}
-    with pytest.raises(RateLimited):
-        lim.check("c")

@@ -16,7 +16,7 @@ import pytest
 
 from anysync import tls
 from anysync.server.cli import main
-from anysync.server.home import Home
+from anysync.server.home import Home, HomeInUse
 from anysync.server.metadata import Metadata, NewAccount, NewDevice
 from anysync.types import KdfParams
 
@@ -142,3 +142,50 @@ def test_run_serves_until_sigterm(tmp_path: Path) -> None:
     )
     assert stopped.returncode == 1
     assert stopped.stderr.startswith("anysync-server: error: 127.0.0.1:")
+
+
+# ---------------------------------------------------------------- one server per home
+
+
+def test_the_home_lock_is_exclusive_until_released(home: Home) -> None:
+    with home.lock():
+        with pytest.raises(HomeInUse) as caught:
+            home.lock()
+        assert str(caught.value) == (
+            f"another anysync-server (pid {os.getpid()}) is running on {home.root}; stop it first"
+        )
+    home.lock().release()  # free again
+    assert stat.S_IMODE(home.lock_file.stat().st_mode) == 0o600
+
+
+def test_a_second_server_on_the_same_home_exits(home: Home) -> None:
+    env = {**os.environ, "ANYSYNC_SERVER_HOME": str(home.root)}
+    run = [sys.executable, "-m", "anysync.server.cli", "run", "--listen", "127.0.0.1:0"]
+    first = subprocess.Popen(
+        run, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert first.stdout is not None
+        assert first.stdout.readline().startswith("AnySync server listening on 127.0.0.1:")
+        second = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1
+        assert second.stderr == (
+            f"anysync-server: error: another anysync-server (pid {first.pid}) is running on "
+            f"{home.root}; stop it first\n"
+        )
+        assert "listening" not in second.stdout
+        assert first.poll() is None  # the first one serves on
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=20)
+    assert first.returncode == 0
+    # Stopped, it let go of the home: the next server starts.
+    again = subprocess.Popen(
+        run, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert again.stdout is not None
+        assert again.stdout.readline().startswith("AnySync server listening on 127.0.0.1:")
+    finally:
+        again.send_signal(signal.SIGTERM)
+        again.communicate(timeout=20)

@@ -1,11 +1,12 @@
-"""Errors keep their type across the wire: an in-process gRPC server over TLS whose one
-handler raises the error the request names, through the real server's error mapping
-(service._rpc), and the real client (Remote) that maps the failed call back."""
+"""Errors keep their type across the wire: an in-process gRPC server (grpc.aio) over TLS
+whose one handler raises the error the request names, through the real server's error
+mapping (rpcbase.rpc, rpcbase.STATUS), and the real client (Remote) that maps the failed
+call back."""
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
-from concurrent import futures
 
 import grpc
 import pytest
@@ -19,9 +20,11 @@ from anysync.errors import (
     NotFound,
     QuotaExceeded,
     RateLimited,
+    ServerOutOfSpace,
     by_reason,
 )
-from anysync.server import service
+from anysync.server import rpcbase
+from anysync.server.app import LoopThread
 from anysync.v1 import anysync_pb2 as pb
 from anysync.v1 import anysync_pb2_grpc as pb_grpc
 
@@ -32,8 +35,10 @@ MESSAGE = "the server refused this"
 class RaisingAccounts(pb_grpc.AccountsServicer):
     """PreLogin raises the wire error whose reason is the request's e-mail."""
 
-    @service._rpc
-    def PreLogin(self, request: pb.PreLoginRequest, context: grpc.ServicerContext) -> None:
+    @rpcbase.rpc
+    async def PreLogin(self, request: pb.PreLoginRequest, context: object) -> None:
+        if request.email == "ENOSPC":
+            raise OSError(errno.ENOSPC, "No space left on device")
         cls = by_reason(request.email)
         assert cls is not None
         raise cls(MESSAGE)
@@ -43,21 +48,30 @@ class OldServerAccounts(pb_grpc.AccountsServicer):
     """A server from before reasons: a status code and a message, nothing else.
     The e-mail is "CODE_NAME message"."""
 
-    def PreLogin(self, request: pb.PreLoginRequest, context: grpc.ServicerContext) -> None:
+    async def PreLogin(
+        self, request: pb.PreLoginRequest, context: grpc.aio.ServicerContext
+    ) -> None:
         code, _, message = request.email.partition(" ")
-        context.abort(grpc.StatusCode[code], message)
+        await context.abort(grpc.StatusCode[code], message)
 
 
 def _serve(servicer: pb_grpc.AccountsServicer) -> Iterator[Remote]:
     key, cert = tls.generate_self_signed(["127.0.0.1"])
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    pb_grpc.add_AccountsServicer_to_server(servicer, server)
-    port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key, cert)]))
-    server.start()
+    loop = LoopThread()
+
+    async def start() -> tuple[grpc.aio.Server, int]:
+        server = grpc.aio.server()
+        pb_grpc.add_AccountsServicer_to_server(servicer, server)
+        port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key, cert)]))
+        await server.start()
+        return server, port
+
+    server, port = loop.call(start())
     remote = Remote(f"127.0.0.1:{port}", cert)
     yield remote
     remote.close()
-    server.stop(grace=None)
+    loop.call(server.stop(None))
+    loop.close()
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +90,18 @@ def test_every_wire_error_keeps_its_type(remote: Remote, cls: type[AnySyncError]
         remote.pre_login(cls.reason)
     assert type(caught.value) is cls
     assert caught.value.message == MESSAGE
+
+
+def test_a_full_disk_is_out_of_space(remote: Remote) -> None:
+    with pytest.raises(ServerOutOfSpace, match=r"^the server is out of disk space$"):
+        remote.pre_login("ENOSPC")
+
+
+def test_every_wire_error_has_a_status_code() -> None:
+    for cls in WIRE_ERRORS:
+        mapped = rpcbase.status_for(cls("x"))
+        assert mapped is not None, cls
+    assert rpcbase.status_for(RuntimeError("bug")) is None
 
 
 def test_reasons_name_one_class_each() -> None:

@@ -153,8 +153,10 @@ def _reason(exc: grpc.RpcError) -> str:
 
 def _untyped_exhausted(details: str) -> AnySyncError:
     """RESOURCE_EXHAUSTED without a reason. A server from before reasons sends its quota
-    and login-limit errors so, told apart only by their text; today's server sends only
-    errors of its own this way (its disk is full), and gRPC a message over the size limit."""
+    and login-limit errors so, told apart only by their text, and its full disk; today's
+    server names each of its own (quota_exceeded, rate_limited, too_many_streams,
+    out_of_space), so only gRPC's own errors come this way (a message over the size
+    limit)."""
     if "quota" in details.lower():
         return QuotaExceeded(details)
     if "too many" in details.lower():

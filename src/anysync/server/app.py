@@ -1,18 +1,23 @@
 """Build, start and run the gRPC server of a server home.
 
-`start` builds the server (used in-process by tests); `serve` is the process around it:
-the metrics endpoint, signals, and the graceful stop on SIGTERM that supervisord and
-container runtimes send.
+`start` builds the server (used in-process by tests) on an asyncio event loop of its
+own thread, with the bounded pool beside it (anysync.server.pool); `serve` is the
+process around it: the metrics endpoint, signals, and the graceful stop on SIGTERM that
+supervisord and container runtimes send.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
+import ctypes.util
 import logging
 import signal
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health
@@ -24,25 +29,58 @@ from anysync.server.config import ServerConfig, parse_listen
 from anysync.server.home import Home
 from anysync.server.metadata import Metadata
 from anysync.server.metrics import Metrics, MetricsHttpServer, MetricsInterceptor
+from anysync.server.pool import BlockingPool
+from anysync.server.rpcbase import CallGuard
+from anysync.server.streams import Limits
 from anysync.store import open_store
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 8 << 20  # a 1 MiB data message plus a large FindBlobs fit easily
-# Each open stream holds a worker for its whole life (sync gRPC server), and every
-# device in watch mode keeps one WatchRefs stream open: leave room for both.
-WORKERS = 64
+# The largest message either way. An UploadPack header lists every blob of a pack (about
+# 45 bytes each): a 16 MiB pack of small blobs needs several MiB. Data messages are
+# 1 MiB; a FindBlobs of 10,000 IDs is 340 KiB.
+MAX_MESSAGE_BYTES = 8 << 20
+# What a client may send on one stream before the server reads it: bounds the memory of
+# streams that wait (for an upload slot, for the pool) and allows 1 MiB per round trip.
+STREAM_WINDOW_BYTES = 1 << 20
 STOP_GRACE_SECONDS = 10
-# After the grace period gRPC cancels the calls still running, but their handler threads
-# run on until they notice; wait this long for them before closing the database.
+# After the grace period gRPC cancels the calls still running, but work already in the
+# pool runs on until it returns; wait this long for it before closing the database.
 DRAIN_SECONDS = 5
+# glibc makes a malloc arena per thread that allocates (up to 8 per core), and each keeps
+# freed memory: two are enough for one loop and a small pool. And it serves blocks of
+# up to 32 MiB from its heaps once such a block was freed (a dynamic threshold), where
+# they fragment; a fixed threshold keeps 1 MiB messages in mmap, returned when freed.
+MALLOC_ARENAS = 2
+MALLOC_MMAP_THRESHOLD = 256 << 10
+_T = TypeVar("_T")
+
+
+class LoopThread:
+    """An asyncio event loop running in a thread of its own."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="rpc-loop", daemon=True)
+        self._thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, _T], timeout: float | None = None) -> _T:
+        """Run `coro` on the loop and wait for its result from this thread."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self.loop.close()
 
 
 @dataclass
 class RunningServer:
-    grpc_server: grpc.Server
-    executor: ThreadPoolExecutor
-    health: health.HealthServicer
+    grpc_server: grpc.aio.Server
+    loop: LoopThread
+    pool: BlockingPool
+    health: health.aio.HealthServicer
     db: Metadata
     core: service.Core
     metrics: Metrics
@@ -62,53 +100,56 @@ class RunningServer:
         An upload cut off here never reaches the database: its pack is recorded only
         after the store has all of it, so the client simply sends it again later.
         """
-        self.health.enter_graceful_shutdown()  # health checks now answer NOT_SERVING
-        self.core.notifier.close()  # WatchRefs streams end instead of holding the grace
-        self.grpc_server.stop(grace).wait()
-        if not self.metrics.wait_idle(DRAIN_SECONDS):
-            log.warning("RPC handlers still running after %d s; closing anyway", DRAIN_SECONDS)
-        self.executor.shutdown(wait=False)
+
+        async def stop_serving() -> None:
+            await self.health.enter_graceful_shutdown()  # health checks: NOT_SERVING
+            self.core.notifier.close()  # WatchRefs streams end instead of holding the grace
+            await self.grpc_server.stop(grace)
+
+        self.loop.call(stop_serving())
+        drained = self.metrics.wait_idle(DRAIN_SECONDS)
+        if not (drained and self.pool.wait_idle(DRAIN_SECONDS)):
+            log.warning("RPC work still running after %d s; closing anyway", DRAIN_SECONDS)
+        self.pool.shutdown()
+        self.loop.close()
         if self.metrics_http is not None:
             self.metrics_http.close()
         self.db.close()
 
 
-def start(home: Home, listen: str | None = None) -> RunningServer:
+def start(home: Home, listen: str | None = None, limits: Limits | None = None) -> RunningServer:
     """Start serving `home` on `listen` (default: the configured address)."""
     home.require_initialised()
     config = home.load_config()
     listen = listen or config.listen
+    limits = limits or Limits.from_env()
     host, _ = parse_listen(listen)
     cert_pem = home.cert_pem()
     db = Metadata.open(home.metadata_db)
     metrics = Metrics(home.metadata_db)
     try:
         store = open_store(config, home.root)
-        core = service.Core(config, db, store, home.secret(), counter=metrics)
-        executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="rpc")
-        server = grpc.server(
-            executor,
-            interceptors=[MetricsInterceptor(metrics)],
-            options=[
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ],
+        pool = BlockingPool(limits.pool_threads)
+        core = service.Core(
+            config, db, store, home.secret(), pool, home.root / "tmp", limits, counter=metrics
         )
-        health_servicer = service.register(server, core)
         credentials = grpc.ssl_server_credentials([(home.key_pem(), cert_pem)])
+        loop = LoopThread()
         try:
-            port = server.add_secure_port(listen, credentials)
-        except RuntimeError as err:
-            raise UsageError(f"cannot listen on {listen}: {err}") from None
-        if port == 0:
-            raise UsageError(f"cannot listen on {listen}")
-        server.start()
+            server, health_servicer, port = loop.call(
+                _serve_on_loop(core, metrics, listen, credentials)
+            )
+        except BaseException:
+            loop.close()
+            pool.shutdown()
+            raise
     except BaseException:
         db.close()
         raise
     return RunningServer(
         server,
-        executor,
+        loop,
+        pool,
         health_servicer,
         db,
         core,
@@ -118,6 +159,48 @@ def start(home: Home, listen: str | None = None) -> RunningServer:
         port,
         tls.fingerprint(cert_pem),
     )
+
+
+async def _serve_on_loop(
+    core: service.Core, metrics: Metrics, listen: str, credentials: grpc.ServerCredentials
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+    server = grpc.aio.server(
+        interceptors=[MetricsInterceptor(metrics), CallGuard(core.gate, service.RAW_REQUESTS)],
+        options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            # Another process must not be able to bind the same port and take calls.
+            ("grpc.so_reuseport", 0),
+            # A fixed flow-control window per stream: gRPC's BDP probing grows windows
+            # to many MiB, and what the peers may send unasked is what the server holds.
+            ("grpc.http2.bdp_probe", 0),
+            ("grpc.http2.lookahead_bytes", STREAM_WINDOW_BYTES),
+        ],
+    )
+    health_servicer = await service.register(server, core)
+    try:
+        port = server.add_secure_port(listen, credentials)
+    except RuntimeError as err:
+        raise UsageError(f"cannot listen on {listen}: {err}") from None
+    if port == 0:
+        raise UsageError(f"cannot listen on {listen}")
+    await server.start()
+    return server, health_servicer, port
+
+
+def limit_malloc_arenas() -> None:
+    """On glibc, mallopt() as MALLOC_ARENA_MAX and MALLOC_MMAP_THRESHOLD_ would do
+    (the environment cannot: it is read before this process runs). Elsewhere nothing."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        return
+    m_mmap_threshold, m_arena_max = -3, -8
+    mallopt(m_arena_max, MALLOC_ARENAS)
+    mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD)
 
 
 class _StopBeforeServing(BaseException):
@@ -137,6 +220,7 @@ def serve(home: Home, listen: str | None = None) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    limit_malloc_arenas()
     try:
         running = start(home, listen)  # closes what it opened if interrupted
         serving = True

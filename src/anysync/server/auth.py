@@ -10,16 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 import re
 import secrets
-import threading
-import time
-from collections import deque
-from collections.abc import Callable
 
 from anysync import crypto
-from anysync.errors import AuthError, RateLimited, UsageError
+from anysync.errors import AuthError, UsageError
 from anysync.types import KdfParams
 
 LOGIN_SECRET_SIZE = 32
@@ -113,56 +108,3 @@ def peer_host(peer: str) -> str:
     if kind in ("ipv4", "ipv6"):
         return rest.rpartition(":")[0]
     return peer
-
-
-class FailedLoginLimiter:
-    """At most `max_failures` failed logins per key (an e-mail, a client address)
-    within a sliding window of `window` seconds. In memory: a restart forgives, which
-    costs an attacker a server restart per few guesses — acceptable."""
-
-    _SWEEP_AT = 10_000  # keys kept before stale ones are swept
-
-    def __init__(
-        self, max_failures: int, window: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.max_failures = max_failures
-        self.window = window
-        self._clock = clock
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def check(self, *keys: str) -> None:
-        """RateLimited if any key has used up its failures."""
-        now = self._clock()
-        with self._lock:
-            wait = 0.0
-            for key in keys:
-                times = self._pruned(key, now)
-                if times is not None and len(times) >= self.max_failures:
-                    wait = max(wait, times[0] + self.window - now)
-        if wait > 0:
-            raise RateLimited(f"too many failed logins; try again in {math.ceil(wait)} s")
-
-    def record_failure(self, *keys: str) -> None:
-        now = self._clock()
-        with self._lock:
-            if len(self._failures) >= self._SWEEP_AT:
-                for key in list(self._failures):
-                    self._pruned(key, now)
-            for key in keys:
-                self._failures.setdefault(key, deque()).append(now)
-
-    def forget(self, key: str) -> None:
-        with self._lock:
-            self._failures.pop(key, None)
-
-    def _pruned(self, key: str, now: float) -> deque[float] | None:
-        times = self._failures.get(key)
-        if times is None:
-            return None
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        if not times:
-            del self._failures[key]
-            return None
-        return times

@@ -71,9 +71,10 @@ def cmd_run(home: Home, args: argparse.Namespace) -> int:
     if not home.is_initialised():
         init_home(home.root)
         print(f"initialised new server home at {home.root}", flush=True)
-    config = home.load_config()
-    logs.configure(config.log_format, config.log_level)
-    app.serve(home, args.listen)
+    with home.lock():  # held while serving: a second `run` on this home exits
+        config = home.load_config()
+        logs.configure(config.log_format, config.log_level)
+        app.serve(home, args.listen)
     return 0
 
 

@@ -72,10 +72,10 @@ format = "text"
 level = "info"
 
 [limits]
-# Failed logins allowed per e-mail, and per client address, within the window;
-# further attempts are refused until the oldest failure leaves the window.
+# Failed logins of one e-mail from one client address before each further attempt
+# there waits (30 s, doubling up to 15 min). A correct password from an address that
+# has not failed always works; the counts survive a restart (docs/design.md).
 max_failed_logins = 5
-failed_login_window_seconds = 300
 """
 
 
@@ -87,6 +87,7 @@ class ServerConfig:
     storage_path: str = "objects"
     default_quota: int = 0  # bytes, 0 = unlimited
     max_failed_logins: int = 5
+    # Read from the server.toml of older versions; the login limiter no longer uses it.
     failed_login_window_seconds: int = 300
     s3: S3Settings | None = None
     metrics_listen: str = "127.0.0.1:9465"

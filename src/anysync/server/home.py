@@ -7,23 +7,55 @@
   tls/server.crt          self-signed; clients pin its SHA-256 fingerprint
   metadata.db             SQLite (WAL): accounts, devices, pack index, refs
   objects/                packs, when [storage] kind = "local"
+  server.lock             0600, locked by the running server (Home.lock); holds its pid
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 from anysync import tls
-from anysync.errors import UsageError
+from anysync.errors import AnySyncError, UsageError
 from anysync.server import config as config_mod
 from anysync.server.config import ServerConfig
 from anysync.server.metadata import Metadata
 
 ENV_HOME = "ANYSYNC_SERVER_HOME"
 SECRET_SIZE = 32
+
+
+class HomeInUse(AnySyncError):
+    """Another server process holds the home's lock."""
+
+
+class HomeLock:
+    """An exclusive flock(2) on the home's server.lock, held until `release` or the
+    end of the process: the kernel drops it however the process ends (kill -9
+    included), so a lock is never stale; the pid left in the file is only a hint."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the only descriptor releases the lock
+            self._fd = None
+
+    def __enter__(self) -> HomeLock:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +81,31 @@ class Home:
     @property
     def metadata_db(self) -> Path:
         return self.root / "metadata.db"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / "server.lock"
+
+    def lock(self) -> HomeLock:
+        """Take the home for this process, or raise HomeInUse naming the holder: two
+        servers on one home would serve the same accounts beside each other. Admin
+        commands do not lock: SQLite keeps their writes safe beside a server."""
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            pid = f" (pid {holder})" if holder.isdigit() else ""
+            raise HomeInUse(
+                f"another anysync-server{pid} is running on {self.root}; stop it first"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return HomeLock(fd)
 
     def is_initialised(self) -> bool:
         return self.config_file.exists()

@@ -9,11 +9,21 @@ Threads: one connection per thread (gRPC runs handlers on a pool), WAL so reader
 wait for the writer. Writes that must be atomic run in `transaction()`, which begins
 IMMEDIATE: it takes the write lock up front, so a read-check-write sequence (the ref
 compare-and-swap, the quota check) cannot interleave with another writer.
+
+A full disk: a write that cannot grow the database is rolled back and raised as
+OSError(ENOSPC, DISK_FULL), the error a full object store gives; reads go on working.
+
+Metadata counts toward the quota too (issue #12): a pack is charged at least
+PACK_ENTRY_CHARGE bytes per index entry (`pack_charge`), a pack carries at most
+MAX_PACK_ENTRIES entries, and an account at most MAX_REFS refs.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib.resources
+import logging
+import os
 import re
 import sqlite3
 import threading
@@ -22,12 +32,41 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from anysync.errors import AlreadyExists, Conflict, NotFound, PermissionDenied, QuotaExceeded
+from anysync.errors import (
+    AlreadyExists,
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    QuotaExceeded,
+    UsageError,
+)
 from anysync.server.config import format_size
 from anysync.types import BlobId, BlobLocation, KdfParams, PackId, Ref
 
+log = logging.getLogger(__name__)
+
 BUSY_TIMEOUT_MS = 10_000
 _SQL_BATCH = 500  # ids per "IN (…)" query, well below SQLite's variable limit
+
+DISK_FULL = "the server is out of disk space"
+# An SQLITE_IOERR_* counts as a full disk when less than this is left for the server.
+_NEARLY_FULL = 1 << 20
+
+# What a pack costs in quota: its size, but at least this much per index entry (and
+# at least this much for a pack without entries). An index row takes about 70 bytes
+# of the database, a pack row about 35: with a 5 MiB quota an account can make at most
+# 20,480 index rows, where 1-byte packs of 150,000 entries each used to be free. A
+# current client never pays more than the pack's size: each of its blobs is an
+# envelope of version 2, at least 33 + 512 + 16 = 561 bytes (docs/design.md §4.2).
+PACK_ENTRY_CHARGE = 256
+# Index entries of one pack. A current client's pack is about 16 MiB (client/repo/
+# pack.py TARGET_SIZE) plus at most one 8 MiB chunk, so at most ~45,000 blobs of 561 bytes.
+MAX_PACK_ENTRIES = 100_000
+# Refs of one account: one per backup source (host and set of paths) and one per sync
+# folder. A hundred devices with fifty sources each stay well below; 10,000 names of
+# up to MAX_REF_NAME characters take at most about 3 MB of the database.
+MAX_REFS = 10_000
+MAX_REF_NAME = 200  # characters; the client's names have 34
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +143,20 @@ def check_quota(used: int, adding: int, quota: int) -> None:
         )
 
 
+def pack_charge(size: int, entries: int) -> int:
+    """The bytes a pack of `size` bytes with `entries` index entries counts toward its
+    account's quota (see PACK_ENTRY_CHARGE)."""
+    return max(size, PACK_ENTRY_CHARGE * max(entries, 1))
+
+
+def check_pack_entries(entries: int) -> None:
+    """UsageError if one pack carries more index entries than any client needs."""
+    if entries > MAX_PACK_ENTRIES:
+        raise UsageError(
+            f"a pack may carry at most {MAX_PACK_ENTRIES:,} index entries, not {entries:,}"
+        )
+
+
 class Metadata:
     def __init__(self, path: Path) -> None:
         """Use Metadata.open, which also brings the schema up to date."""
@@ -141,16 +194,29 @@ class Metadata:
             self._local.conn = conn
         return conn
 
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection, for reads outside a transaction (modules with
+        tables of their own, such as anysync.server.limiter, read through it)."""
+        return self._conn()
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All of the block's writes or none. A database that cannot grow (disk full)
+        raises OSError(ENOSPC, DISK_FULL), after the rollback."""
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                _rollback(conn)
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            _rollback(conn)  # a failed COMMIT may leave the transaction open
+            if _is_disk_full(err, self.path):
+                raise OSError(errno.ENOSPC, DISK_FULL) from err
             raise
-        conn.execute("COMMIT")
 
     # ------------------------------------------------------------ accounts
 
@@ -255,8 +321,15 @@ class Metadata:
         return self.user_by_id(device.user), device
 
     def touch_device(self, device_id: int, now: int) -> None:
-        with self.transaction() as db:
-            db.execute("UPDATE devices SET last_seen_at = ? WHERE id = ?", (now, device_id))
+        """Best effort: on a full disk the time stays as it was, so that every
+        authenticated call (reads included) does not fail with it."""
+        try:
+            with self.transaction() as db:
+                db.execute("UPDATE devices SET last_seen_at = ? WHERE id = ?", (now, device_id))
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            log.warning("device %d: last-seen time not updated: %s", device_id, DISK_FULL)
 
     def list_devices(self, user: int) -> list[Device]:
         rows = self._conn().execute("SELECT * FROM devices WHERE user = ? ORDER BY id", (user,))
@@ -285,14 +358,18 @@ class Metadata:
         quota: int,
         now: int,
     ) -> None:
-        """Record a stored pack, its index entries and its size, atomically. The quota
-        is checked again here: two uploads may both have passed the early check."""
+        """Record a stored pack, its index entries and its charge (`pack_charge`),
+        atomically. The quota is checked again here: two uploads may both have passed
+        the early check."""
+        check_pack_entries(len(blobs))
+        charge = pack_charge(size, len(blobs))
         with self.transaction() as db:
             (used,) = db.execute("SELECT used_bytes FROM users WHERE id = ?", (user,)).fetchone()
-            check_quota(used, size, quota)
+            check_quota(used, charge, quota)
             db.execute(
-                "INSERT INTO packs (user, pack_id, size, created_at) VALUES (?, ?, ?, ?)",
-                (user, pack_id.raw, size, now),
+                "INSERT INTO packs (user, pack_id, size, charged, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (user, pack_id.raw, size, charge, now),
             )
             # OR IGNORE: a blob already indexed elsewhere keeps its first location.
             db.executemany(
@@ -300,7 +377,7 @@ class Metadata:
                 " VALUES (?, ?, ?, ?, ?)",
                 [(user, b.blob_id.raw, pack_id.raw, b.offset, b.length) for b in blobs],
             )
-            db.execute("UPDATE users SET used_bytes = used_bytes + ? WHERE id = ?", (size, user))
+            db.execute("UPDATE users SET used_bytes = used_bytes + ? WHERE id = ?", (charge, user))
 
     def pack_size(self, user: int, pack_id: PackId) -> int | None:
         row = (
@@ -354,7 +431,10 @@ class Metadata:
     ) -> Ref:
         """Compare-and-swap. Conflict unless the ref is at `expected_version` (0: it
         must not exist); NotFound unless the account holds the commit blob, because a
-        ref must never point at something that is not stored yet."""
+        ref must never point at something that is not stored yet. QuotaExceeded when
+        a new ref would be the account's MAX_REFS + 1st."""
+        if not 0 < len(name) <= MAX_REF_NAME:
+            raise UsageError(f"a ref name is 1 to {MAX_REF_NAME} characters")
         with self.transaction() as db:
             row = db.execute(
                 "SELECT version FROM refs WHERE user = ? AND name = ?", (user, name)
@@ -362,6 +442,15 @@ class Metadata:
             current = 0 if row is None else int(row[0])
             if current != expected_version:
                 raise Conflict(f"ref changed concurrently (now at version {current})")
+            if row is None:
+                (count,) = db.execute(
+                    "SELECT count(*) FROM refs WHERE user = ?", (user,)
+                ).fetchone()
+                if count >= MAX_REFS:
+                    raise QuotaExceeded(
+                        f"too many refs: this account has {count:,}, "
+                        f"the most this server allows is {MAX_REFS:,}"
+                    )
             if not db.execute(
                 "SELECT 1 FROM blobs WHERE user = ? AND blob_id = ?", (user, commit_id.raw)
             ).fetchone():
@@ -420,6 +509,33 @@ class Metadata:
                 "UPDATE users SET quota_bytes = ? WHERE email = ?", (quota_bytes, email)
             )
             _require_one(cur, email)
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back what is open. SQLite rolls back by itself after some errors (a full
+    disk among them), and then ROLLBACK would fail: nothing is left to undo."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.warning("rollback failed", exc_info=True)
+
+
+def _is_disk_full(err: sqlite3.Error, path: Path) -> bool:
+    """SQLite reports a write that failed with ENOSPC as SQLITE_FULL (also when
+    `PRAGMA max_page_count` is reached). Other writes (the WAL index, a truncation)
+    fail as SQLITE_IOERR_* without the errno: those count when the file system is
+    nearly full."""
+    code = (getattr(err, "sqlite_errorcode", None) or 0) & 0xFF  # the primary code
+    if code == sqlite3.SQLITE_FULL:
+        return True
+    if code != sqlite3.SQLITE_IOERR:
+        return False
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < _NEARLY_FULL
 
 
 def _require_one(cur: sqlite3.Cursor, email: str) -> None:

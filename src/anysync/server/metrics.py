@@ -16,11 +16,12 @@ RPC outcomes come from a grpc.ServerInterceptor, so the servicers know nothing o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ _DB_TIMEOUT = 2.0  # seconds a scrape may wait for the database
 
 
 class Metrics:
-    """The server's counters; also the `service.ByteCounter` of its Core."""
+    """The server's counters; also the `storage.ByteCounter` of its Core."""
 
     def __init__(self, metadata_db: Path | None = None) -> None:
         self.metadata_db = metadata_db
@@ -175,18 +176,18 @@ def _escape(value: str) -> str:
 # ---------------------------------------------------------------- gRPC interceptor
 
 
-class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
+class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
     """Counts every RPC by its final status code, for unary and streaming handlers alike."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
         if handler is None:  # unknown method: gRPC answers UNIMPLEMENTED itself
             return None
         method: str = handler_call_details.method
@@ -209,39 +210,50 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc 
         )
 
     def _unary(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
-        def call(request: Any, context: grpc.ServicerContext) -> Any:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             self.metrics.started()
-            failed = True
+            outcome: BaseException | None = None
             try:
-                response = behaviour(request, context)
-                failed = False
-                return response
+                return await behaviour(request, context)
+            except BaseException as err:
+                outcome = err
+                raise
             finally:
-                self.metrics.finished(method, _final_code(context, failed))
+                self.metrics.finished(method, _final_code(context, outcome))
 
         return call
 
     def _streaming(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
-        def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             self.metrics.started()
-            failed = True
+            outcome: BaseException | None = None
             try:
-                yield from behaviour(request, context)
-                failed = False
-            finally:  # also on GeneratorExit: the client went away mid-stream
-                self.metrics.finished(method, _final_code(context, failed))
+                result = behaviour(request, context)
+                if hasattr(result, "__aiter__"):
+                    async for response in result:
+                        yield response
+                else:  # a handler that writes with context.write
+                    await result
+            except BaseException as err:  # also GeneratorExit: the client went away
+                outcome = err
+                raise
+            finally:
+                self.metrics.finished(method, _final_code(context, outcome))
 
         return call
 
 
-def _final_code(context: grpc.ServicerContext, failed: bool) -> grpc.StatusCode:
+def _final_code(
+    context: grpc.aio.ServicerContext, outcome: BaseException | None
+) -> grpc.StatusCode:
     code: grpc.StatusCode | None = context.code()  # set by context.abort / set_code
     if code is not None:
         return code
-    if failed:
-        # An exception without abort() becomes UNKNOWN; a closed generator is a cancel.
-        return grpc.StatusCode.UNKNOWN if context.is_active() else grpc.StatusCode.CANCELLED
-    return grpc.StatusCode.OK
+    if outcome is None:
+        return grpc.StatusCode.OK
+    if isinstance(outcome, asyncio.CancelledError | GeneratorExit):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN  # an exception without abort()
 
 
 # ---------------------------------------------------------------- HTTP endpoint

@@ -1,15 +1,48 @@
-"""In-process publish/subscribe of ref updates, for the WatchRefs stream."""
+"""In-process publish/subscribe of ref updates, for the WatchRefs stream.
+
+Subscribers wait on the event loop (an asyncio queue each); `publish` may be called from
+any thread (ref updates commit in the blocking pool) and hands each update to the
+subscriber's loop. A subscriber that falls `QUEUE_LIMIT` updates behind is ended rather
+than allowed to grow without bound: WatchRefs is best effort, and a client re-reads its
+refs after every reconnect (docs/protocol.md §7.7).
+"""
 
 from __future__ import annotations
 
-import queue
+import asyncio
+import contextlib
 import threading
 from collections import defaultdict
 
 from anysync.types import Ref
 
-# None is the "server is stopping" sentinel.
-Subscription = queue.Queue[Ref | None]
+QUEUE_LIMIT = 256
+# What a subscription yields when it ends: the server is stopping, or it fell behind.
+END = None
+
+
+class Subscription:
+    """One watcher's queue of updates, read on the loop that created it."""
+
+    def __init__(self, account: int) -> None:
+        self.account = account
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[Ref | None] = asyncio.Queue(QUEUE_LIMIT + 1)
+
+    async def get(self) -> Ref | None:
+        """The next update, or END."""
+        return await self._queue.get()
+
+    def _deliver(self, ref: Ref | None) -> None:  # on the subscriber's loop
+        if self._queue.qsize() >= QUEUE_LIMIT:
+            ref = END  # too far behind: end the stream; the client reconnects and re-reads
+        if not self._queue.full():
+            self._queue.put_nowait(ref)
+
+    def send(self, ref: Ref | None) -> None:
+        """Hand `ref` to the subscriber from any thread."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
+            self._loop.call_soon_threadsafe(self._deliver, ref)
 
 
 class RefNotifier:
@@ -19,29 +52,36 @@ class RefNotifier:
         self._closed = False
 
     def subscribe(self, account: int) -> Subscription:
-        q: Subscription = queue.Queue()
+        """A new subscription of `account`'s updates; call on the event loop."""
+        sub = Subscription(account)
         with self._lock:
             if self._closed:
-                q.put(None)
-            self._subs[account].add(q)
-        return q
+                sub.send(END)
+            self._subs[account].add(sub)
+        return sub
 
-    def unsubscribe(self, account: int, q: Subscription) -> None:
+    def unsubscribe(self, sub: Subscription) -> None:
         with self._lock:
-            self._subs[account].discard(q)
-            if not self._subs[account]:
-                del self._subs[account]
+            subs = self._subs.get(sub.account)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subs[sub.account]
+
+    def watchers(self) -> int:
+        with self._lock:
+            return sum(len(s) for s in self._subs.values())
 
     def publish(self, account: int, ref: Ref) -> None:
         with self._lock:
             targets = list(self._subs.get(account, ()))
-        for q in targets:
-            q.put(ref)
+        for sub in targets:
+            sub.send(ref)
 
     def close(self) -> None:
-        """Wake every watcher so that its stream ends (server shutdown)."""
+        """End every watcher's stream (server shutdown)."""
         with self._lock:
             self._closed = True
-            targets = [q for qs in self._subs.values() for q in qs]
-        for q in targets:
-            q.put(None)
+            targets = [s for subs in self._subs.values() for s in subs]
+        for sub in targets:
+            sub.send(END)

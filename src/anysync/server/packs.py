@@ -1,17 +1,15 @@
 """Packs on the server side: where they are stored and how an upload is checked.
 
-An upload is verified while it streams: PackStream hands the store the pack's bytes
-but holds back the last piece until it has seen the whole stream, checked its length
-and its SHA-256. A store writes to a temporary object and makes it visible only after
-reading `size` bytes (ObjectStore.put), so a pack that fails a check, or a client
-that goes away mid-stream, never becomes an object.
+An upload is verified while it streams (PackCheck: length and SHA-256) into a temporary
+file; only a complete, verified file is handed to the store (anysync.server.storage),
+so a pack that fails a check, or whose client goes away mid-stream, never becomes an
+object.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterator
 
 from anysync.errors import IntegrityError, UsageError
 from anysync.types import PackId
@@ -33,51 +31,30 @@ def pack_key(server_secret: bytes, user_id: str, pack_id: PackId) -> str:
     return f"{user_prefix(server_secret, user_id)}/{hex_id[:2]}/{hex_id}"
 
 
-class PackStream:
-    """A Readable over the data pieces of an upload that checks them on the way.
+class PackCheck:
+    """Checks an upload's pieces as they arrive: never more than `size` bytes, and at
+    the end exactly `size` bytes whose SHA-256 is `sha256`.
 
-    Raises UsageError when the stream is longer or shorter than `size`, and
-    IntegrityError when its SHA-256 is not `sha256`, always before the last byte is
-    returned.
+    `add` raises UsageError as soon as the stream is longer than its header says;
+    `finish` raises UsageError for a short stream and IntegrityError for a wrong hash.
     """
 
-    def __init__(self, pieces: Iterator[bytes], size: int, sha256: bytes) -> None:
-        if size <= 0:  # the check runs when the last byte arrives: there must be one
+    def __init__(self, size: int, sha256: bytes) -> None:
+        if size <= 0:
             raise UsageError("a pack cannot be empty")
-        self._pieces = pieces
-        self._size = size
+        self.size = size
         self._expected = sha256
         self._hash = hashlib.sha256()
-        self._received = 0
-        self._buffer = bytearray()
-        self._verified = False
+        self.received = 0
 
-    def read(self, size: int = -1, /) -> bytes:
-        while not self._verified and (size < 0 or len(self._buffer) < size):
-            self._pull()
-        n = len(self._buffer) if size < 0 else min(size, len(self._buffer))
-        out = bytes(self._buffer[:n])
-        del self._buffer[:n]
-        return out
-
-    def _pull(self) -> None:
-        piece = next(self._pieces, None)
-        if piece is None:
-            raise UsageError(f"the upload ended after {self._received} of {self._size} bytes")
-        self._received += len(piece)
-        if self._received > self._size:
-            raise UsageError(f"the upload is longer than the {self._size} bytes its header says")
+    def add(self, piece: bytes) -> None:
+        self.received += len(piece)
+        if self.received > self.size:
+            raise UsageError(f"the upload is longer than the {self.size} bytes its header says")
         self._hash.update(piece)
-        self._buffer += piece
-        if self._received == self._size:
-            self._verify()
 
-    def _verify(self) -> None:
-        for extra in self._pieces:  # the stream must end here
-            if extra:
-                raise UsageError(
-                    f"the upload is longer than the {self._size} bytes its header says"
-                )
+    def finish(self) -> None:
+        if self.received < self.size:
+            raise UsageError(f"the upload ended after {self.received} of {self.size} bytes")
         if not hmac.compare_digest(self._hash.digest(), self._expected):
             raise IntegrityError("the pack's SHA-256 does not match its header; not stored")
-        self._verified = True

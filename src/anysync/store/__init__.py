@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 from anysync.errors import UsageError
 from anysync.store.base import (
     READ_CHUNK,
+    FileStore,
     ObjectStore,
     OutOfRangeError,
     PresigningStore,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "READ_CHUNK",
+    "FileStore",
     "LocalStore",
     "ObjectStore",
     "OutOfRangeError",

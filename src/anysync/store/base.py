@@ -141,3 +141,21 @@ class PresigningStore(Protocol):
         """(size, ETag) of the object; for a single-part upload the ETag is its MD5 in
         hex. Raises NotFound when there is no such object."""
         ...
+
+
+@runtime_checkable
+class FileStore(Protocol):
+    """A store that keeps objects as files (LocalStore). An upload streaming in from a
+    client is written straight into the store's temporary area and then adopted, instead
+    of being written once to a spool file and copied again by put()."""
+
+    def temp_path(self) -> Path:
+        """A fresh path in the store's temporary area, on the objects' file system. The
+        caller writes the object there, then adopts it, or removes it."""
+        ...
+
+    def adopt(self, key: str, path: Path, size: int) -> None:
+        """Make the file at `path` (from temp_path, exactly `size` bytes) the object under
+        `key`: atomic and durable as put(). The file is moved, not copied; on failure it
+        is removed."""
+        ...

@@ -42,7 +42,7 @@ class LocalStore:
         final = self._path(key)
         if size < 0:
             raise UsageError(f"negative object size {size}")
-        tmp = self._tmp / f"{secrets.token_hex(8)}.part"
+        tmp = self.temp_path()
         try:
             with open(tmp, "xb") as out:
                 if isinstance(source, Path):
@@ -57,6 +57,26 @@ class LocalStore:
         except BaseException:
             # BaseException too: a cancelled upload must not leave a temp file behind.
             tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(final.parent)
+
+    def temp_path(self) -> Path:
+        return self._tmp / f"{secrets.token_hex(8)}.part"
+
+    def adopt(self, key: str, path: Path, size: int) -> None:
+        try:
+            final = self._path(key)
+            if path.parent != self._tmp:
+                raise UsageError(f"{path} is not in the store's temporary area")
+            with open(path, "rb") as f:
+                actual = os.fstat(f.fileno()).st_size
+                if actual != size:
+                    raise UsageError(f"the data is {actual} bytes, not {size}")
+                os.fsync(f.fileno())
+            self._make_dirs(final.parent)
+            path.replace(final)
+        except BaseException:
+            path.unlink(missing_ok=True)
             raise
         _fsync_dir(final.parent)
 

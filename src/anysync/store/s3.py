@@ -1,7 +1,9 @@
 """S3 store: one bucket of MinIO, SeaweedFS, Garage, AWS S3 or any S3-compatible server.
 
-Objects are written with the minio SDK in a single PUT (packs are well below the part
-size), so an object is either absent or complete: S3's own atomicity gives the
+Objects are written with the minio SDK: one PUT up to PART_SIZE, above it a multipart
+upload of PART_SIZE parts sent one at a time, so a put holds at most one part in
+memory whatever the object's size. Either way an object is absent or complete: S3's
+own atomicity (a multipart object appears at CompleteMultipartUpload) gives the
 contract's. Failures that may pass (5xx, timeouts, connection resets) are raised as
 TransientStoreError for store.retry to retry; everything else is permanent and says
 what to fix. Multipart uploads left behind by a crash are aborted by
@@ -41,7 +43,9 @@ __all__ = ["S3Settings", "S3Store", "TransientStoreError"]
 
 log = logging.getLogger(__name__)
 
-PART_SIZE = 64 << 20  # above any pack the client makes: one PUT, no multipart
+# The memory one put holds (S3's smallest part is 5 MiB). Packs of the client's usual
+# 16 MiB go in two or three parts.
+PART_SIZE = 8 << 20
 _MISSING = {"NoSuchKey", "NoSuchObject", "NoSuchUpload", "NotFound"}
 _CREDENTIALS = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden"}
 
@@ -100,10 +104,14 @@ class S3Store:
         with _Errors(key):
             if isinstance(source, Path):
                 with open(source, "rb") as f:
-                    self._client.put_object(self.bucket, key, f, size, part_size=PART_SIZE)
+                    self._client.put_object(
+                        self.bucket, key, f, size, part_size=PART_SIZE, num_parallel_uploads=1
+                    )
             else:
                 stream = cast(BinaryIO, source)  # the SDK only calls read(n)
-                self._client.put_object(self.bucket, key, stream, size, part_size=PART_SIZE)
+                self._client.put_object(
+                    self.bucket, key, stream, size, part_size=PART_SIZE, num_parallel_uploads=1
+                )
 
     def get_range(self, key: str, offset: int = 0, length: int = 0) -> Iterator[bytes]:
         total = self.size(key)
