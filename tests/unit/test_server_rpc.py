@@ -5,6 +5,7 @@ test_hostile*.py."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -23,7 +24,7 @@ from anysync.errors import REASON_KEY, StreamIdle, TooManyStreams, UsageError
 from anysync.server import app
 from anysync.server.app import RunningServer
 from anysync.server.home import init_home
-from anysync.server.streams import Limits
+from anysync.server.streams import Limits, UploadSlots
 from anysync.v1 import anysync_pb2 as pb
 from anysync.v1 import anysync_pb2_grpc as pb_grpc
 
@@ -233,37 +234,47 @@ def test_a_stalled_upload_is_cut_off_and_leaves_nothing(served: Served) -> None:
 # ---------------------------------------------------------------- case 3: bounded uploads
 
 
-def test_uploads_beyond_the_slots_wait_then_are_refused(served: Served) -> None:
-    """max_uploads = 1: while one upload moves data, a second waits for the slot and,
-    after upload_wait_seconds, is refused; once the first is done, uploads go through."""
+def test_a_stalled_upload_holds_no_slot(served: Served) -> None:
+    """max_uploads = 1: an upload that stalls after its first piece does not keep the
+    next one waiting (before, 100 stalled uploads starved every real backup)."""
     data = os.urandom(3000)
     first_sent, release = threading.Event(), threading.Event()
 
-    def slow() -> Iterator[pb.UploadPackRequest]:
+    def stalling() -> Iterator[pb.UploadPackRequest]:
         yield _header(len(data), data)
         yield pb.UploadPackRequest(data=data[:1000])
         first_sent.set()
         release.wait(10)
         yield pb.UploadPackRequest(data=data[1000:])
 
-    # The idle deadline would cut the slow upload off: give it room here.
+    # The idle deadline would cut the stalling upload off: give it room here.
     served.running.core.limits = replace(LIMITS, upload_idle_seconds=10)
-    slow_call = served.storage.UploadPack.future(slow(), metadata=served.md)
+    stalled = served.storage.UploadPack.future(stalling(), metadata=served.md)
     assert first_sent.wait(5)
-    _wait_for(lambda: len(served.temp_files()) == 1)  # it holds the slot
-
-    second = [_header(len(data), data), pb.UploadPackRequest(data=data)]
-    with pytest.raises(grpc.RpcError) as info:
-        served.storage.UploadPack(iter(second), metadata=served.md, timeout=10)
-    assert (info.value.code(), _reason(info.value)) == (
-        Code.RESOURCE_EXHAUSTED,
-        TooManyStreams.reason,
+    _wait_for(lambda: len(served.temp_files()) == 1)
+    other = os.urandom(2000)
+    reply = served.storage.UploadPack(
+        iter([_header(len(other), other), pb.UploadPackRequest(data=other)]),
+        metadata=served.md,
+        timeout=10,
     )
-    assert len(served.temp_files()) == 1  # the waiting upload wrote nothing anywhere
+    assert reply.stored_bytes == len(other)
     release.set()
-    assert slow_call.result(timeout=10).stored_bytes == len(data)
-    reply = served.storage.UploadPack(iter(second), metadata=served.md, timeout=10)
-    assert reply.stored_bytes == len(data)
+    assert stalled.result(timeout=10).stored_bytes == len(data)
+
+
+def test_a_piece_that_finds_every_slot_taken_waits_then_is_refused() -> None:
+    slots = UploadSlots(replace(LIMITS, max_uploads=1, upload_wait_seconds=0.2))
+
+    async def contend() -> None:
+        async with slots.slot():
+            with pytest.raises(TooManyStreams, match="busy with other uploads"):
+                async with slots.slot():
+                    pass
+        async with slots.slot():  # given back: the next one gets it at once
+            pass
+
+    asyncio.run(contend())
 
 
 def test_an_upload_streams_to_disk_not_memory(served: Served) -> None:

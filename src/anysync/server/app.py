@@ -41,8 +41,10 @@ log = logging.getLogger(__name__)
 # 1 MiB; a FindBlobs of 10,000 IDs is 340 KiB.
 MAX_MESSAGE_BYTES = 8 << 20
 # What a client may send on one stream before the server reads it: bounds the memory of
-# streams that wait (for an upload slot, for the pool) and allows 1 MiB per round trip.
-STREAM_WINDOW_BYTES = 1 << 20
+# streams that wait (for an upload slot, for the pool). 256 KiB per round trip is 256 MB/s
+# on a LAN and 5 MB/s (40 Mbit/s) per upload at 50 ms, about a home line's upstream;
+# 1 MiB took a storm of 16 uploads to 182 MiB (bench/server_load.py, design.md §9.3).
+STREAM_WINDOW_BYTES = 256 << 10
 STOP_GRACE_SECONDS = 10
 # After the grace period gRPC cancels the calls still running, but work already in the
 # pool runs on until it returns; wait this long for it before closing the database.

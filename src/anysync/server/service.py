@@ -223,21 +223,24 @@ class StorageService(pb_grpc.StorageServicer):
             if first is None or first.WhichOneof("part") != "header":
                 raise UsageError("UploadPack must start with a header message")
             header = _header_from_wire(first.header)
-            async with self.core.uploads.slot():
-                upload = await self.run(self.storage.start_upload, caller, header)
-                try:
-                    while (msg := await self._read(context)) is not None:
-                        if msg.WhichOneof("part") != "data":
-                            raise UsageError("UploadPack: only the first message may be a header")
+            upload = await self.run(self.storage.start_upload, caller, header)
+            try:
+                # A slot is held per piece, not per upload: an upload that stalls holds
+                # none, so stalled streams cannot starve the uploads that move data.
+                while (msg := await self._read(context)) is not None:
+                    if msg.WhichOneof("part") != "data":
+                        raise UsageError("UploadPack: only the first message may be a header")
+                    async with self.core.uploads.slot():
                         await self.run(upload.write, msg.data)
+                async with self.core.uploads.slot():
                     stored = await self.run(upload.finish)
-                except asyncio.CancelledError:
-                    # After a write that may still run in its thread; nobody waits.
-                    self.core.pool.submit(upload.abort)
-                    raise
-                except BaseException:
-                    await self.run(upload.abort)  # gone before the client hears of it
-                    raise
+            except asyncio.CancelledError:
+                # After a write that may still run in its thread; nobody waits.
+                self.core.pool.submit(upload.abort)
+                raise
+            except BaseException:
+                await self.run(upload.abort)  # gone before the client hears of it
+                raise
         return pb.UploadPackResponse(pack_id=stored.pack_id.raw, stored_bytes=stored.size)
 
     async def _read(self, context: Ctx) -> pb.UploadPackRequest | None:

@@ -4,10 +4,10 @@ and uploads in progress. What a client sends must not decide what the server spe
 Every streaming call (WatchRefs, UploadPack, ReadPack, Health/Watch) takes a place for
 its client address when it starts, and one for its account once it is authenticated;
 both are given back when the call ends, however it ends. A call over a cap is refused at
-once with TooManyStreams (RESOURCE_EXHAUSTED, reason "too_many_streams"). Uploads also
-take one of `max_uploads` slots while their data flows, so that memory, disk bandwidth
-and pool time are bounded by configuration; an upload waits up to
-`upload_wait_seconds` for a slot, then is refused the same way.
+once with TooManyStreams (RESOURCE_EXHAUSTED, reason "too_many_streams"). Each piece of
+an upload takes one of `max_uploads` slots while it is written, so that disk bandwidth
+and pool time are bounded by configuration and a stalled upload holds no slot; a piece
+waits up to `upload_wait_seconds` for one, then the upload is refused the same way.
 
 Unary calls hold no place: they are answered, and their blocking work queues for the
 bounded pool (anysync.server.pool). The heavy ones run a few at a time and wait on the
@@ -41,7 +41,7 @@ class Limits:
     streams_per_address: int = 64  # NAT: a household's devices share one address
     streams_per_account: int = 32  # a device holds one WatchRefs plus its transfers
     streams_total: int = 1024
-    max_uploads: int = 4  # UploadPack data phases at once, server-wide
+    max_uploads: int = 4  # UploadPack pieces written at once, server-wide
     upload_wait_seconds: float = 60.0  # how long an upload waits for a slot
     upload_idle_seconds: float = 30.0  # an upload without data for this long is cut off
     heavy_calls: int = 2  # FindBlobs calls at once (10,000 IDs in, locations out)
@@ -135,7 +135,8 @@ def _release(counts: dict[_K, int], key: _K) -> None:
 
 
 class UploadSlots:
-    """At most `limits.max_uploads` uploads move data at once; on the event loop."""
+    """At most `limits.max_uploads` upload pieces are written at once; on the event loop.
+    A slot is taken per piece (UploadPack) so that a stalled stream holds none."""
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
