@@ -1429,6 +1429,9 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"revision {code.label} ({i + 1}/{len(codes)})")
                     rev_work = work / f"run-{i}"
                     shutil.rmtree(rev_work, ignore_errors=True)
+                    # Servers of every revision have the same names: a peak must not
+                    # carry over from the revision before.
+                    sampler.peaks.clear()
                     rev = Revision(code, mode, data, rev_work, sampler)
                     doc["runs"].append(rev.res)  # also when interrupted halfway
                     res = rev.run()
