@@ -178,6 +178,20 @@ def test_the_quota_is_checked_on_the_header(
     assert list((store.root / ".tmp").iterdir()) == []
 
 
+def test_index_entries_are_charged_on_the_header(
+    db: Metadata, store: LocalStore, tmp_path: Path
+) -> None:
+    """A tiny pack with many entries costs 256 B per entry, refused before any data."""
+    storage = make(db, store, tmp_path, quota=10_000)
+    entries = [EntryIn(i.to_bytes(32, "big"), 0, 1) for i in range(50)]
+    with pytest.raises(QuotaExceeded, match="quota exceeded"):
+        storage.start_upload(caller(db), header(b"x", entries))
+    many = [EntryIn(i.to_bytes(32, "big"), 0, 1) for i in range(100_001)]
+    with pytest.raises(UsageError, match="at most 100,000 index entries"):
+        make(db, store, tmp_path).start_upload(caller(db, "b@example.org"), header(b"x", many))
+    assert list((store.root / ".tmp").iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("bad", "message"),
     [

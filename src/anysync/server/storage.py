@@ -26,7 +26,7 @@ from anysync.errors import IntegrityError, NotFound, UsageError
 from anysync.server import packs
 from anysync.server.accounts import Caller
 from anysync.server.config import ServerConfig
-from anysync.server.metadata import Metadata, check_quota
+from anysync.server.metadata import Metadata, check_pack_entries, check_quota, pack_charge
 from anysync.server.uploads import PendingUpload, PendingUploads
 from anysync.store import FileStore, ObjectStore, OutOfRangeError, PresigningStore
 from anysync.types import BLOB_ID_SIZE, PACK_ID_SIZE, BlobId, BlobLocation, PackId
@@ -121,12 +121,18 @@ class Storage:
 
     # ------------------------------------------------------------ streamed uploads
 
+    def _check_charge(self, caller: Caller, header: PackHeader) -> None:
+        """What add_pack will refuse, refused before the data moves: too many index
+        entries, or a charge (metadata.pack_charge) over the quota."""
+        check_pack_entries(len(header.entries))
+        charge = pack_charge(header.size, len(header.entries))
+        check_quota(caller.user.used_bytes, charge, self.quota(caller))
+
     def start_upload(self, caller: Caller, header: PackHeader) -> PackUpload:
         """Check the header and the quota, and open the upload's temporary file."""
         pack_id = PackId.random()
         entries = _checked_header(header, pack_id)
-        # Before any data is accepted; add_pack checks again, atomically.
-        check_quota(caller.user.used_bytes, header.size, self.quota(caller))
+        self._check_charge(caller, header)  # before any data; add_pack checks again
         if isinstance(self.store, FileStore):
             path = self.store.temp_path()
         else:
@@ -172,7 +178,7 @@ class Storage:
             raise UsageError("BeginUpload needs the pack's 16-byte MD5")
         pack_id = PackId.random()
         entries = _checked_header(header, pack_id)
-        check_quota(caller.user.used_bytes, header.size, self.quota(caller))
+        self._check_charge(caller, header)
         seconds = self._presign_seconds()
         expires = time.time() + seconds
         self.pending.add(
