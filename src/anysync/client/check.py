@@ -90,9 +90,10 @@ def check(
 def _snapshots(book: RefBook, repo: Repository, out: CheckResult) -> list[Snapshot]:
     """Every snapshot every listed ref reaches; what cannot be read goes to out.history."""
     names = sorted(r.name for r in book.refs.list_refs(""))
+    listed = set(names)
     out.refs = len(names)
     for name, label in sorted(book.seen.seen_labels().items()):
-        if name not in names:
+        if name not in listed:
             out.history.append(
                 f"the server no longer lists {shown(name, label)}, which this device has seen"
             )
