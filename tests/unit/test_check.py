@@ -172,3 +172,18 @@ def test_a_damaged_directory_listing_names_the_directory(
         )
         == 2
     )
+
+
+def test_a_seen_ref_the_server_no_longer_lists_is_damage(
+    remote: MemoryRemote,
+    state: StateDB,
+    two_snapshots: tuple[Path, backup.BackupResult, backup.BackupResult],
+) -> None:
+    src, _, second = two_snapshots
+    del remote.refs[second.snapshot.commit.ref]
+    clean, lines = run_check(remote, state)
+    assert not clean
+    assert lines == [
+        f"the server no longer lists backup of {src} on host "
+        f"(ref {second.snapshot.commit.ref[:12]}), which this device has seen"
+    ]
