@@ -56,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.datasets import DataSets, MiB, Scale
 from bench.main import machine
+from bench.sync_bench import spawn
 from bench.tools import base_env, free_port
 
 BENCH = Path(__file__).resolve().parent
@@ -161,20 +162,10 @@ def code_env(code: Code) -> dict[str, str]:
     return env | {"PYTHONPATH": str(code.src), "PYTHONUNBUFFERED": "1"}
 
 
-def spawn(argv: list[str], env: dict[str, str], logfile: Path) -> subprocess.Popen[bytes]:
-    with open(logfile, "ab") as out:
-        return subprocess.Popen(
-            argv,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group: stop() reaches its children
-        )
-
-
 def stop(proc: subprocess.Popen[bytes] | None, timeout_s: float = 15.0) -> None:
-    """SIGTERM the process group, then SIGKILL it if it is still there."""
+    """SIGTERM the process group, then SIGKILL it if it is still there. Unlike
+    sync_bench.stop, the group is killed even when its leader is gone: a load
+    generator's children must not outlive it."""
     if proc is None:
         return
     if proc.poll() is None:
