@@ -124,6 +124,42 @@ class ServerOutOfSpace(AnySyncError):
         super().__init__(message)
 
 
+class GcRaced(Conflict):
+    """Packs were condemned since this session looked up its blobs (or planned its prune):
+    the caller checks again what the server holds, then retries."""
+
+    reason = "gc_generation_changed"
+
+
+class RefsChanged(Conflict):
+    """A ref changed between a prune's mark and its condemnation: mark the new heads."""
+
+    reason = "refs_changed"
+
+
+class NeedsManage(PermissionDenied):
+    """The call deletes or rewrites: it needs a device with the manage right, or a fresh
+    password proof (`Elevate`)."""
+
+    reason = "needs_manage"
+
+
+class AppendOnly(PermissionDenied):
+    """The device is append-only: it may add, never delete or rewind."""
+
+    reason = "append_only"
+
+
+class ClientTooOld(AnySyncError):
+    """The account has been pruned; this client does not send its garbage-collection
+    generation with each commit, so it may only read."""
+
+    reason = "client_too_old"
+
+    def __init__(self, message: str = "upgrade anysync: this account has been pruned") -> None:
+        super().__init__(message)
+
+
 class LocalStateError(AnySyncError):
     """The client's own files are missing or unreadable."""
 
@@ -168,6 +204,11 @@ WIRE_ERRORS: tuple[type[AnySyncError], ...] = (
     TooManyStreams,
     StreamIdle,
     ServerOutOfSpace,
+    GcRaced,
+    RefsChanged,
+    NeedsManage,
+    AppendOnly,
+    ClientTooOld,
 )
 _BY_REASON = {cls.reason: cls for cls in WIRE_ERRORS}
 assert len(_BY_REASON) == len(WIRE_ERRORS) and "" not in _BY_REASON, "reasons must be unique"

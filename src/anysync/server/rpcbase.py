@@ -22,6 +22,7 @@ from anysync.errors import (
     AlreadyExists,
     AnySyncError,
     AuthError,
+    ClientTooOld,
     Conflict,
     IntegrityError,
     NotFound,
@@ -54,6 +55,7 @@ STATUS: tuple[tuple[type[AnySyncError], grpc.StatusCode], ...] = (
     (ServerOutOfSpace, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (StreamIdle, grpc.StatusCode.DEADLINE_EXCEEDED),
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (ClientTooOld, grpc.StatusCode.FAILED_PRECONDITION),
     (UsageError, grpc.StatusCode.INVALID_ARGUMENT),
     (IntegrityError, grpc.StatusCode.INVALID_ARGUMENT),
 )

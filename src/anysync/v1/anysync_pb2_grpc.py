@@ -264,6 +264,16 @@ class DevicesStub:
                 request_serializer=anysync_dot_v1_dot_anysync__pb2.WhoamiRequest.SerializeToString,
                 response_deserializer=anysync_dot_v1_dot_anysync__pb2.WhoamiResponse.FromString,
                 _registered_method=True)
+        self.SetDeviceRights = channel.unary_unary(
+                '/anysync.v1.Devices/SetDeviceRights',
+                request_serializer=anysync_dot_v1_dot_anysync__pb2.SetDeviceRightsRequest.SerializeToString,
+                response_deserializer=anysync_dot_v1_dot_anysync__pb2.SetDeviceRightsResponse.FromString,
+                _registered_method=True)
+        self.Elevate = channel.unary_unary(
+                '/anysync.v1.Devices/Elevate',
+                request_serializer=anysync_dot_v1_dot_anysync__pb2.ElevateRequest.SerializeToString,
+                response_deserializer=anysync_dot_v1_dot_anysync__pb2.ElevateResponse.FromString,
+                _registered_method=True)
 
 
 class DevicesServicer:
@@ -292,6 +302,23 @@ class DevicesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetDeviceRights(self, request, context):
+        """Set another device's (or the caller's own) rights. A device may lower rights; raising
+        them needs the manage right. An append-only device may change nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Elevate(self, request, context):
+        """A fresh password proof: the calling (write) device acts with the manage right for
+        `[gc] elevation` seconds. Shares ChangePassword's failure limit. Refused to append-only
+        devices.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DevicesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -309,6 +336,16 @@ def add_DevicesServicer_to_server(servicer, server):
                     servicer.Whoami,
                     request_deserializer=anysync_dot_v1_dot_anysync__pb2.WhoamiRequest.FromString,
                     response_serializer=anysync_dot_v1_dot_anysync__pb2.WhoamiResponse.SerializeToString,
+            ),
+            'SetDeviceRights': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetDeviceRights,
+                    request_deserializer=anysync_dot_v1_dot_anysync__pb2.SetDeviceRightsRequest.FromString,
+                    response_serializer=anysync_dot_v1_dot_anysync__pb2.SetDeviceRightsResponse.SerializeToString,
+            ),
+            'Elevate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Elevate,
+                    request_deserializer=anysync_dot_v1_dot_anysync__pb2.ElevateRequest.FromString,
+                    response_serializer=anysync_dot_v1_dot_anysync__pb2.ElevateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -404,6 +441,60 @@ class Devices:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def SetDeviceRights(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anysync.v1.Devices/SetDeviceRights',
+            anysync_dot_v1_dot_anysync__pb2.SetDeviceRightsRequest.SerializeToString,
+            anysync_dot_v1_dot_anysync__pb2.SetDeviceRightsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Elevate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anysync.v1.Devices/Elevate',
+            anysync_dot_v1_dot_anysync__pb2.ElevateRequest.SerializeToString,
+            anysync_dot_v1_dot_anysync__pb2.ElevateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class StorageStub:
     """---------------------------------------------------------------- storage
@@ -465,6 +556,21 @@ class StorageStub:
                 '/anysync.v1.Storage/WatchRefs',
                 request_serializer=anysync_dot_v1_dot_anysync__pb2.WatchRefsRequest.SerializeToString,
                 response_deserializer=anysync_dot_v1_dot_anysync__pb2.Ref.FromString,
+                _registered_method=True)
+        self.ListPacks = channel.unary_stream(
+                '/anysync.v1.Storage/ListPacks',
+                request_serializer=anysync_dot_v1_dot_anysync__pb2.ListPacksRequest.SerializeToString,
+                response_deserializer=anysync_dot_v1_dot_anysync__pb2.ListPacksResponse.FromString,
+                _registered_method=True)
+        self.CondemnPacks = channel.unary_unary(
+                '/anysync.v1.Storage/CondemnPacks',
+                request_serializer=anysync_dot_v1_dot_anysync__pb2.CondemnPacksRequest.SerializeToString,
+                response_deserializer=anysync_dot_v1_dot_anysync__pb2.CondemnPacksResponse.FromString,
+                _registered_method=True)
+        self.ListRefHistory = channel.unary_unary(
+                '/anysync.v1.Storage/ListRefHistory',
+                request_serializer=anysync_dot_v1_dot_anysync__pb2.ListRefHistoryRequest.SerializeToString,
+                response_deserializer=anysync_dot_v1_dot_anysync__pb2.ListRefHistoryResponse.FromString,
                 _registered_method=True)
 
 
@@ -547,6 +653,31 @@ class StorageServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPacks(self, request, context):
+        """Garbage collection (docs/design.md, "Prune"). Every pack of the account with its
+        state and (optionally) its index entries, read in one transaction; every message
+        carries the account's gc_generation and ref_seq of that transaction.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CondemnPacks(self, request, context):
+        """Condemn packs (manage right): they leave FindBlobs at once, their charge leaves the
+        quota, and the server deletes them after the grace period. Refused unless the
+        account's gc_generation and ref_seq are still the expected ones.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRefHistory(self, request, context):
+        """Every version each ref has had (its history), oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -599,6 +730,21 @@ def add_StorageServicer_to_server(servicer, server):
                     servicer.WatchRefs,
                     request_deserializer=anysync_dot_v1_dot_anysync__pb2.WatchRefsRequest.FromString,
                     response_serializer=anysync_dot_v1_dot_anysync__pb2.Ref.SerializeToString,
+            ),
+            'ListPacks': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListPacks,
+                    request_deserializer=anysync_dot_v1_dot_anysync__pb2.ListPacksRequest.FromString,
+                    response_serializer=anysync_dot_v1_dot_anysync__pb2.ListPacksResponse.SerializeToString,
+            ),
+            'CondemnPacks': grpc.unary_unary_rpc_method_handler(
+                    servicer.CondemnPacks,
+                    request_deserializer=anysync_dot_v1_dot_anysync__pb2.CondemnPacksRequest.FromString,
+                    response_serializer=anysync_dot_v1_dot_anysync__pb2.CondemnPacksResponse.SerializeToString,
+            ),
+            'ListRefHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRefHistory,
+                    request_deserializer=anysync_dot_v1_dot_anysync__pb2.ListRefHistoryRequest.FromString,
+                    response_serializer=anysync_dot_v1_dot_anysync__pb2.ListRefHistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -873,6 +1019,87 @@ class Storage:
             '/anysync.v1.Storage/WatchRefs',
             anysync_dot_v1_dot_anysync__pb2.WatchRefsRequest.SerializeToString,
             anysync_dot_v1_dot_anysync__pb2.Ref.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPacks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/anysync.v1.Storage/ListPacks',
+            anysync_dot_v1_dot_anysync__pb2.ListPacksRequest.SerializeToString,
+            anysync_dot_v1_dot_anysync__pb2.ListPacksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CondemnPacks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anysync.v1.Storage/CondemnPacks',
+            anysync_dot_v1_dot_anysync__pb2.CondemnPacksRequest.SerializeToString,
+            anysync_dot_v1_dot_anysync__pb2.CondemnPacksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRefHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anysync.v1.Storage/ListRefHistory',
+            anysync_dot_v1_dot_anysync__pb2.ListRefHistoryRequest.SerializeToString,
+            anysync_dot_v1_dot_anysync__pb2.ListRefHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,6 +9,17 @@ Commit plaintext, version 1: canonical JSON (UTF-8, sorted keys, no spaces), e.g
 `counter` is the parent's counter + 1: together with `parents` it lets a device refuse a
 ref head that does not descend from the newest commit it has seen (rollback check).
 Commits are few and small, so a readable, extensible encoding costs nothing.
+
+Version 2 is version 1 plus two optional keys, written only when one is set (so every
+other commit stays readable by version-1 clients):
+
+    "edit": {"forget": ["<hex>"], "replace": [{"of": "<hex>", "commit": "<hex>"}],
+             "retired": false, "policy": "<text>"}
+    "retention": "<Policy.to_bytes() as text>"
+
+An edit commit (kind "edit") forgets or replaces earlier snapshots of its ref without
+rewriting anything (docs/design.md, "Forget"). `retention` is a sync folder's policy,
+copied forward by every commit of the folder.
 """
 
 from __future__ import annotations
@@ -20,7 +31,16 @@ from typing import Any
 from anysync.errors import IntegrityError
 from anysync.types import BlobId
 
-VERSION = 1
+VERSION = 2
+KINDS = ("backup", "sync", "edit")
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    forget: tuple[BlobId, ...] = ()
+    replace: tuple[tuple[BlobId, BlobId], ...] = ()  # (of, commit that replaces it)
+    retired: bool = False  # a backup source whose every snapshot is forgotten
+    policy: str = ""  # the retention policy that decided, for the record
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +57,13 @@ class Commit:
     paths: tuple[str, ...] = ()
     message: str = ""
     stats: dict[str, int] = field(default_factory=dict)
+    edit: Edit | None = None
+    retention: str = ""  # a sync folder's policy (retention.Policy.to_bytes() as text)
 
 
 def encode(c: Commit) -> bytes:
     doc: dict[str, Any] = {
-        "v": VERSION,
+        "v": 2 if c.edit is not None or c.retention else 1,
         "kind": c.kind,
         "tree": c.tree.hex(),
         "parents": [p.hex() for p in c.parents],
@@ -55,14 +77,24 @@ def encode(c: Commit) -> bytes:
         "message": c.message,
         "stats": c.stats,
     }
+    if c.edit is not None:
+        doc["edit"] = {
+            "forget": [f.hex() for f in c.edit.forget],
+            "replace": [{"of": o.hex(), "commit": n.hex()} for o, n in c.edit.replace],
+            "retired": c.edit.retired,
+            "policy": c.edit.policy,
+        }
+    if c.retention:
+        doc["retention"] = c.retention
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
 def decode(data: bytes) -> Commit:
     try:
         doc = json.loads(data)
-        if doc["v"] != VERSION:
+        if doc["v"] not in (1, VERSION):
             raise ValueError(f"unsupported commit version {doc['v']}")
+        edit = doc.get("edit") if doc["v"] >= 2 else None
         return Commit(
             kind=str(doc["kind"]),
             tree=BlobId.from_hex(doc["tree"]),
@@ -76,6 +108,19 @@ def decode(data: bytes) -> Commit:
             paths=tuple(str(p) for p in doc["paths"]),
             message=str(doc["message"]),
             stats={str(k): int(v) for k, v in doc["stats"].items()},
+            edit=None if edit is None else _decode_edit(edit),
+            retention=str(doc.get("retention", "")) if doc["v"] >= 2 else "",
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise IntegrityError(f"commit is malformed: {exc}") from None
+
+
+def _decode_edit(doc: dict[str, Any]) -> Edit:
+    return Edit(
+        forget=tuple(BlobId.from_hex(f) for f in doc["forget"]),
+        replace=tuple(
+            (BlobId.from_hex(r["of"]), BlobId.from_hex(r["commit"])) for r in doc["replace"]
+        ),
+        retired=bool(doc["retired"]),
+        policy=str(doc["policy"]),
+    )
