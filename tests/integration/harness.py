@@ -42,6 +42,10 @@ class Server:
     s3: S3Server | None = None  # set when the server stores packs in S3
     bucket: str = ""
     env: dict[str, str] = field(default_factory=dict)  # extra environment of the process
+    # `run --gc-grace/--gc-min-pack-age`: tests delete condemned packs at once and may
+    # condemn packs just uploaded; a test of the grace period passes e.g. gc_grace="24h".
+    gc_grace: str = "0s"
+    gc_min_pack_age: str = "0s"
 
     def use_s3(self, s3: S3Server, bucket: str) -> None:
         """Point an initialised (not running) server at a bucket of a real S3 server."""
@@ -114,7 +118,10 @@ class Server:
         offset = self.log.stat().st_size if self.log.exists() else 0  # earlier runs' lines
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [SERVER, "--home", str(self.home), "run", "--listen", self.address],
+                [
+                    *(SERVER, "--home", str(self.home), "run", "--listen", self.address),
+                    *("--gc-grace", self.gc_grace, "--gc-min-pack-age", self.gc_min_pack_age),
+                ],
                 env=base_env() | self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -48,7 +48,8 @@ def biggest_chunk(server: Server) -> tuple[bytes, bytes, int, int]:
     """(blob ID, pack ID, offset, length) of the largest indexed blob: a chunk of big.bin."""
     with sqlite3.connect(server.home / "metadata.db") as db:
         row = db.execute(
-            "SELECT blob_id, pack_id, offset, length FROM blobs ORDER BY length DESC LIMIT 1"
+            "SELECT blob_id, pack_id, offset, length FROM blob_locations "
+            "ORDER BY length DESC LIMIT 1"
         ).fetchone()
     return row  # type: ignore[no-any-return]
 
@@ -72,7 +73,7 @@ def test_a_sound_repository_is_clean(server: Server, device_a: Client, backed_up
 
 def test_a_missing_index_row_is_found(server: Server, device_a: Client, backed_up: Path) -> None:
     blob_id, *_ = biggest_chunk(server)
-    edit_db(server, "DELETE FROM blobs WHERE blob_id = ?", blob_id)
+    edit_db(server, "DELETE FROM blob_locations WHERE blob_id = ?", blob_id)
     code, report, _ = check(device_a)
     assert code == 6 and damaged_paths(report) == {"Data/docs/big.bin"}
     proc = device_a.run("check", check=False)
@@ -124,7 +125,7 @@ def test_an_index_row_pointing_into_another_pack_is_found_by_reading(
         ).fetchone()
     edit_db(
         server,
-        "UPDATE blobs SET pack_id = ?, offset = 0, length = 64 WHERE blob_id = ?",
+        "UPDATE blob_locations SET pack_id = ?, offset = 0, length = 64 WHERE blob_id = ?",
         other,
         blob_id,
     )

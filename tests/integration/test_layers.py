@@ -42,11 +42,17 @@ class RacingRemote:
     race: Callable[[], None] | None = None
     update_calls: list[str] = field(default_factory=list)
 
-    def find_blobs(self, ids: Sequence[BlobId]) -> dict[BlobId, BlobLocation]:
-        return self.real.find_blobs(ids)
+    def find_blobs_at(self, ids: Sequence[BlobId]) -> tuple[dict[BlobId, BlobLocation], int]:
+        return self.real.find_blobs_at(ids)
 
-    def upload_pack(self, data: bytes, sha256: bytes, entries: Sequence[PackedBlob]) -> PackId:
-        return self.real.upload_pack(data, sha256, entries)
+    def upload_pack(
+        self,
+        data: bytes,
+        sha256: bytes,
+        entries: Sequence[PackedBlob],
+        maintenance: bool = False,
+    ) -> PackId:
+        return self.real.upload_pack(data, sha256, entries, maintenance)
 
     def read_pack(self, pack_id: PackId, offset: int, length: int) -> bytes:
         return self.real.read_pack(pack_id, offset, length)
@@ -57,12 +63,18 @@ class RacingRemote:
     def get_ref(self, name: str) -> Ref | None:
         return self.real.get_ref(name)
 
-    def update_ref(self, name: str, expected_version: int, commit_id: BlobId) -> Ref:
+    def update_ref(
+        self,
+        name: str,
+        expected_version: int,
+        commit_id: BlobId,
+        gc_generation: int | None = None,
+    ) -> Ref:
         race, self.race = self.race, None
         if race is not None:
             race()
         try:
-            ref = self.real.update_ref(name, expected_version, commit_id)
+            ref = self.real.update_ref(name, expected_version, commit_id, gc_generation)
         except AnySyncError as exc:
             self.update_calls.append(type(exc).__name__)
             raise

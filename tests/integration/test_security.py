@@ -35,7 +35,7 @@ def remote_of(client: Client) -> Remote:
 
 def blob_rows(server: Server) -> list[tuple[bytes, bytes, int, int]]:
     with sqlite3.connect(server.home / "metadata.db") as db:
-        return db.execute("SELECT blob_id, pack_id, offset, length FROM blobs").fetchall()
+        return db.execute("SELECT blob_id, pack_id, offset, length FROM blob_locations").fetchall()
 
 
 def test_server_holds_no_names_plaintext_password_or_keys(

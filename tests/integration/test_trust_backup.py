@@ -182,7 +182,7 @@ def test_a_cached_chunk_the_server_lost_is_uploaded_again(
     assert len(lost) == 32
     server.stop()
     with sqlite3.connect(server.home / "metadata.db") as db:
-        assert db.execute("DELETE FROM blobs WHERE blob_id = ?", (lost,)).rowcount == 1
+        assert db.execute("DELETE FROM blob_locations WHERE blob_id = ?", (lost,)).rowcount == 1
     server.start()
 
     second = backup_json(device_a, src)

@@ -25,16 +25,16 @@ from tests.integration.harness import Client, Server, snapshot_of
 
 
 def blob_lengths(server: Server) -> dict[bytes, int]:
-    """blob ID → stored length, as the server records it (metadata.db, table blobs)."""
+    """blob ID → stored length, as the server records it (metadata.db, table blob_locations)."""
     with sqlite3.connect(server.home / "metadata.db") as db:
-        return dict(db.execute("SELECT blob_id, length FROM blobs").fetchall())
+        return dict(db.execute("SELECT blob_id, length FROM blob_locations").fetchall())
 
 
 def stored_version(server: Server, bid: bytes) -> int:
     """The first byte of a blob as stored in its pack: its envelope version."""
     with sqlite3.connect(server.home / "metadata.db") as db:
         pack_id, offset = db.execute(
-            "SELECT pack_id, offset FROM blobs WHERE blob_id = ?", (bid,)
+            "SELECT pack_id, offset FROM blob_locations WHERE blob_id = ?", (bid,)
         ).fetchone()
     return server.read_object(pack_id)[offset]
 

@@ -53,7 +53,9 @@ def run_check(
 ) -> tuple[bool, list[str]]:
     repo = Repository(remote, KEYS)
     try:
-        result = check(RefBook(remote, repo, state), repo, fraction, random.Random(5))
+        result = check(
+            RefBook(remote, repo, state), repo, remote, frozenset(), fraction, random.Random(5)
+        )
     finally:
         repo.close()
     return result.clean, list(report_lines(result))
@@ -70,7 +72,7 @@ def test_a_sound_repository_is_clean_with_and_without_reading_data(
 ) -> None:
     assert run_check(remote, state) == (True, [])
     repo = Repository(remote, KEYS)
-    result = check(RefBook(remote, repo, state), repo, 1.0)
+    result = check(RefBook(remote, repo, state), repo, remote, frozenset(), 1.0)
     repo.close()
     assert result.clean and (result.refs, result.snapshots) == (1, 2)
     assert result.chunks_read == result.chunks == 3

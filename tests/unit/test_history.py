@@ -4,12 +4,14 @@ on its own, without gRPC."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from anysync import faults
 from anysync.client.repo import commit as commit_codec
 from anysync.client.repo import history
-from anysync.client.repo.commit import Commit
+from anysync.client.repo.commit import Commit, Edit
 from anysync.client.repo.refs import RefBook
 from anysync.client.repo.repository import Repository
 from anysync.client.statedb import StateDB
@@ -71,7 +73,7 @@ def test_a_ref_that_vanished_after_being_seen_is_a_rollback(
     del remote.refs["r-a"]
     with pytest.raises(
         RollbackError,
-        match=rf"^the server no longer has backup of  on host \(ref r-a\) that this device saw "
+        match=rf"^the server no longer has .* \(ref r-a\) that this device saw "
         rf"at commit {snap.id.short()}; refusing to treat it as empty$",
     ):
         refs.head("r-a")
@@ -230,7 +232,8 @@ def test_resolve_refuses_an_ambiguous_prefix(
         history.Snapshot(BlobId(bytes.fromhex("abcd01") + b"\0" * 29), real.commit),
         history.Snapshot(BlobId(bytes.fromhex("abcd02") + b"\0" * 29), real.commit),
     ]
-    monkeypatch.setattr(history, "snapshots", lambda book, warn: twins)
+    view = history.RefView("r-a", "backup", real, snapshots=twins)
+    monkeypatch.setattr(history, "views", lambda book, counting, warn: [view])
     with pytest.raises(UsageError, match="'abcd' matches 2 snapshots; give more digits"):
         history.resolve(refs, "abcd")
     assert history.resolve(refs, "abcd02") == twins[1]
@@ -308,3 +311,134 @@ def test_a_crash_after_the_commit_is_stored_leaves_the_ref_alone(
     assert new_id in remote.index  # the commit is stored
     assert remote.refs["r-a"].commit_id == a.id  # the ref did not move
     assert state.seen("r-a") == (a.id, 1)
+
+
+# ---------------------------------------------------------------- edits and views
+
+
+def edit(
+    refs: RefBook,
+    ref: str,
+    *,
+    forget: tuple[history.Snapshot, ...] = (),
+    replace: tuple[tuple[history.Snapshot, BlobId], ...] = (),
+    retired: bool = False,
+    retention: str = "",
+    device: str = "phone",
+    time_ns: int = 100,
+) -> history.Snapshot:
+    """An edit commit on top of the ref's head, as forget writes it."""
+
+    def make(h: history.Snapshot | None) -> Commit:
+        assert h is not None
+        e = Edit(tuple(s.id for s in forget), tuple((o.id, n) for o, n in replace), retired)
+        return dataclasses.replace(
+            commit(ref, h, time_ns=time_ns, kind="edit"), device=device, edit=e, retention=retention
+        )
+
+    return history.advance(refs, ref, make)
+
+
+def test_a_counting_edit_forgets_and_a_non_counting_one_is_ignored_with_a_warning(
+    repo: Repository, state: StateDB, refs: RefBook
+) -> None:
+    a, b, c = chain(refs, "r-a", 3, t0=10)
+    e1 = edit(refs, "r-a", forget=(a,), device="desk")
+    e2 = edit(refs, "r-a", forget=(b, c), device="stolen")
+    warnings: list[str] = []
+    view = history.view_of(repo, e2, {e1.id}, warnings.append)
+    assert view.kind == "backup"
+    assert view.snapshots == [c, b]
+    assert set(view.forgotten) == {a.id}
+    assert view.forgotten[a.id].by == e1
+    assert view.ignored == [e2]
+    assert warnings == ["forget record by device stolen ignored: stolen had no manage right"]
+    assert history.snapshots(refs, counting={e1.id}, warn=lambda _: None) == [b, c]
+    # with both counting, nothing is left, yet the ref is not retired (no edit said so)
+    both = history.view_of(repo, e2, {e1.id, e2.id}, pytest.fail)
+    assert both.snapshots == [] and not both.retired
+
+
+def test_latest_skips_edits_and_forgotten_snapshots(
+    repo: Repository, state: StateDB, refs: RefBook
+) -> None:
+    a, b = chain(refs, "r-a", 2, t0=10)
+    (other,) = chain(refs, "r-b", 1, t0=5)
+    e = edit(refs, "r-a", forget=(b,), time_ns=1000)  # the newest commit of all is the edit
+    assert history.resolve(refs, "latest", counting={e.id}) == a
+    assert history.resolve(refs, "latest", counting=set(), warn=lambda _: None) == b
+    edit(refs, "r-a", forget=(a,), retired=True, time_ns=1001)
+    assert history.resolve(refs, "latest", counting=history_ids(refs)) == other
+
+
+def history_ids(refs: RefBook) -> set[BlobId]:
+    """Every commit on every chain, as if a manage device wrote them all."""
+    out: set[BlobId] = set()
+    for head in refs.listing().heads.values():
+        out |= {s.id for s in history.history(refs.commits, head)}
+    return out
+
+
+def test_resolving_a_forgotten_snapshot_says_when_and_by_whom(
+    repo: Repository, state: StateDB, refs: RefBook, utc: None
+) -> None:
+    a, b = chain(refs, "r-a", 2)
+    e = edit(refs, "r-a", forget=(a,), device="desk", time_ns=1_767_023_456 * 10**9)
+    with pytest.raises(
+        NotFound,
+        match=rf"^snapshot {a.id.short()} was forgotten on 2025-12-29 15:50 by desk$",
+    ):
+        history.resolve(refs, a.id.hex()[:10], counting={e.id})
+    assert history.resolve(refs, b.id.hex(), counting={e.id}) == b
+    # a non-counting edit forgets nothing
+    assert history.resolve(refs, a.id.hex(), counting=set(), warn=lambda _: None) == a
+
+
+def test_a_replaced_snapshot_is_shown_through_its_replacement(
+    repo: Repository, state: StateDB, refs: RefBook
+) -> None:
+    a, b = chain(refs, "r-a", 2, t0=10)
+    repaired = dataclasses.replace(a.commit, parents=(), message="repaired: 1 files lost")
+    new = stored(repo, repaired)
+    e = edit(refs, "r-a", replace=((a, new),))
+    view = history.view_of(repo, e, {e.id}, pytest.fail)
+    assert view.snapshots == [b, history.Snapshot(new, repaired)]
+    assert view.replaced == {a.id: history.Snapshot(new, repaired)}
+    assert history.resolve(refs, a.id.hex(), counting={e.id}).id == new  # the old ID leads there
+    assert history.resolve(refs, new.hex(), counting={e.id}).id == new
+    # forgetting the replacement forgets the snapshot under either name
+    e2 = edit(refs, "r-a", forget=(history.Snapshot(new, repaired),))
+    view = history.view_of(repo, e2, {e.id, e2.id}, pytest.fail)
+    assert view.snapshots == [b]
+    assert {a.id, new} <= view.forgotten.keys()
+
+
+def test_retired_only_while_no_snapshot_came_after_the_edit(
+    repo: Repository, state: StateDB, refs: RefBook
+) -> None:
+    (a,) = chain(refs, "r-a", 1)
+    e = edit(refs, "r-a", forget=(a,), retired=True)
+    assert history.view_of(repo, e, {e.id}, pytest.fail).retired
+    assert not history.view_of(repo, e, set(), lambda _: None).retired  # it does not count
+    b = history.advance(refs, "r-a", lambda h: commit("r-a", h, time_ns=200))
+    view = history.view_of(repo, b, {e.id}, pytest.fail)
+    assert not view.retired and view.snapshots == [b]
+
+
+def test_the_newest_counting_edit_sets_a_sync_folders_retention(
+    repo: Repository, state: StateDB, refs: RefBook
+) -> None:
+    history.advance(refs, "s-x", lambda h: commit("s-x", h, kind="sync"))
+    e1 = edit(refs, "s-x", retention='{"keep_last":5,"v":1}')
+    s2 = history.advance(refs, "s-x", lambda h: commit("s-x", h, kind="sync", time_ns=300))
+    e2 = edit(refs, "s-x", retention='{"keep_last":1,"v":1}', device="stolen")
+    warnings: list[str] = []
+    view = history.view_of(repo, e2, {e1.id}, warnings.append)
+    assert view.kind == "sync" and view.latest == s2
+    assert view.retention == '{"keep_last":5,"v":1}'
+    assert warnings == ["retention setting by device stolen ignored: stolen had no manage right"]
+    assert history.view_of(repo, e2, {e1.id, e2.id}, pytest.fail).retention.startswith(
+        '{"keep_last":1'
+    )
+    # sync folders are not backups: neither listed nor resolved as snapshots
+    assert history.snapshots(refs, counting={e1.id, e2.id}) == []

@@ -189,3 +189,9 @@ def test_a_second_server_on_the_same_home_exits(home: Home) -> None:
     finally:
         again.send_signal(signal.SIGTERM)
         again.communicate(timeout=20)
+
+
+def test_run_refuses_a_bad_gc_duration(home: Home, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "--home", str(home.root), "run", "--gc-grace", "soon")
+    assert code == 2
+    assert "--gc-grace: not a duration: 'soon'" in err

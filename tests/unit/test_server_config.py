@@ -38,6 +38,9 @@ def test_the_template_is_the_defaults() -> None:
         ({"storage__kind": "ftp"}, 'expected "local" or "s3"'),
         ({"log__format": "xml"}, "expected text or json"),
         ({"storage__default_quota": "lots"}, "not a size"),
+        ({"gc__grace": "24"}, "\\[gc\\] grace: not a duration"),
+        ({"gc__grace": "1w"}, "not a duration"),
+        ({"gc__reap_every": "0s"}, "at least 1s"),
     ],
 )
 def test_bad_settings_are_refused(changes: dict[str, Any], message: str) -> None:
@@ -93,3 +96,24 @@ def test_boolean_settings_are_accepted_and_checked() -> None:
         parse_config({"version": 1, "storage": {**s3, "direct": "no"}})
     with pytest.raises(UsageError, match="wrong type"):
         parse_config({"version": 1, "limits": {"max_failed_logins": True}})
+
+
+def test_gc_settings_are_read() -> None:
+    config = parse_config(
+        _config(
+            gc__grace="0s",
+            gc__min_pack_age="90s",
+            gc__reap_every="2m",
+            gc__elevation="1h",
+            gc__maintenance_headroom="1M",
+        )
+    )
+    assert (
+        config.gc_grace_seconds,
+        config.gc_min_pack_age_seconds,
+        config.gc_reap_every_seconds,
+        config.gc_elevation_seconds,
+        config.gc_maintenance_headroom,
+    ) == (0, 90, 120, 3600, 1 << 20)
+    defaults = ServerConfig()
+    assert (defaults.gc_grace_seconds, defaults.gc_min_pack_age_seconds) == (86400, 3600)

@@ -32,6 +32,7 @@ from anysync.server.metadata import (
     Metadata,
     NewAccount,
     NewDevice,
+    RefWrite,
     migrations,
     pack_charge,
 )
@@ -89,7 +90,7 @@ def test_a_new_database_gets_the_latest_schema(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations())
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert {"users", "devices", "invites", "packs", "blobs", "refs"} <= tables
+        assert {"users", "devices", "invites", "packs", "blob_locations", "refs"} <= tables
     finally:
         conn.close()
 
@@ -132,7 +133,7 @@ def test_a_schema_1_database_is_upgraded(tmp_path: Path) -> None:
     db = Metadata.open(path)
     try:
         conn = db.connection()
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations()) == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations()) == 4
         assert tuple(conn.execute("SELECT size, charged FROM packs").fetchone()) == (10, 10)
         assert db.user_by_id(1).used_bytes == 10  # old packs keep what they were charged
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -152,7 +153,9 @@ def migrate_to(conn: sqlite3.Connection, version: int) -> None:
 
 def test_foreign_keys_are_enforced(db: Metadata) -> None:
     with pytest.raises(sqlite3.IntegrityError), db.transaction() as conn:
-        conn.execute("INSERT INTO packs VALUES (12345, x'00', 1, 0, 1)")  # no such user
+        conn.execute(
+            "INSERT INTO packs (user, pack_id, size, created_at) VALUES (12345, x'00', 1, 0)"
+        )  # no such user
 
 
 # ---------------------------------------------------------------- accounts and invites
@@ -211,25 +214,25 @@ def test_pack_index_and_usage(db: Metadata) -> None:
     pack = _pack(db, user, [_blob(1), _blob(2)])
     assert db.pack_size(user, pack) == 2000
     assert db.user_by_id(user).used_bytes == 2000
-    found = db.find_blobs(user, [_blob(1), _blob(2), _blob(3)])
+    found = _locations(db, user, [_blob(1), _blob(2), _blob(3)])
     assert {(f.blob_id, f.pack_id, f.offset) for f in found} == {
         (_blob(1), pack, 0),
         (_blob(2), pack, 1000),
     }
 
 
-def test_first_location_of_a_blob_wins(db: Metadata) -> None:
+def test_every_copy_of_a_blob_is_a_location(db: Metadata) -> None:
     user, _ = _account(db, "a@example.org")
     first = _pack(db, user, [_blob(1)])
-    _pack(db, user, [_blob(1)])  # a dedup race: harmless
-    [loc] = db.find_blobs(user, [_blob(1)])
-    assert loc.pack_id == first
+    second = _pack(db, user, [_blob(1)])  # a dedup race, or a repack
+    found = _locations(db, user, [_blob(1)])
+    assert {loc.pack_id for loc in found} == {first, second}
 
 
 def test_find_blobs_in_large_batches(db: Metadata) -> None:
     user, _ = _account(db, "a@example.org")
     _pack(db, user, [_blob(i) for i in range(0, 2400, 2)])
-    found = db.find_blobs(user, [_blob(i) for i in range(2400)])
+    found = _locations(db, user, [_blob(i) for i in range(2400)])
     assert len(found) == 1200
 
 
@@ -239,7 +242,7 @@ def test_quota_is_checked_in_the_transaction(db: Metadata) -> None:
     with pytest.raises(QuotaExceeded, match="quota exceeded"):
         _pack(db, user, [_blob(2), _blob(3)], quota=2500)
     assert db.user_by_id(user).used_bytes == 1000
-    assert db.find_blobs(user, [_blob(2)]) == []
+    assert _locations(db, user, [_blob(2)]) == []
 
 
 # ---------------------------------------------------------------- metadata in the quota
@@ -258,10 +261,10 @@ def test_index_entries_count_toward_the_quota(db: Metadata) -> None:
     tiny = [BlobLocation(_blob(i), pack, 0, 1) for i in range(100)]
     with pytest.raises(QuotaExceeded, match=r"this upload needs 25\.0 KiB more$"):
         db.add_pack(user, pack, 1, tiny, 20_000, NOW)
-    assert db.find_blobs(user, [_blob(0)]) == []
+    assert _locations(db, user, [_blob(0)]) == []
     db.add_pack(user, pack, 1, tiny, 0, NOW)  # unlimited: recorded, and charged
     assert db.user_by_id(user).used_bytes == 100 * PACK_ENTRY_CHARGE
-    assert len(db.find_blobs(user, [_blob(i) for i in range(100)])) == 100
+    assert len(_locations(db, user, [_blob(i) for i in range(100)])) == 100
 
 
 def test_a_pack_carries_at_most_max_pack_entries(db: Metadata) -> None:
@@ -297,24 +300,24 @@ def test_refs_per_account_are_capped(db: Metadata, monkeypatch: pytest.MonkeyPat
     _pack(db, alice, [_blob(1)])
     _pack(db, bob, [_blob(2)])
     for i in range(3):
-        db.update_ref(alice, f"r-{i}", 0, _blob(1), alice_dev, NOW)
+        db.update_ref(alice, f"r-{i}", 0, _blob(1), _writer(alice_dev), NOW)
     with pytest.raises(
         QuotaExceeded,
         match=r"^too many refs: this account has 3, the most this server allows is 3$",
     ):
-        db.update_ref(alice, "r-3", 0, _blob(1), alice_dev, NOW)
-    db.update_ref(alice, "r-0", 1, _blob(1), alice_dev, NOW)  # moving a ref still works
-    db.update_ref(bob, "r-0", 0, _blob(2), bob_dev, NOW)  # per account
+        db.update_ref(alice, "r-3", 0, _blob(1), _writer(alice_dev), NOW)
+    db.update_ref(alice, "r-0", 1, _blob(1), _writer(alice_dev), NOW)  # moving a ref still works
+    db.update_ref(bob, "r-0", 0, _blob(2), _writer(bob_dev), NOW)  # per account
     assert [r.name for r in db.list_refs(alice)] == ["r-0", "r-1", "r-2"]
 
 
 def test_ref_names_are_at_most_200_characters(db: Metadata) -> None:
     user, dev = _account(db, "a@example.org")
     _pack(db, user, [_blob(1)])
-    db.update_ref(user, "r" * 200, 0, _blob(1), dev, NOW)
+    db.update_ref(user, "r" * 200, 0, _blob(1), _writer(dev), NOW)
     for name in ("r" * 201, ""):
         with pytest.raises(UsageError, match=r"^a ref name is 1 to 200 characters$"):
-            db.update_ref(user, name, 0, _blob(1), dev, NOW)
+            db.update_ref(user, name, 0, _blob(1), _writer(dev), NOW)
 
 
 # ---------------------------------------------------------------- a full disk
@@ -331,7 +334,7 @@ def _fill(db: Metadata) -> None:
 def test_a_full_database_is_rolled_back_and_reported_as_enospc(db: Metadata) -> None:
     user, dev = _account(db, "a@example.org")
     first = _pack(db, user, [_blob(1)])
-    db.update_ref(user, "r", 0, _blob(1), dev, NOW)
+    db.update_ref(user, "r", 0, _blob(1), _writer(dev), NOW)
     _fill(db)
     pack = PackId.random()
     many = [BlobLocation(_blob(i), pack, i, 1) for i in range(2, 5000)]
@@ -341,7 +344,7 @@ def test_a_full_database_is_rolled_back_and_reported_as_enospc(db: Metadata) -> 
     assert str(caught.value) == f"[Errno {errno.ENOSPC}] {DISK_FULL}"
     # Rolled back, and reads go on.
     assert db.pack_size(user, pack) is None
-    assert db.find_blobs(user, [_blob(2)]) == []
+    assert _locations(db, user, [_blob(2)]) == []
     assert db.user_by_id(user).used_bytes == 1000
     assert db.pack_size(user, first) == 1000
     assert [r.name for r in db.list_refs(user)] == ["r"]
@@ -385,7 +388,7 @@ def test_a_really_full_file_system(tmp_path: Path) -> None:
             assert not db.connection().in_transaction
             used = db.user_by_id(user).used_bytes
             assert used == 1000 + n * 100 * PACK_ENTRY_CHARGE  # the failed pack is not counted
-            assert db.find_blobs(user, [_blob(1)])[0].length == 1000
+            assert _locations(db, user, [_blob(1)])[0].length == 1000
             db.touch_device(dev, NOW + 60)
         finally:
             db.close()
@@ -395,7 +398,7 @@ def test_blobs_and_packs_are_scoped_to_their_account(db: Metadata) -> None:
     alice, _ = _account(db, "alice@example.org")
     bob, _ = _account(db, "bob@example.org")
     pack = _pack(db, alice, [_blob(1)])
-    assert db.find_blobs(bob, [_blob(1)]) == []
+    assert _locations(db, bob, [_blob(1)]) == []
     assert db.pack_size(bob, pack) is None
 
 
@@ -405,13 +408,13 @@ def test_blobs_and_packs_are_scoped_to_their_account(db: Metadata) -> None:
 def test_ref_compare_and_swap(db: Metadata) -> None:
     user, dev = _account(db, "a@example.org")
     _pack(db, user, [_blob(1), _blob(2)])
-    ref = db.update_ref(user, "backup:home", 0, _blob(1), dev, NOW)
+    ref = db.update_ref(user, "backup:home", 0, _blob(1), _writer(dev), NOW)
     assert (ref.version, ref.commit_id, ref.updated_by_device) == (1, _blob(1), dev)
     with pytest.raises(Conflict, match=r"ref changed concurrently \(now at version 1\)"):
-        db.update_ref(user, "backup:home", 0, _blob(2), dev, NOW)
+        db.update_ref(user, "backup:home", 0, _blob(2), _writer(dev), NOW)
     with pytest.raises(Conflict):
-        db.update_ref(user, "backup:home", 2, _blob(2), dev, NOW)
-    ref = db.update_ref(user, "backup:home", 1, _blob(2), dev, NOW + 1)
+        db.update_ref(user, "backup:home", 2, _blob(2), _writer(dev), NOW)
+    ref = db.update_ref(user, "backup:home", 1, _blob(2), _writer(dev), NOW + 1)
     assert (ref.version, ref.commit_id, ref.updated_at) == (2, _blob(2), NOW + 1)
     assert db.get_ref(user, "backup:home") == ref
 
@@ -419,21 +422,21 @@ def test_ref_compare_and_swap(db: Metadata) -> None:
 def test_a_ref_cannot_point_at_a_missing_commit(db: Metadata) -> None:
     user, dev = _account(db, "a@example.org")
     with pytest.raises(NotFound, match="not stored"):
-        db.update_ref(user, "r", 0, _blob(9), dev, NOW)
+        db.update_ref(user, "r", 0, _blob(9), _writer(dev), NOW)
     assert db.get_ref(user, "r") is None
 
 
 def test_concurrent_compare_and_swap_has_one_winner(db: Metadata) -> None:
     user, dev = _account(db, "a@example.org")
     _pack(db, user, [_blob(i) for i in range(8)])
-    db.update_ref(user, "sync", 0, _blob(0), dev, NOW)
+    db.update_ref(user, "sync", 0, _blob(0), _writer(dev), NOW)
     results: list[str] = []
     barrier = threading.Barrier(8)
 
     def contender(i: int) -> None:
         barrier.wait()
         try:
-            db.update_ref(user, "sync", 1, _blob(i), dev, NOW)
+            db.update_ref(user, "sync", 1, _blob(i), _writer(dev), NOW)
             results.append("won")
         except Conflict:
             results.append("lost")
@@ -453,12 +456,12 @@ def test_refs_are_scoped_to_their_account(db: Metadata) -> None:
     bob, bob_dev = _account(db, "bob@example.org")
     _pack(db, alice, [_blob(1)])
     _pack(db, bob, [_blob(2)])
-    db.update_ref(alice, "same-name", 0, _blob(1), alice_dev, NOW)
+    db.update_ref(alice, "same-name", 0, _blob(1), _writer(alice_dev), NOW)
     assert db.get_ref(bob, "same-name") is None
-    db.update_ref(bob, "same-name", 0, _blob(2), bob_dev, NOW)  # its own, at version 1
+    db.update_ref(bob, "same-name", 0, _blob(2), _writer(bob_dev), NOW)  # its own, at version 1
     # Bob cannot point his ref at Alice's commit: he does not hold that blob.
     with pytest.raises(NotFound):
-        db.update_ref(bob, "same-name", 1, _blob(1), bob_dev, NOW)
+        db.update_ref(bob, "same-name", 1, _blob(1), _writer(bob_dev), NOW)
     assert [r.commit_id for r in db.list_refs(alice)] == [_blob(1)]
     assert [r.commit_id for r in db.list_refs(bob)] == [_blob(2)]
 
@@ -467,7 +470,7 @@ def test_list_refs_by_prefix(db: Metadata) -> None:
     user, dev = _account(db, "a@example.org")
     _pack(db, user, [_blob(1)])
     for name in ("backup:a", "backup:b", "sync:x"):
-        db.update_ref(user, name, 0, _blob(1), dev, NOW)
+        db.update_ref(user, name, 0, _blob(1), _writer(dev), NOW)
     assert [r.name for r in db.list_refs(user, "backup:")] == ["backup:a", "backup:b"]
     assert len(db.list_refs(user)) == 3
 
@@ -509,3 +512,11 @@ def test_which_errors_mean_a_full_disk(
     room = os.statvfs_result((4096, 4096, 1000, free // 4096, free // 4096, 10, 5, 5, 0, 255))
     monkeypatch.setattr(os, "statvfs", lambda _path: room)
     assert metadata._is_disk_full(err, tmp_path / "metadata.db") is full
+
+
+def _writer(device_id: int, generation: int | None = 0) -> RefWrite:
+    return RefWrite(device_id, by_manage=False, append_only=False, gc_generation=generation)
+
+
+def _locations(db: Metadata, user: int, ids: list[BlobId]) -> list[BlobLocation]:
+    return db.find_blobs(user, ids)[0]

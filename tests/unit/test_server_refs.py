@@ -42,30 +42,32 @@ def caller(db: Metadata, email: str = "a@example.org", commit: bytes = COMMIT) -
 def test_update_ref_is_compare_and_swap(db: Metadata) -> None:
     refs = Refs(db, RefNotifier())
     alice = caller(db)
-    ref = refs.update_ref(alice, "sync:docs", 0, COMMIT)
+    ref = refs.update_ref(alice, "sync:docs", 0, COMMIT, 0)
     assert (ref.version, ref.updated_by_device) == (1, alice.device.id)
     with pytest.raises(Conflict, match=r"now at version 1"):
-        refs.update_ref(alice, "sync:docs", 0, COMMIT)
-    assert refs.update_ref(alice, "sync:docs", 1, COMMIT).version == 2
+        refs.update_ref(alice, "sync:docs", 0, COMMIT, 0)
+    assert refs.update_ref(alice, "sync:docs", 1, COMMIT, 0).version == 2
     with pytest.raises(NotFound, match="not stored"):
-        refs.update_ref(alice, "sync:docs", 2, b"\x08" * 32)
+        refs.update_ref(alice, "sync:docs", 2, b"\x08" * 32, 0)
     assert refs.get_ref(alice, "sync:docs").version == 2
-    assert [r.name for r in refs.list_refs(alice, "sync:")] == ["sync:docs"]
+    listed, seq = refs.list_refs(alice, "sync:")
+    assert [r.name for r in listed] == ["sync:docs"]
+    assert seq == 2  # two changes
     for bad in ("has space", "", "x" * 201):
         with pytest.raises(UsageError):
             refs.get_ref(alice, bad)
     with pytest.raises(UsageError):
-        refs.update_ref(alice, "r", 0, b"short")
+        refs.update_ref(alice, "r", 0, b"short", 0)
 
 
 def test_refs_are_per_account(db: Metadata) -> None:
     refs = Refs(db, RefNotifier())
     alice, bob = caller(db), caller(db, "b@example.org", b"\x09" * 32)
-    refs.update_ref(alice, "home", 0, COMMIT)
+    refs.update_ref(alice, "home", 0, COMMIT, 0)
     with pytest.raises(NotFound):
         refs.get_ref(bob, "home")
     with pytest.raises(NotFound):  # Alice's commit is not Bob's
-        refs.update_ref(bob, "home", 0, COMMIT)
+        refs.update_ref(bob, "home", 0, COMMIT, 0)
 
 
 def test_watchers_get_updates_published_from_another_thread(db: Metadata) -> None:
@@ -79,8 +81,8 @@ def test_watchers_get_updates_published_from_another_thread(db: Metadata) -> Non
         others = refs.watch(bob, [])
 
         def writer() -> None:  # as the pool does
-            refs.update_ref(alice, "a", 0, COMMIT)
-            refs.update_ref(alice, "b", 0, COMMIT)
+            refs.update_ref(alice, "a", 0, COMMIT, 0)
+            refs.update_ref(alice, "b", 0, COMMIT, 0)
 
         thread = threading.Thread(target=writer)
         thread.start()

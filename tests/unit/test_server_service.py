@@ -603,3 +603,105 @@ def test_accounts_are_isolated(server: Server) -> None:
     assert bob.storage.UpdateRef(request, metadata=bob.md).version == 1
     alices = alice.storage.GetRef(pb.GetRefRequest(name="home"), metadata=alice.md)
     assert alices.version == 1 and alices.updated_by_device == alice.device_id
+
+
+# ---------------------------------------------------------------- prune (#13)
+
+
+def _reason(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
+    """The status code and the anysync-reason of a refused call."""
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    err = info.value
+    trailing = dict(err.trailing_metadata() or ())  # type: ignore[attr-defined]
+    return err.code(), str(trailing.get(REASON_KEY, ""))
+
+
+def test_prune_rpcs_end_to_end(make_server: Callable[..., Server]) -> None:
+    server = make_server(registration='"open"', grace='"0s"', min_pack_age='"0s"')
+    alice = _signup(server, "a@example.org")
+    me = alice.devices.Whoami(pb.WhoamiRequest(), metadata=alice.md)
+    assert (me.rights, me.gc_generation, me.ref_seq, me.grace_seconds) == ("manage", 0, 0, 0)
+    kept = alice.store_commit(_blob(1))
+    dead = alice.store_commit(_blob(2))
+    alice.storage.UpdateRef(
+        pb.UpdateRefRequest(name="r", commit_id=_blob(1), gc_generation=0), metadata=alice.md
+    )
+
+    listing = list(
+        alice.storage.ListPacks(pb.ListPacksRequest(include_entries=True), metadata=alice.md)
+    )
+    assert {(m.gc_generation, m.ref_seq) for m in listing} == {(0, 1)}
+    listed = {bytes(p.pack_id): p for m in listing for p in m.packs}
+    assert set(listed) == {kept, dead}
+    assert [bytes(e.blob_id) for e in listed[dead].entries] == [_blob(2)]
+
+    phone_reply, phone_token = _login(server, "a@example.org", alice.login_secret)
+    phone = Client(server, alice.email, alice.user_id, b"", phone_reply.device_id, phone_token)
+    condemn = pb.CondemnPacksRequest(pack_ids=[dead], expected_generation=0, expected_ref_seq=1)
+    assert _reason(lambda: phone.storage.CondemnPacks(condemn, metadata=phone.md)) == (
+        Code.PERMISSION_DENIED,
+        "needs_manage",
+    )
+    stale = pb.CondemnPacksRequest(pack_ids=[dead], expected_generation=0, expected_ref_seq=0)
+    assert _reason(lambda: alice.storage.CondemnPacks(stale, metadata=alice.md)) == (
+        Code.ABORTED,
+        "refs_changed",
+    )
+    done = alice.storage.CondemnPacks(condemn, metadata=alice.md)
+    assert (done.gc_generation, done.condemned, done.condemned_bytes) == (1, 1, 256)
+    assert len(server.stored_objects()) == 1  # grace 0: deleted before the answer
+
+    found = alice.storage.FindBlobs(
+        pb.FindBlobsRequest(blob_ids=[_blob(1), _blob(2)]), metadata=alice.md
+    )
+    assert ([bytes(f.pack_id) for f in found.found], found.gc_generation) == ([kept], 1)
+
+    def update(**fields: int) -> pb.Ref:
+        request = pb.UpdateRefRequest(name="r", expected_version=1, commit_id=_blob(1), **fields)
+        return alice.storage.UpdateRef(request, metadata=alice.md)
+
+    assert _reason(update) == (Code.FAILED_PRECONDITION, "client_too_old")
+    assert _reason(lambda: update(gc_generation=0)) == (Code.ABORTED, "gc_generation_changed")
+    assert update(gc_generation=1).version == 2
+    refs = alice.storage.ListRefs(pb.ListRefsRequest(), metadata=alice.md)
+    assert refs.ref_seq == 2
+    history = alice.storage.ListRefHistory(pb.ListRefHistoryRequest(), metadata=alice.md)
+    assert [(v.version, v.seq, v.by_manage) for v in history.versions] == [
+        (1, 1, True),
+        (2, 2, True),
+    ]
+
+    devices = alice.devices.ListDevices(pb.ListDevicesRequest(), metadata=alice.md).devices
+    assert {d.id: d.rights for d in devices} == {
+        alice.device_id: "manage",
+        phone.device_id: "write",
+    }
+    raise_phone = pb.SetDeviceRightsRequest(device_id=phone.device_id, rights="manage")
+    assert _reason(lambda: phone.devices.SetDeviceRights(raise_phone, metadata=phone.md)) == (
+        Code.PERMISSION_DENIED,
+        "needs_manage",
+    )
+    elevated = phone.devices.Elevate(
+        pb.ElevateRequest(login_secret=alice.login_secret), metadata=phone.md
+    )
+    assert elevated.elevated_until > time.time()
+    phone.devices.SetDeviceRights(raise_phone, metadata=phone.md)
+    lower = pb.SetDeviceRightsRequest(device_id=phone.device_id, rights="append")
+    alice.devices.SetDeviceRights(lower, metadata=alice.md)
+    assert _reason(
+        lambda: phone.devices.Elevate(
+            pb.ElevateRequest(login_secret=alice.login_secret), metadata=phone.md
+        )
+    ) == (Code.PERMISSION_DENIED, "append_only")
+    bad = pb.SetDeviceRightsRequest(device_id=phone.device_id, rights="root")
+    assert _code(lambda: alice.devices.SetDeviceRights(bad, metadata=alice.md))[0] == (
+        Code.INVALID_ARGUMENT
+    )
+    repair = pb.RepairIndexRequest(
+        pack_id=kept,
+        entries=[pb.PackEntry(blob_id=_blob(1), offset=0, length=32)],
+        expected_generation=1,
+    )
+    repaired = alice.storage.RepairIndex(repair, metadata=alice.md)
+    assert (repaired.added, repaired.removed, repaired.gc_generation) == (1, 1, 2)

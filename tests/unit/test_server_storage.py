@@ -216,9 +216,9 @@ def test_find_blobs_and_reads_are_per_account(
     storage = make(db, store, tmp_path)
     alice, bob = caller(db), caller(db, "b@example.org")
     pack_id = upload(storage, alice, os.urandom(100))
-    [found] = storage.find_blobs(alice, [b"\1" * 32, b"\2" * 32])
+    [found] = storage.find_blobs(alice, [b"\1" * 32, b"\2" * 32]).locations
     assert (found.pack_id, found.offset, found.length) == (pack_id, 0, 10)
-    assert storage.find_blobs(bob, [b"\1" * 32]) == []
+    assert storage.find_blobs(bob, [b"\1" * 32]).locations == []
     with pytest.raises(NotFound):
         storage.read_pack(bob, pack_id.raw, 0, 0)
     with pytest.raises(OutOfRangeError):

@@ -27,7 +27,13 @@ from tests.unit.fakes import KEYS, MemoryRemote
 class AlwaysConflicting(MemoryRemote):
     """A server on which another device always wins the race to the ref."""
 
-    def update_ref(self, name: str, expected_version: int, commit_id: BlobId) -> Ref:
+    def update_ref(
+        self,
+        name: str,
+        expected_version: int,
+        commit_id: BlobId,
+        gc_generation: int | None = None,
+    ) -> Ref:
         self.update_calls += 1
         raise Conflict("ref changed concurrently")
 

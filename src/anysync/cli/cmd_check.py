@@ -7,6 +7,7 @@ import sys
 
 from anysync.cli import common
 from anysync.client.check import check, report_lines
+from anysync.client.forget import CountingEdits
 from anysync.client.progress import human_bytes
 from anysync.errors import UsageError
 
@@ -57,7 +58,7 @@ def read_fraction(args: argparse.Namespace) -> float:
 def run(args: argparse.Namespace) -> int:
     fraction = read_fraction(args)
     with common.open_session(args) as s:
-        result = check(s.refs, s.repo, fraction)
+        result = check(s.refs, s.repo, s.remote, CountingEdits(s.remote), fraction)
     if args.json:
         common.print_json(
             {
@@ -70,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
                 "chunks_read": result.chunks_read,
                 "bytes_read": result.bytes_read,
                 "history": result.history,
+                "index": result.index,
+                "notes": result.notes,
                 "damaged": [
                     {
                         "snapshot": d.snapshot.id.hex(),

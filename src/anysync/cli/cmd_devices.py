@@ -1,4 +1,5 @@
-"""anysync devices: list this account's devices; `devices revoke ID` cuts one off."""
+"""anysync devices: list this account's devices and their rights; revoke one; change
+what one may do (append-only, write, manage: docs/prune-design.md §3)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,29 @@ import time
 
 from anysync.cli import common
 
+RIGHTS = ("append", "write", "manage")
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("devices", help="list devices, or revoke one")
+    p = sub.add_parser("devices", help="list devices and their rights, revoke one, change rights")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     dsub = p.add_subparsers(dest="devices_cmd")
     r = dsub.add_parser("revoke", help="revoke a device: its token stops working at once")
     r.add_argument("device_id", type=int)
+    s = dsub.add_parser(
+        "set-rights",
+        help="set what a device may do: append (add only), write (add and move refs back), "
+        "manage (also forget and prune)",
+    )
+    s.add_argument("device_id", type=int)
+    s.add_argument("rights", choices=RIGHTS)
+    a = dsub.add_parser("add-rights", help="raise a device's rights (needs manage), e.g. manage")
+    a.add_argument("device_id", type=int)
+    a.add_argument("rights", choices=RIGHTS[1:])
+    o = dsub.add_parser(
+        "append-only", help="let a device only add data: it can never delete or rewind"
+    )
+    o.add_argument("device_id", type=int)
     p.set_defaults(run=run)
 
 
@@ -28,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
             remote.revoke_device(args.device_id)
             print(f"device #{args.device_id} revoked")
             return 0
+        if args.devices_cmd in ("set-rights", "add-rights", "append-only"):
+            rights = "append" if args.devices_cmd == "append-only" else args.rights
+            remote.set_device_rights(args.device_id, rights)
+            print(f"device #{args.device_id} now has the {rights} right")
+            return 0
         devices = remote.list_devices()
     finally:
         remote.close()
@@ -38,11 +60,12 @@ def run(args: argparse.Namespace) -> int:
         [
             f"{d.id}{' *' if d.current else ''}",
             d.name,
+            d.rights or "?",
             _when(d.created_at),
             _when(d.last_seen_at),
             "revoked" if d.revoked else "active",
         ]
         for d in devices
     ]
-    common.print_table(["ID", "NAME", "ADDED", "LAST SEEN", "STATE"], rows)
+    common.print_table(["ID", "NAME", "RIGHTS", "ADDED", "LAST SEEN", "STATE"], rows)
     return 0

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from anysync.cli import common
+from anysync.client.forget import CountingEdits
 from anysync.client.progress import human_bytes
 from anysync.client.repo import history
 from anysync.client.restore import run_restore
@@ -24,7 +25,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with common.open_session(args) as s:
-        snap = history.resolve(s.refs, args.snapshot, warn=common.print_warning)
+        snap = history.resolve(
+            s.refs, args.snapshot, common.print_warning, counting=CountingEdits(s.remote)
+        )
         stats = run_restore(s.repo, snap, args.target, args.include, common.progress("restore"))
     print(
         f"restored snapshot {snap.id.short()}: {stats.files} files, {stats.dirs} directories, "

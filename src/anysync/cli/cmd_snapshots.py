@@ -1,4 +1,7 @@
-"""anysync snapshots: list every backup snapshot of the account, oldest first."""
+"""anysync snapshots: list every backup snapshot of the account, oldest first.
+
+Forgotten snapshots are left out; an edit commit that does not count (written without
+the manage right) is warned about and ignored (repo/history.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import argparse
 import time
 
 from anysync.cli import common
+from anysync.client.forget import CountingEdits
 from anysync.client.progress import human_bytes
 from anysync.client.repo import history
 
@@ -19,7 +23,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with common.open_session(args) as s:
-        snaps = history.snapshots(s.refs, warn=common.print_warning)
+        counting = CountingEdits(s.remote)
+        snaps = history.snapshots(s.refs, warn=common.print_warning, counting=counting)
     if args.json:
         common.print_json(
             [

@@ -5,6 +5,7 @@ sync list                     folders, state, last sync, pending changes
 sync run [--watch]            one pass over every folder, or keep reacting to changes
 sync status [PATH]            per-file state: synced, pending, excluded, conflict
 sync exclude PATH / include PATH   selective sync
+sync retention NAME [--keep-...]   show or set how long a folder keeps old versions
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import time
 from pathlib import Path
 
 from anysync.cli import common
+from anysync.cli.cmd_forget import add_policy_options, policy_from
+from anysync.client import forget
+from anysync.client.repo import history
 from anysync.client.statedb import StateDB
 from anysync.client.sync import engine, selective
 from anysync.client.sync.ignore import IgnoreRules
@@ -47,7 +51,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ex.add_argument("path", type=Path)
     inc = ssub.add_parser("include", help="bring an excluded sub-tree back")
     inc.add_argument("path", type=Path)
-    for q in (add, run, st, ex, inc, ssub.choices["list"]):
+    ret = ssub.add_parser(
+        "retention",
+        help="show or set how long a folder keeps old versions (applied by `anysync forget`)",
+    )
+    ret.add_argument("name", help="the folder's name")
+    add_policy_options(ret)
+    for q in (add, run, st, ex, inc, ret, ssub.choices["list"]):
         common.add_password_option(q)
     p.set_defaults(run=run_sync)
 
@@ -55,6 +65,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run_sync(args: argparse.Namespace) -> int:
     if args.sync_cmd in ("list", "status"):
         return _offline(args)  # local state only: no password, no server
+    if args.sync_cmd == "retention":
+        return _retention(args)
     if args.sync_cmd == "add" and os.path.lexists(args.path) and not os.path.isdir(args.path):
         raise UsageError(f"{args.path} is not a directory; `sync add` takes a folder")
     with common.open_session(args) as s:
@@ -121,6 +133,29 @@ def run_sync(args: argparse.Namespace) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             watcher.run(lambda: _ignore(one_pass(folders)))
         return 0
+
+
+def _retention(args: argparse.Namespace) -> int:
+    """Without rules, show the folder's retention; with rules, record them in an edit
+    commit (needs the manage right: an edit by another device does not count)."""
+    policy = policy_from(args)
+    with common.open_session(args) as s:
+        ref = engine.folder_ref(s.repo, args.name)
+        _, head = s.refs.head(ref)
+        if head is None:
+            raise NotFound(f"there is no sync folder {args.name!r} on the server")
+        if policy.is_empty():
+            counting = forget.CountingEdits(s.remote, ref)
+            view = history.view_of(s.repo, head, counting, common.print_warning)
+            how = "" if view.retention else " (the default)"
+            print(f"{args.name}: {forget.sync_policy(view)}{how}")
+            return 0
+        common.ensure_manage(s, "changing retention")
+        s.repo.maintenance = True
+        writer = forget.Writer(s.config.device_id, s.config.device_name, socket.gethostname())
+        made = forget.set_sync_retention(s.repo, s.refs, ref, policy, writer)
+    print(f"{args.name}: {policy} (edit commit {made.id.short()}); `anysync forget` applies it")
+    return 0
 
 
 def _stop_on_signals(watcher: Watcher) -> None:

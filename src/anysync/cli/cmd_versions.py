@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from anysync.cli import common
+from anysync.client.forget import CountingEdits
 from anysync.client.progress import human_bytes
 from anysync.client.sync import engine
 from anysync.client.sync.state import SyncState
@@ -32,7 +33,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run_versions(args: argparse.Namespace) -> int:
     with common.open_session(args) as s:
         folder, rel = SyncState(s.state).folder_for(args.path)
-        found = versions(s.repo, s.remote, s.state, folder, rel, warn=common.print_warning)
+        counting = CountingEdits(s.remote, folder.ref)
+        found = versions(s.repo, s.remote, s.state, folder, rel, common.print_warning, counting)
     rows = [
         {
             "version": v.snapshot.id.hex(),
@@ -68,7 +70,16 @@ def run_restore_version(args: argparse.Namespace) -> int:
         device = engine.Device(s.config.device_id, s.config.device_name, socket.gethostname())
         save_as = device if args.to is None else None
         r = restore_version(
-            s.repo, s.remote, s.state, folder, rel, args.version, dest, s.home.root, save_as
+            s.repo,
+            s.remote,
+            s.state,
+            folder,
+            rel,
+            args.version,
+            dest,
+            s.home.root,
+            save_as,
+            CountingEdits(s.remote, folder.ref),
         )
         print(f"restored version {args.version} to {dest}")
         if r is not None and r.committed:

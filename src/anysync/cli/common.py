@@ -9,11 +9,14 @@ import json
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from anysync import crypto
 from anysync.cli.progress import Progress
+from anysync.client import forget
 from anysync.client.home import ClientConfig, ClientHome, default_home
 from anysync.client.keys import MasterKeys
 from anysync.client.remote import Remote
@@ -136,3 +139,18 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def ensure_manage(s: Session, what: str) -> None:
+    """Go on only with the manage right: the device has it, or (a write device at a
+    terminal) the password is confirmed and the server grants it for a while (Elevate).
+    Else exit 5 with what to do instead."""
+    me = s.remote.whoami()
+    if forget.has_manage(me.rights, me.elevated_until, time.time()):
+        return
+    if me.rights == "write" and sys.stdin.isatty():
+        password = getpass.getpass(f"{what} deletes data; confirm with the account password: ")
+        _, login_secret = crypto.derive_password_keys(password, me.kdf)
+        s.remote.elevate(login_secret)
+        return
+    forget.require_manage(what, me.rights, me.elevated_until, time.time())

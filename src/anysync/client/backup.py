@@ -8,6 +8,13 @@ uploaded. Unchanged directories produce identical tree blobs, which the server h
 
 What cannot be read (permissions, I/O errors) and special files (fifos, sockets,
 devices) are skipped and listed; the former make the snapshot partial (docs/design.md §7).
+
+A prune may delete blobs while a backup runs. The commit carries the generation the
+backup's view of the server was read at, and the server refuses it if anything was
+condemned since (docs/prune-design.md §7). Then, or when a later answer already showed
+a newer generation, the backup asks again about every blob it relied on, reads again
+the files whose chunks are gone (their trees are saved again by the same walk) and
+retries.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,10 +39,13 @@ from anysync.client.repo.refs import RefBook, RefStore
 from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType, TreeEntry
 from anysync.client.statedb import CachedStat, StateDB, local_state_key
-from anysync.errors import UsageError
+from anysync.errors import GcRaced, UsageError
 from anysync.types import BlobId
 
 log = logging.getLogger(__name__)
+
+# How many times a backup checks again what the server holds after a prune raced it.
+REVALIDATIONS = 8
 
 
 @dataclass
@@ -105,26 +116,60 @@ def run_backup(
             raise UsageError(f"cannot back up {path}: {exc.strerror}") from None
     cache_key = local_state_key(repo.keys.id_key)
     walker = _Walker(repo, state, cache_key, Chunker(repo.keys.chunker_seed()), progress)
-    root = walker.walk(sources, names)
-    # A reused chunk that the server does not hold is never committed: forget the rows
-    # naming one and walk again, which reads those files (and nothing read before).
-    while lost := repo.missing(c for chunks in walker.reused.values() for c in chunks):
-        stale = [p for p, chunks in walker.reused.items() if lost.intersection(chunks)]
-        state.forget_stats(stale)
-        walker.warn(
-            f"{len(lost)} chunk(s) named by the local stat cache are not on the server; "
-            f"read {len(stale)} file(s) again"
-        )
-        root = walker.walk(sources, names)
+    ref = backup_ref_name(repo, origin.hostname, sources)
+    book = RefBook(refs, repo, state)
+    for _ in range(REVALIDATIONS + 1):
+        root = _walk_confirmed(walker, sources, names)
+        repo.finish()
+        faults.point("backup.packs-done")
+        if not repo.stale:
+            try:
+                snap = history.advance(
+                    book, ref, _commit_maker(repo, walker, root, origin, ref, sources, message)
+                )
+                break
+            except GcRaced:
+                log.info("packs were condemned during the backup; checking what is left")
+        walker.drop_lost(repo.revalidate())
+    else:
+        raise GcRaced("the account was pruned again and again during this backup; try again")
     if walker.damaged:
         walker.warn(
             f"dropped {walker.damaged} damaged entries of the local stat cache; "
             "read those files again"
         )
-    repo.finish()
-    faults.point("backup.packs-done")
+    state.put_stats(list(walker.fresh.items()), cache_key)  # only after the commit is referenced
+    progress.done()
+    return BackupResult(snap, walker.stats)
+
+
+def _walk_confirmed(walker: _Walker, sources: list[Path], names: list[bytes]) -> BlobId:
+    """Walk every source; returns the root tree, every reused chunk confirmed on the
+    server."""
+    root = walker.walk(sources, names)
+    # A reused chunk that the server does not hold is never committed: forget the rows
+    # naming one and walk again, which reads those files (and nothing read before).
+    while lost := walker.repo.missing(c for chunks in walker.reused.values() for c in chunks):
+        stale = [p for p, chunks in walker.reused.items() if lost.intersection(chunks)]
+        walker.state.forget_stats(stale)
+        walker.warn(
+            f"{len(lost)} chunk(s) named by the local stat cache are not on the server; "
+            f"read {len(stale)} file(s) again"
+        )
+        root = walker.walk(sources, names)
+    return root
+
+
+def _commit_maker(
+    repo: Repository,
+    walker: _Walker,
+    root: BlobId,
+    origin: Origin,
+    ref: str,
+    sources: list[Path],
+    message: str,
+) -> Callable[[history.Snapshot | None], Commit]:
     stats = walker.stats
-    ref = backup_ref_name(repo, origin.hostname, sources)
 
     def make(head: history.Snapshot | None) -> Commit:
         return Commit(
@@ -147,10 +192,7 @@ def run_backup(
             },
         )
 
-    snap = history.advance(RefBook(refs, repo, state), ref, make)
-    state.put_stats(list(walker.fresh.items()), cache_key)  # only after the commit is referenced
-    progress.done()
-    return BackupResult(snap, stats)
+    return make
 
 
 _SPECIAL = {
@@ -201,6 +243,19 @@ class _Walker:
             if entry is not None:
                 entries.append(entry)
         return self.repo.save_tree(entries)
+
+    def drop_lost(self, lost: set[BlobId]) -> None:
+        """Blobs the server no longer holds (pruned during this run): the files naming
+        one are read again by the next walk, from disk, not from a cache."""
+        if not lost:
+            return
+        named = {**{p: row.chunks for p, row in self.fresh.items()}, **self.reused}
+        stale = [p for p, chunks in named.items() if lost.intersection(chunks)]
+        for path in stale:
+            self.fresh.pop(path, None)
+        self.state.forget_stats(stale)
+        again = f"; read {len(stale)} file(s) again" if stale else "; stored them again"
+        self.warn(f"{len(lost)} blob(s) were pruned from the server during this backup{again}")
 
     def cached_in(self, directory: bytes) -> dict[bytes, CachedStat]:
         rows, damaged = self.state.stats_in(directory, self.cache_key)

@@ -2,11 +2,16 @@
 
 1. Every ref the server lists: its head loads, authenticates and passes the rollback
    check (refs.py); its first-parent history loads down to the first commit.
-2. Every tree of every snapshot loads and authenticates (a tree shared by many
-   snapshots is read once); every chunk a file names is in the server's index; every
-   pack the index points at exists and is as long as the index says (one byte is read
-   at its last indexed offset).
-3. With a read fraction (--read-data, --read-data-subset), the chunks in that fraction
+   Snapshots forgotten by a counting edit are left out (prune may have deleted their
+   data); an edit that does not count is reported, not damage.
+2. Every tree of every kept snapshot and of every ref's head loads and authenticates
+   (a tree shared by many snapshots is read once); every chunk a file names is in the
+   server's index; every pack the index points at exists and is as long as the index
+   says (one byte is read at its last indexed offset).
+3. Every pack the server records (ListPacks) exists and is as long as recorded, and no
+   blob is recorded in a pack twice: what the server's own bookkeeping got wrong, even
+   where no snapshot is hurt yet (`index` lines).
+4. With a read fraction (--read-data, --read-data-subset), the chunks in that fraction
    of the packs are downloaded and authenticated.
 
 Damage is reported by snapshot and file path, never by a store's object key. Deciding
@@ -17,13 +22,14 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from anysync.client.repo import history
 from anysync.client.repo import tree as tree_codec
 from anysync.client.repo.refs import RefBook, Snapshot, label_of, shown
-from anysync.client.repo.repository import Repository
+from anysync.client.repo.repository import PackListing, Repository
 from anysync.client.repo.tree import EntryType, TreeEntry
 from anysync.errors import IntegrityError, NotFound
 from anysync.types import BlobId, BlobKind, PackId
@@ -52,23 +58,35 @@ class CheckResult:
     chunks_read: int = 0
     bytes_read: int = 0
     history: list[str] = field(default_factory=list)  # refs and commits that cannot be read
+    index: list[str] = field(default_factory=list)  # the server's pack records are wrong
+    notes: list[str] = field(default_factory=list)  # worth knowing, not damage
     damaged: list[DamagedSnapshot] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
-        return not self.history and not self.damaged
+        return not self.history and not self.index and not self.damaged
+
+
+class PackLister(Protocol):
+    """The server's records of the account's packs (anysync.client.remote.Remote)."""
+
+    def list_packs(self, include_entries: bool, include_condemned: bool = False) -> PackListing: ...
 
 
 def check(
     book: RefBook,
     repo: Repository,
+    packs: PackLister,
+    counting: Set[BlobId],
     read_fraction: float = 0.0,
     rng: random.Random | None = None,
 ) -> CheckResult:
     """Check everything every ref reaches; `read_fraction` of the packs (0 to 1) are
-    read and their chunks authenticated."""
+    read and their chunks authenticated. `counting` holds the edit commits that count
+    (written with the manage right, forget.CountingEdits)."""
     out = CheckResult()
-    snaps = _snapshots(book, repo, out)
+    _pack_records(packs.list_packs(include_entries=True), repo, out)
+    snaps = _snapshots(book, repo, counting, out)
     trees = _load_trees(repo, [s.commit.tree for s in snaps])
     out.trees = len(trees)
     chunks = {
@@ -87,8 +105,12 @@ def check(
     return out
 
 
-def _snapshots(book: RefBook, repo: Repository, out: CheckResult) -> list[Snapshot]:
-    """Every snapshot every listed ref reaches; what cannot be read goes to out.history."""
+def _snapshots(
+    book: RefBook, repo: Repository, counting: Set[BlobId], out: CheckResult
+) -> list[Snapshot]:
+    """Every kept snapshot every listed ref reaches (forgotten ones are not checked: a
+    prune may have deleted their data), and each ref's state; what cannot be read goes
+    to out.history, forget records that do not count to out.notes."""
     names = sorted(r.name for r in book.refs.list_refs(""))
     listed = set(names)
     out.refs = len(names)
@@ -97,17 +119,24 @@ def _snapshots(book: RefBook, repo: Repository, out: CheckResult) -> list[Snapsh
             out.history.append(
                 f"the server no longer lists {shown(name, label)}, which this device has seen"
             )
-    snaps: list[Snapshot] = []
+    snaps: dict[BlobId, Snapshot] = {}
     for name in names:
         try:
             _, head = book.head(name)
         except (NotFound, IntegrityError) as exc:
             out.history.append(exc.message)
             continue
-        if head is not None:
-            snaps.extend(history.readable_chain(repo, head, out.history.append))
-    out.snapshots = len(snaps)
-    return snaps
+        if head is None:
+            continue
+        said: list[str] = []
+        view = history.view_of(repo, head, counting, said.append)
+        ignored = {history.ignored_message(e) for e in view.ignored}
+        out.notes += [m for m in said if m in ignored]
+        out.history += [m for m in said if m not in ignored]
+        for snap in (head, *view.snapshots):
+            snaps.setdefault(snap.id, snap)
+    out.snapshots = len(snaps) - sum(1 for s in snaps.values() if s.commit.kind == "edit")
+    return list(snaps.values())
 
 
 Trees = dict[BlobId, list[TreeEntry] | str]  # a tree's entries, or why it cannot be read
@@ -157,6 +186,27 @@ def _index_and_packs(repo: Repository, chunks: set[BlobId], out: CheckResult) ->
     return bad
 
 
+def _pack_records(listing: PackListing, repo: Repository, out: CheckResult) -> None:
+    """Every live pack the server records is there, whole, and recorded once: two pack
+    IDs with the same entries are one pack recorded twice (a copied metadata row), which
+    a restore may read from either."""
+    missing = 0
+    shapes: dict[tuple[tuple[bytes, int, int], ...], int] = {}  # a pack's entries -> packs
+    for p in listing.packs:
+        if p.size and not repo.pack_reaches(p.pack_id, p.size):
+            missing += 1
+        shape = tuple(sorted((e.blob_id.raw, e.offset, e.length) for e in p.entries))
+        if shape:
+            shapes[shape] = shapes.get(shape, 0) + 1
+    if missing:
+        out.index.append(
+            f"the server records {missing} pack(s) that are missing or shorter than recorded"
+        )
+    twice = sum(n - 1 for n in shapes.values() if n > 1)
+    if twice:
+        out.index.append(f"the server records {twice} pack(s) twice, under another pack ID")
+
+
 def _read_data(
     repo: Repository, chunks: set[BlobId], fraction: float, rng: random.Random, out: CheckResult
 ) -> dict[BlobId, str]:
@@ -201,7 +251,9 @@ def _damage_under(
 
 def report_lines(result: CheckResult, shown: int = SHOWN_PER_SNAPSHOT) -> Iterable[str]:
     """What the CLI prints about the damage, a line each."""
+    yield from result.notes
     yield from result.history
+    yield from result.index
     for d in result.damaged:
         yield f"{d.label}: {len(d.files)} damaged file(s) or directories"
         for path, why in d.files[:shown]:

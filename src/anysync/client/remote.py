@@ -22,27 +22,60 @@ import grpc
 
 from anysync import tls
 from anysync.client.repo.pack import PackedBlob
+from anysync.client.repo.refs import RefVersion
+from anysync.client.repo.repository import (
+    PACK_CONDEMNED,
+    PACK_LIVE,
+    PACK_REAPING,
+    CondemnResult,
+    PackInfo,
+    PackListing,
+    RepairResult,
+)
 from anysync.client.wire import (
     AccountInfo,
     DeviceInfo,
+    LoginResult,
     account_from,
+    condemn_result_from,
     device_from,
     error_for,
     kdf_from,
     kdf_to,
     locations_from,
     login_from,
+    pack_entries,
     pack_header,
+    pack_info_from,
     ref_from,
-)
-from anysync.client.wire import (
-    LoginResult as LoginResult,  # explicitly re-exported: callers take it from here
+    ref_version_from,
+    repair_result_from,
 )
 from anysync.errors import AnySyncError, NotFound, ServerUnreachable, UsageError
 from anysync.store.presigned import DirectFailed, Interrupted, PresignedHttp
 from anysync.types import BlobId, BlobLocation, KdfParams, PackId, Ref
 from anysync.v1 import anysync_pb2 as pb
 from anysync.v1 import anysync_pb2_grpc as rpc
+
+# Callers take the wire's domain types from here, with the calls that return them.
+__all__ = [
+    "PACK_CONDEMNED",
+    "PACK_LIVE",
+    "PACK_REAPING",
+    "AccountInfo",
+    "CondemnResult",
+    "DeviceInfo",
+    "DirectSettings",
+    "LoginResult",
+    "PackInfo",
+    "PackListing",
+    "RefVersion",
+    "RefWatch",
+    "Remote",
+    "RepairResult",
+    "fetch_certificate",
+    "split_address",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +84,8 @@ MESSAGE_LIMIT = 16 * 1024 * 1024
 STREAM_PIECE = 1024 * 1024
 TIMEOUT = 120.0
 DIRECT_TIMEOUT = 60.0
+# ListRefHistory's page: the server's own maximum.
+HISTORY_PAGE = 10_000
 
 T = TypeVar("T")
 
@@ -223,16 +258,85 @@ class Remote:
     def whoami(self) -> AccountInfo:
         return account_from(self._call(self._devices.Whoami, pb.WhoamiRequest()))
 
+    def set_device_rights(self, device_id: int, rights: str) -> None:
+        req = pb.SetDeviceRightsRequest(device_id=device_id, rights=rights)
+        self._call(self._devices.SetDeviceRights, req)
+
+    def elevate(self, login_secret: bytes) -> int:
+        """Act with the manage right for a while; returns until when (unix seconds)."""
+        resp = self._call(self._devices.Elevate, pb.ElevateRequest(login_secret=login_secret))
+        return int(resp.elevated_until)
+
     # ---------------------------------------------------------------- storage
 
     def find_blobs(self, ids: Sequence[BlobId]) -> dict[BlobId, BlobLocation]:
-        if not ids:
-            return {}
-        req = pb.FindBlobsRequest(blob_ids=[i.raw for i in ids])
-        return locations_from(self._call(self._storage.FindBlobs, req))
+        return self.find_blobs_at(ids)[0] if ids else {}
 
-    def upload_pack(self, data: bytes, sha256: bytes, entries: Sequence[PackedBlob]) -> PackId:
-        header = pack_header(len(data), sha256, entries)
+    def find_blobs_at(self, ids: Sequence[BlobId]) -> tuple[dict[BlobId, BlobLocation], int]:
+        """The blobs the account holds among `ids`, and the gc_generation of the
+        transaction that read them (a session's fence: prune-design.md §7). Asking
+        about no blob still asks, for the generation."""
+        req = pb.FindBlobsRequest(blob_ids=[i.raw for i in ids])
+        resp = self._call(self._storage.FindBlobs, req)
+        return locations_from(resp), int(resp.gc_generation)
+
+    def list_packs(self, include_entries: bool, include_condemned: bool = False) -> PackListing:
+        """Every pack of the account (live ones only unless include_condemned), read in
+        one server transaction."""
+        req = pb.ListPacksRequest(
+            include_entries=include_entries, include_condemned=include_condemned
+        )
+        read = self._storage.ListPacks
+        messages = self._call(lambda r, **kw: list(read(r, **kw)), req)
+        packs = [pack_info_from(p) for m in messages for p in m.packs]
+        first = messages[0] if messages else pb.ListPacksResponse()
+        return PackListing(int(first.gc_generation), int(first.ref_seq), packs)
+
+    def condemn_packs(
+        self, pack_ids: Sequence[PackId], expected_generation: int, expected_ref_seq: int
+    ) -> CondemnResult:
+        req = pb.CondemnPacksRequest(
+            pack_ids=[p.raw for p in pack_ids],
+            expected_generation=expected_generation,
+            expected_ref_seq=expected_ref_seq,
+        )
+        return condemn_result_from(self._call(self._storage.CondemnPacks, req))
+
+    def repair_index(
+        self, pack_id: PackId, entries: Sequence[PackedBlob], expected_generation: int
+    ) -> RepairResult:
+        """Make the server's index rows of a pack exactly `entries` (from its decrypted
+        header). Removing rows is fenced like condemning: `expected_generation`."""
+        req = pb.RepairIndexRequest(
+            pack_id=pack_id.raw,
+            entries=pack_entries(entries),
+            expected_generation=expected_generation,
+        )
+        return repair_result_from(self._call(self._storage.RepairIndex, req))
+
+    def list_ref_history(self, name: str = "", after_seq: int = 0) -> tuple[list[RefVersion], int]:
+        """Every version of ref `name` (every ref's when empty) after `after_seq`,
+        oldest first, and the account's ref_seq when the last page was read."""
+        versions: list[RefVersion] = []
+        while True:
+            req = pb.ListRefHistoryRequest(name=name, after_seq=after_seq, limit=HISTORY_PAGE)
+            resp = self._call(self._storage.ListRefHistory, req)
+            page = [ref_version_from(v) for v in resp.versions]
+            versions += page
+            if len(page) < HISTORY_PAGE:
+                return versions, int(resp.ref_seq)
+            after_seq = page[-1].seq
+
+    def upload_pack(
+        self,
+        data: bytes,
+        sha256: bytes,
+        entries: Sequence[PackedBlob],
+        maintenance: bool = False,
+    ) -> PackId:
+        """Store a pack; `maintenance` (a manage device's forget or prune) may pass the
+        quota by the server's headroom."""
+        header = pack_header(len(data), sha256, entries, maintenance)
         if self._direct:
             req = pb.BeginUploadRequest(header=header, md5=hashlib.md5(data).digest())  # noqa: S324 - S3's ETag
             begin = self._call(self._storage.BeginUpload, req)
@@ -313,8 +417,12 @@ class Remote:
             ) from None
 
     def list_refs(self, prefix: str = "") -> list[Ref]:
+        return self.list_refs_at(prefix)[0]
+
+    def list_refs_at(self, prefix: str = "") -> tuple[list[Ref], int]:
+        """The refs under `prefix` and the account's ref_seq when they were read."""
         resp = self._call(self._storage.ListRefs, pb.ListRefsRequest(prefix=prefix))
-        return [ref_from(r) for r in resp.refs]
+        return [ref_from(r) for r in resp.refs], int(resp.ref_seq)
 
     def get_ref(self, name: str) -> Ref | None:
         try:
@@ -328,9 +436,21 @@ class Remote:
         )
         return RefWatch(call, self.address)
 
-    def update_ref(self, name: str, expected_version: int, commit_id: BlobId) -> Ref:
+    def update_ref(
+        self,
+        name: str,
+        expected_version: int,
+        commit_id: BlobId,
+        gc_generation: int | None = None,
+    ) -> Ref:
+        """Move a ref. `gc_generation`: the session's fence; the server refuses with
+        GcRaced if anything was condemned since (None: not sent, for sessions that
+        never asked FindBlobs; the server refuses that once it has condemned)."""
         req = pb.UpdateRefRequest(
-            name=name, expected_version=expected_version, commit_id=commit_id.raw
+            name=name,
+            expected_version=expected_version,
+            commit_id=commit_id.raw,
+            gc_generation=gc_generation,
         )
         return ref_from(self._call(self._storage.UpdateRef, req))
 

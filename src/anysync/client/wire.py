@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import grpc
 
 from anysync.client.repo.pack import PackedBlob
+from anysync.client.repo.refs import RefVersion
+from anysync.client.repo.repository import CondemnResult, PackInfo, RepairResult
 from anysync.errors import (
     REASON_KEY,
     AlreadyExists,
@@ -48,6 +50,7 @@ class DeviceInfo:
     last_seen_at: int
     revoked: bool
     current: bool
+    rights: str = ""  # "append", "write" or "manage"; "" from a server before rights
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,13 @@ class AccountInfo:
     quota_bytes: int
     master_keys: bytes
     kdf: KdfParams
+    rights: str = ""  # the calling device's: "append", "write" or "manage"
+    elevated_until: int = 0  # unix seconds; 0 = not elevated
+    gc_generation: int = 0
+    ref_seq: int = 0
+    condemned_bytes: int = 0  # charged bytes condemned, awaiting deletion
+    grace_seconds: int = 0
+    min_pack_age_seconds: int = 0
 
 
 def kdf_to(k: KdfParams) -> pb.KdfParams:
@@ -74,13 +84,42 @@ def login_from(r: pb.LoginResponse) -> LoginResult:
 
 
 def device_from(d: pb.Device) -> DeviceInfo:
-    return DeviceInfo(d.id, d.name, d.created_at, d.last_seen_at, d.revoked, d.current)
+    return DeviceInfo(d.id, d.name, d.created_at, d.last_seen_at, d.revoked, d.current, d.rights)
 
 
 def account_from(r: pb.WhoamiResponse) -> AccountInfo:
     return AccountInfo(
-        r.user_id, r.email, r.device_id, r.used_bytes, r.quota_bytes, r.master_keys, kdf_from(r.kdf)
+        r.user_id,
+        r.email,
+        r.device_id,
+        r.used_bytes,
+        r.quota_bytes,
+        r.master_keys,
+        kdf_from(r.kdf),
+        rights=r.rights,
+        elevated_until=r.elevated_until,
+        gc_generation=r.gc_generation,
+        ref_seq=r.ref_seq,
+        condemned_bytes=r.condemned_bytes,
+        grace_seconds=r.grace_seconds,
+        min_pack_age_seconds=r.min_pack_age_seconds,
     )
+
+
+def pack_info_from(p: pb.PackInfo) -> PackInfo:
+    pack_id = PackId(p.pack_id)
+    entries = tuple(BlobLocation(BlobId(e.blob_id), pack_id, e.offset, e.length) for e in p.entries)
+    return PackInfo(pack_id, p.size, p.charged, p.created_at, int(p.state), p.condemned_at, entries)
+
+
+def condemn_result_from(r: pb.CondemnPacksResponse) -> CondemnResult:
+    return CondemnResult(
+        r.gc_generation, r.condemned, r.skipped_young, r.condemned_bytes, r.reap_at
+    )
+
+
+def ref_version_from(v: pb.RefVersion) -> RefVersion:
+    return RefVersion(v.name, v.version, BlobId(v.commit_id), v.seq, v.device_id, v.by_manage, v.at)
 
 
 def ref_from(r: pb.Ref) -> Ref:
@@ -95,13 +134,22 @@ def locations_from(resp: pb.FindBlobsResponse) -> dict[BlobId, BlobLocation]:
     return out
 
 
-def pack_header(size: int, sha256: bytes, entries: Sequence[PackedBlob]) -> pb.PackHeader:
+def repair_result_from(r: pb.RepairIndexResponse) -> RepairResult:
+    return RepairResult(r.added, r.removed, r.gc_generation)
+
+
+def pack_entries(entries: Sequence[PackedBlob]) -> list[pb.PackEntry]:
+    return [pb.PackEntry(blob_id=e.blob_id.raw, offset=e.offset, length=e.length) for e in entries]
+
+
+def pack_header(
+    size: int, sha256: bytes, entries: Sequence[PackedBlob], maintenance: bool = False
+) -> pb.PackHeader:
     return pb.PackHeader(
         size=size,
         sha256=sha256,
-        entries=[
-            pb.PackEntry(blob_id=e.blob_id.raw, offset=e.offset, length=e.length) for e in entries
-        ],
+        maintenance=maintenance,
+        entries=pack_entries(entries),
     )
 
 

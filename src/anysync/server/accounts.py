@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from anysync import crypto
-from anysync.errors import AuthError, IntegrityError, PermissionDenied, UsageError, WrongPassword
+from anysync.errors import (
+    AppendOnly,
+    AuthError,
+    IntegrityError,
+    PermissionDenied,
+    UsageError,
+    WrongPassword,
+)
 from anysync.server import auth
 from anysync.server.config import ServerConfig
 from anysync.server.limiter import PER_LOGIN, Backoff, LoginLimiter
@@ -37,6 +44,15 @@ class Caller:
 
     user: User
     device: Device
+
+    def manages(self) -> bool:
+        """The effective manage right (granted, or elevated by a fresh password proof)."""
+        return self.device.manages(time.time())
+
+    def refuse_append_only(self, what: str) -> None:
+        """AppendOnly if the calling device may only add."""
+        if self.device.rights == "append":
+            raise AppendOnly(f"this device is append-only: it may not {what}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,18 +209,34 @@ class Accounts:
         new_secret = _login_secret(change.new_login_secret)
         kdf = checked_kdf(change.new_kdf)
         master_keys = _master_keys(change.new_master_keys)
-        # A stolen token must not become an unlimited password oracle.
         user = caller.user
-        self.limits.check(user.email, address)
-        if not auth.verify_login_secret(
-            old_secret, user.login_hash, user.login_hash_salt, user.login_hash_params
-        ):
-            self._failed("password change", user.email, address)
-            raise WrongPassword("wrong password")
-        self.limits.record_success(user.email, address)
+        self._verify_password(caller, old_secret, "password change", address)
         login_hash, salt, params = auth.hash_login_secret(new_secret)
         self.db.change_login(user.id, login_hash, salt, params, kdf, master_keys)
         log.info("password changed: account %s, by device %d", user.user_id, caller.device.id)
+
+    def elevate(self, caller: Caller, login_secret: bytes, address: str) -> int:
+        """A fresh password proof: the calling device has the manage right for
+        `[gc] elevation` seconds. Returns until when (unix seconds)."""
+        caller.refuse_append_only("elevate its rights")
+        secret = _login_secret(login_secret)
+        self._verify_password(caller, secret, "elevation", address)
+        until = _now() + self.config.gc_elevation_seconds
+        self.db.set_elevated_until(caller.device.id, until)
+        log.info("account %s: device %d elevated", caller.user.user_id, caller.device.id)
+        return until
+
+    def _verify_password(self, caller: Caller, secret: bytes, what: str, address: str) -> None:
+        """WrongPassword unless `secret` is the account's; failures count toward the
+        log-in limits, so that a stolen token is no unlimited password oracle."""
+        user = caller.user
+        self.limits.check(user.email, address)
+        if not auth.verify_login_secret(
+            secret, user.login_hash, user.login_hash_salt, user.login_hash_params
+        ):
+            self._failed(what, user.email, address)
+            raise WrongPassword("wrong password")
+        self.limits.record_success(user.email, address)
 
     def _failed(self, what: str, email: str, address: str) -> None:
         self.limits.record_failure(email, address)
@@ -213,7 +245,22 @@ class Accounts:
     def list_devices(self, caller: Caller) -> list[Device]:
         return self.db.list_devices(caller.user.id)
 
+    def set_device_rights(self, caller: Caller, device_id: int, rights: str) -> None:
+        """Lowering a device's rights is open to write and manage devices (a device
+        that looks stolen can be cut down at once); raising them needs manage."""
+        caller.refuse_append_only("change device rights")
+        self.db.set_device_rights(caller.user.id, device_id, rights, may_raise=caller.manages())
+        log.info(
+            "account %s: device %d now has the %s right (set by device %d)",
+            caller.user.user_id,
+            device_id,
+            rights,
+            caller.device.id,
+        )
+
     def revoke_device(self, caller: Caller, device_id: int) -> None:
+        if device_id != caller.device.id:
+            caller.refuse_append_only("revoke other devices")
         self.db.revoke_device(caller.user.id, device_id, _now())
         log.info(
             "account %s: device %d revoked by device %d",

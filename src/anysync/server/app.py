@@ -15,7 +15,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -26,11 +26,13 @@ from anysync import tls
 from anysync.errors import UsageError
 from anysync.server import service
 from anysync.server.config import ServerConfig, parse_listen
+from anysync.server.gc import ReaperThread
 from anysync.server.home import Home
 from anysync.server.metadata import Metadata
 from anysync.server.metrics import Metrics, MetricsHttpServer, MetricsInterceptor
 from anysync.server.pool import BlockingPool
 from anysync.server.rpcbase import CallGuard
+from anysync.server.scrub import Scrubber, ScrubThread
 from anysync.server.streams import Limits
 from anysync.store import open_store
 
@@ -91,6 +93,8 @@ class RunningServer:
     host: str
     port: int  # the bound port, also when asked for port 0
     fingerprint: str
+    reaper: ReaperThread
+    scrub: ScrubThread | None = None  # None: [scrub] every = 0s
     metrics_http: MetricsHttpServer | None = None
 
     @property
@@ -110,6 +114,9 @@ class RunningServer:
             await self.grpc_server.stop(grace)
 
         self.loop.call(stop_serving())
+        self.reaper.close()  # a deletion under way finishes; a later step waits for restart
+        if self.scrub is not None:
+            self.scrub.close()  # a scrub under way stops; the next start runs it again
         drained = self.metrics.wait_idle(DRAIN_SECONDS)
         if not (drained and self.pool.wait_idle(DRAIN_SECONDS)):
             log.warning("RPC work still running after %d s; closing anyway", DRAIN_SECONDS)
@@ -120,10 +127,30 @@ class RunningServer:
         self.db.close()
 
 
-def start(home: Home, listen: str | None = None, limits: Limits | None = None) -> RunningServer:
+@dataclass(frozen=True, slots=True)
+class GcOverrides:
+    """`run --gc-grace/--gc-min-pack-age`: seconds that replace server.toml's [gc]."""
+
+    grace_seconds: int | None = None
+    min_pack_age_seconds: int | None = None
+
+    def apply(self, config: ServerConfig) -> ServerConfig:
+        if self.grace_seconds is not None:
+            config = replace(config, gc_grace_seconds=self.grace_seconds)
+        if self.min_pack_age_seconds is not None:
+            config = replace(config, gc_min_pack_age_seconds=self.min_pack_age_seconds)
+        return config
+
+
+def start(
+    home: Home,
+    listen: str | None = None,
+    limits: Limits | None = None,
+    gc: GcOverrides | None = None,
+) -> RunningServer:
     """Start serving `home` on `listen` (default: the configured address)."""
     home.require_initialised()
-    config = home.load_config()
+    config = (gc or GcOverrides()).apply(home.load_config())
     listen = listen or config.listen
     limits = limits or Limits.from_env()
     host, _ = parse_listen(listen)
@@ -134,8 +161,18 @@ def start(home: Home, listen: str | None = None, limits: Limits | None = None) -
         store = open_store(config, home.root)
         pool = BlockingPool(limits.pool_threads)
         core = service.Core(
-            config, db, store, home.secret(), pool, home.root / "tmp", limits, counter=metrics
+            config,
+            db,
+            store,
+            home.secret(),
+            pool,
+            home.root / "tmp",
+            limits,
+            counter=metrics,
+            reaped=metrics,
         )
+        # Deletions a crash interrupted are finished before the first call is taken.
+        core.reaper.run_logged()
         credentials = grpc.ssl_server_credentials([(home.key_pem(), cert_pem)])
         loop = LoopThread()
         try:
@@ -149,6 +186,11 @@ def start(home: Home, listen: str | None = None, limits: Limits | None = None) -
     except BaseException:
         db.close()
         raise
+    reaper = ReaperThread(core.reaper, config.gc_reap_every_seconds)
+    scrub = None
+    if config.scrub_every_seconds:
+        scrubber = Scrubber(db, store, home.secret(), core.reaper, config.scrub_orphan_age_seconds)
+        scrub = ScrubThread(scrubber, config.scrub_every_seconds)
     return RunningServer(
         server,
         loop,
@@ -161,6 +203,8 @@ def start(home: Home, listen: str | None = None, limits: Limits | None = None) -
         host,
         port,
         tls.fingerprint(cert_pem),
+        reaper,
+        scrub,
     )
 
 
@@ -231,7 +275,7 @@ class _StopBeforeServing(BaseException):
     """A stop signal while start() was still running (e.g. waiting for the store)."""
 
 
-def serve(home: Home, listen: str | None = None) -> None:
+def serve(home: Home, listen: str | None = None, gc: GcOverrides | None = None) -> None:
     """Run until SIGTERM or SIGINT, then stop gracefully."""
     stopping = threading.Event()
     serving = False
@@ -246,7 +290,7 @@ def serve(home: Home, listen: str | None = None) -> None:
     signal.signal(signal.SIGINT, on_signal)
     limit_malloc_arenas()
     try:
-        running = start(home, listen)  # closes what it opened if interrupted
+        running = start(home, listen, gc=gc)  # closes what it opened if interrupted
         serving = True
     except _StopBeforeServing:
         log.info("stopped before serving")

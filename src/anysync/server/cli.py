@@ -18,10 +18,12 @@ from datetime import UTC, datetime
 
 from anysync import __version__, tls
 from anysync.errors import AnySyncError, UsageError
-from anysync.server import app, auth, logs
-from anysync.server.config import format_size, parse_listen, parse_size
+from anysync.server import app, auth, logs, scrub
+from anysync.server.config import format_size, parse_duration, parse_listen, parse_size
+from anysync.server.gc import Reaper
 from anysync.server.home import ENV_HOME, Home, init_home, resolve_home
 from anysync.server.metadata import Metadata
+from anysync.store import open_store
 
 PROG = "anysync-server"
 EXIT_CODES = "exit codes: 0 success, 1 failure, 2 usage error"
@@ -68,14 +70,27 @@ def cmd_init(home: Home, args: argparse.Namespace) -> int:
 def cmd_run(home: Home, args: argparse.Namespace) -> int:
     if args.listen:
         parse_listen(args.listen)
+    gc = app.GcOverrides(
+        grace_seconds=_duration_arg(args.gc_grace, "--gc-grace"),
+        min_pack_age_seconds=_duration_arg(args.gc_min_pack_age, "--gc-min-pack-age"),
+    )
     if not home.is_initialised():
         init_home(home.root)
         print(f"initialised new server home at {home.root}", flush=True)
     with home.lock():  # held while serving: a second `run` on this home exits
         config = home.load_config()
         logs.configure(config.log_format, config.log_level)
-        app.serve(home, args.listen)
+        app.serve(home, args.listen, gc)
     return 0
+
+
+def _duration_arg(text: str | None, option: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except UsageError as err:
+        raise UsageError(f"{option}: {err}") from None
 
 
 def cmd_fingerprint(home: Home, args: argparse.Namespace) -> int:
@@ -192,6 +207,58 @@ def cmd_user_quota(home: Home, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scrub(home: Home, args: argparse.Namespace) -> int:
+    config = home.load_config()
+    orphan_age = _duration_arg(args.orphan_age, "--orphan-age")
+    if orphan_age is None:
+        orphan_age = config.scrub_orphan_age_seconds
+    with _db(home) as db:
+        store = open_store(config, home.root)
+        secret = home.secret()
+        reaper = Reaper(db, store, secret, config.gc_grace_seconds)
+        report = scrub.Scrubber(db, store, secret, reaper, orphan_age).run()
+    if args.json:
+        print(json.dumps(_scrub_json(report), indent=2))
+    else:
+        _print_scrub(report)
+    return 0 if report.clean else 6
+
+
+def _print_scrub(report: scrub.ScrubReport) -> None:
+    print(
+        f"{report.objects} objects, {report.packs} packs; {len(report.missing)} missing, "
+        f"{len(report.orphans)} orphans ({format_size(report.orphan_bytes)}), "
+        f"{report.young_orphans} younger orphans not reported yet; "
+        f"{report.reaped} half-deleted packs finished"
+    )
+    for m in report.missing:
+        state = scrub.state_name(m.state)
+        print(f"missing: pack {m.pack_id} ({state}) of account {m.user_id}")
+    for o in report.orphans:
+        owner = f"account {o.user_id}" if o.user_id else "no account"
+        print(
+            f"orphan: {o.key} ({format_size(o.size)}, {owner}, since {_date(o.first_seen)});"
+            " left in place"
+        )
+
+
+def _scrub_json(report: scrub.ScrubReport) -> dict[str, object]:
+    return {
+        "objects": report.objects,
+        "packs": report.packs,
+        "reaped": report.reaped,
+        "young_orphans": report.young_orphans,
+        "missing": [
+            {"user_id": m.user_id, "pack_id": m.pack_id.hex(), "state": scrub.state_name(m.state)}
+            for m in report.missing
+        ],
+        "orphans": [
+            {"key": o.key, "size": o.size, "first_seen": o.first_seen, "user_id": o.user_id}
+            for o in report.orphans
+        ],
+    }
+
+
 # ---------------------------------------------------------------- helpers
 
 
@@ -267,6 +334,16 @@ def _parser() -> argparse.ArgumentParser:
         "serve (initialising the home first if there is none); stop with SIGTERM or Ctrl-C",
     )
     p.add_argument("--listen", metavar="HOST:PORT", help="override `listen` of server.toml")
+    p.add_argument(
+        "--gc-grace",
+        metavar="DURATION",
+        help="override [gc] grace: how long condemned packs wait before deletion (0s = none)",
+    )
+    p.add_argument(
+        "--gc-min-pack-age",
+        metavar="DURATION",
+        help="override [gc] min_pack_age: younger packs are never condemned",
+    )
     add(sub, "fingerprint", cmd_fingerprint, "print the TLS certificate's SHA-256 fingerprint")
     p = add(
         sub,
@@ -295,6 +372,21 @@ def _parser() -> argparse.ArgumentParser:
     p = add(usub, "quota", cmd_user_quota, "set an account's quota")
     p.add_argument("email")
     p.add_argument("size", help="e.g. 500M, 10G; `none` = unlimited; `default` = server default")
+
+    p = add(
+        sub,
+        "scrub",
+        cmd_scrub,
+        "compare the object store with the recorded packs and report what does not match "
+        "(deletes nothing; safe while the server runs)",
+        "exit codes: 0 clean, 1 failure, 2 usage error, 6 missing packs or orphans found",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--orphan-age",
+        metavar="DURATION",
+        help="override [scrub] orphan_age: report objects without a pack known this long",
+    )
     return parser
 
 

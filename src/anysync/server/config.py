@@ -76,6 +76,29 @@ level = "info"
 # there waits (30 s, doubling up to 15 min). A correct password from an address that
 # has not failed always works; the counts survive a restart (docs/design.md).
 max_failed_logins = 5
+
+[gc]
+# Durations are a number with a unit: s, m, h, d (e.g. "90s", "24h"); "0s" = none.
+# How long condemned packs (prune) stay before they are deleted: the time to undo a
+# prune and for reads in flight to finish. Safety does not depend on it.
+grace = "24h"
+# Packs younger than this are never condemned (uploads of a backup still running).
+min_pack_age = "1h"
+# How often condemned packs past their grace period are deleted.
+reap_every = "10m"
+# How long a device acts with the manage right after a password proof (Elevate).
+elevation = "15m"
+# How far a manage device's maintenance uploads (forget, repack) may pass the quota.
+maintenance_headroom = "64M"
+
+[scrub]
+# How often the server compares the object store with its records (it only reports:
+# packs missing from the store, objects no pack refers to); "0s" = never
+# (`anysync-server scrub` runs one by hand).
+every = "24h"
+# Objects without a pack are reported once the scrub has known them this long (uploads
+# under way are such objects for a moment).
+orphan_age = "24h"
 """
 
 
@@ -93,6 +116,13 @@ class ServerConfig:
     metrics_listen: str = "127.0.0.1:9465"
     log_format: str = "text"
     log_level: str = "info"
+    gc_grace_seconds: int = 24 * 3600
+    gc_min_pack_age_seconds: int = 3600
+    gc_reap_every_seconds: int = 600
+    gc_elevation_seconds: int = 900
+    gc_maintenance_headroom: int = 64 << 20  # bytes
+    scrub_every_seconds: int = 24 * 3600  # 0 = no scheduled scrub
+    scrub_orphan_age_seconds: int = 24 * 3600
 
 
 # The whitelist: section → key → expected type. "" is the top level.
@@ -116,11 +146,20 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "limits": {"max_failed_logins": int, "failed_login_window_seconds": int},
     "metrics": {"listen": str},
     "log": {"format": str, "level": str},
+    "gc": {
+        "grace": str,
+        "min_pack_age": str,
+        "reap_every": str,
+        "elevation": str,
+        "maintenance_headroom": (str, int),
+    },
+    "scrub": {"every": str, "orphan_age": str},
 }
 _S3_KEYS = ("endpoint", "bucket", "access_key")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -136,6 +175,14 @@ def parse_size(text: str | int) -> int:
     if value < 0:
         raise UsageError(f"not a size: {text!r} (negative)")
     return value * _UNITS[unit]
+
+
+def parse_duration(text: str) -> int:
+    """'24h' → 86400 seconds; units s, m, h, d; '0s' (or '0') = none."""
+    m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text, re.IGNORECASE)
+    if not m or (not m.group(2) and m.group(1) != "0"):
+        raise UsageError(f"not a duration: {text!r} (expected e.g. 90s, 10m, 24h or 0s)")
+    return int(m.group(1)) * _DURATION_UNITS[m.group(2).lower() or "s"]
 
 
 def format_size(n: int) -> str:
@@ -192,6 +239,19 @@ def parse_config(data: dict[str, Any]) -> ServerConfig:
         metrics_listen=flat.get("metrics.listen", defaults.metrics_listen),
         log_format=flat.get("log.format", defaults.log_format),
         log_level=flat.get("log.level", defaults.log_level),
+        gc_grace_seconds=_duration(flat, "gc.grace", defaults.gc_grace_seconds),
+        gc_min_pack_age_seconds=_duration(
+            flat, "gc.min_pack_age", defaults.gc_min_pack_age_seconds
+        ),
+        gc_reap_every_seconds=_duration(flat, "gc.reap_every", defaults.gc_reap_every_seconds),
+        gc_elevation_seconds=_duration(flat, "gc.elevation", defaults.gc_elevation_seconds),
+        gc_maintenance_headroom=parse_size(
+            flat.get("gc.maintenance_headroom", defaults.gc_maintenance_headroom)
+        ),
+        scrub_every_seconds=_duration(flat, "scrub.every", defaults.scrub_every_seconds),
+        scrub_orphan_age_seconds=_duration(
+            flat, "scrub.orphan_age", defaults.scrub_orphan_age_seconds
+        ),
     )
     parse_listen(config.listen)
     if config.registration not in REGISTRATION_MODES:
@@ -207,9 +267,21 @@ def parse_config(data: dict[str, Any]) -> ServerConfig:
         raise UsageError(f"[log] format = {config.log_format!r}: expected text or json")
     if config.log_level not in LOG_LEVELS:
         raise UsageError(f"[log] level = {config.log_level!r}: expected one of {LOG_LEVELS}")
+    if config.gc_reap_every_seconds < 1:
+        raise UsageError("[gc] reap_every must be at least 1s")
     if config.max_failed_logins < 1 or config.failed_login_window_seconds < 1:
         raise UsageError("[limits] values must be at least 1")
     return config
+
+
+def _duration(flat: dict[str, Any], name: str, default: int) -> int:
+    if name not in flat:
+        return default
+    try:
+        return parse_duration(flat[name])
+    except UsageError as err:
+        section, _, key = name.partition(".")
+        raise UsageError(f"[{section}] {key}: {err}") from None
 
 
 def _s3_settings(flat: dict[str, Any]) -> S3Settings | None:

@@ -34,10 +34,15 @@ from pathlib import Path
 
 from anysync.errors import (
     AlreadyExists,
+    AppendOnly,
+    ClientTooOld,
     Conflict,
+    GcRaced,
+    NeedsManage,
     NotFound,
     PermissionDenied,
     QuotaExceeded,
+    RefsChanged,
     UsageError,
 )
 from anysync.server.config import format_size
@@ -68,6 +73,20 @@ MAX_PACK_ENTRIES = 100_000
 MAX_REFS = 10_000
 MAX_REF_NAME = 200  # characters; the client's names have 34
 
+# Device rights, weakest first (docs/prune-design.md §3): append adds only, write also
+# moves refs anywhere, manage also deletes and changes rights.
+RIGHTS = ("append", "write", "manage")
+# A live location: a copy of a blob in a live pack. Only these answer FindBlobs and
+# count as "stored" for UpdateRef; condemned packs can still be read until reaped.
+_LIVE_LOCATIONS = (
+    "SELECT l.blob_id, l.pack_id, l.offset, l.length FROM blob_locations l"
+    " JOIN packs p ON p.user = l.user AND p.pack_id = l.pack_id"
+    " WHERE l.user = ? AND p.state = 0"
+)
+# Pack states: live packs answer FindBlobs and count toward used_bytes; condemned ones
+# wait for the grace period; reaping ones are being deleted (finished at start-up).
+LIVE, CONDEMNED, REAPING = 0, 1, 2
+
 
 @dataclass(frozen=True, slots=True)
 class User:
@@ -83,6 +102,9 @@ class User:
     quota_bytes: int | None  # None = the server's default
     used_bytes: int
     created_at: int
+    gc_generation: int = 0
+    ref_seq: int = 0
+    condemned_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +115,12 @@ class Device:
     created_at: int
     last_seen_at: int | None
     revoked_at: int | None
+    rights: str = "write"
+    elevated_until: int | None = None
+
+    def manages(self, now: float) -> bool:
+        """The effective manage right: granted, or a password proof still fresh."""
+        return self.rights == "manage" or (self.elevated_until or 0) > now
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +151,67 @@ class UserSummary:
     used_bytes: int
     quota_bytes: int | None
     disabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RefWrite:
+    """Who moves a ref, and what the move must be checked against."""
+
+    device_id: int
+    by_manage: bool  # the device's effective manage right, kept in ref_history
+    append_only: bool  # may not point the ref at a version it had before
+    gc_generation: int | None  # of the session's first FindBlobs; None = an old client
+
+
+@dataclass(frozen=True, slots=True)
+class RefVersion:
+    name: str
+    version: int
+    commit_id: BlobId
+    seq: int
+    device_id: int
+    by_manage: bool
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class PackRow:
+    pack_id: PackId
+    size: int
+    charged: int
+    created_at: int
+    state: int
+    condemned_at: int | None
+    entries: list[BlobLocation]
+
+
+@dataclass(frozen=True, slots=True)
+class Condemned:
+    """What one CondemnPacks did."""
+
+    gc_generation: int  # after the call
+    condemned: int
+    skipped_young: int
+    condemned_bytes: int  # charge taken out of used_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Repaired:
+    """What one RepairIndex did (a changed location counts as removed and added)."""
+
+    added: int
+    removed: int
+    gc_generation: int  # after the call
+
+
+@dataclass(frozen=True, slots=True)
+class Reaping:
+    """A pack being deleted: its object goes first, then its rows."""
+
+    user: int
+    user_id: str
+    pack_id: PackId
+    charged: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +289,17 @@ class Metadata:
         return self._conn()
 
     @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """Reads that must agree with each other: one read transaction (WAL gives it a
+        fixed view of the database and takes no write lock)."""
+        conn = self._conn()
+        conn.execute("BEGIN")  # deferred: a read transaction from the first SELECT on
+        try:
+            yield conn
+        finally:
+            _rollback(conn)  # nothing was written
+
+    @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """All of the block's writes or none. A database that cannot grow (disk full)
         raises OSError(ENOSPC, DISK_FULL), after the rollback."""
@@ -266,7 +366,7 @@ class Metadata:
                 ),
             )
             user = _rowid(cur)
-            dev = _insert_device(db, user, device, now)
+            dev = _insert_device(db, user, device, now, "manage")  # the account's first
             if invite_hash is not None:
                 db.execute(
                     "UPDATE invites SET used_at = ?, used_by = ? WHERE code_hash = ?",
@@ -305,9 +405,9 @@ class Metadata:
 
     # ------------------------------------------------------------ devices
 
-    def add_device(self, user: int, device: NewDevice, now: int) -> Device:
+    def add_device(self, user: int, device: NewDevice, now: int, rights: str = "write") -> Device:
         with self.transaction() as db:
-            return _insert_device(db, user, device, now)
+            return _insert_device(db, user, device, now, rights)
 
     def caller_for_token(self, token_hash: bytes) -> tuple[User, Device] | None:
         row = (
@@ -347,6 +447,27 @@ class Metadata:
                 (now, device_id),
             )
 
+    def set_device_rights(self, user: int, device_id: int, rights: str, may_raise: bool) -> None:
+        """Give one of `user`'s devices `rights`. Raising them (append < write < manage)
+        needs `may_raise`, else NeedsManage; lowering is always allowed."""
+        if rights not in RIGHTS:
+            raise UsageError(f"rights must be one of {', '.join(RIGHTS)}, not {rights!r}")
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT rights FROM devices WHERE id = ? AND user = ?", (device_id, user)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"this account has no device {device_id}")
+            if RIGHTS.index(rights) > RIGHTS.index(row[0]) and not may_raise:
+                raise NeedsManage(
+                    f"giving device {device_id} the {rights} right needs the manage right"
+                )
+            db.execute("UPDATE devices SET rights = ? WHERE id = ?", (rights, device_id))
+
+    def set_elevated_until(self, device_id: int, until: int) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE devices SET elevated_until = ? WHERE id = ?", (until, device_id))
+
     # ------------------------------------------------------------ packs and blobs
 
     def add_pack(
@@ -371,9 +492,10 @@ class Metadata:
                 " VALUES (?, ?, ?, ?, ?)",
                 (user, pack_id.raw, size, charge, now),
             )
-            # OR IGNORE: a blob already indexed elsewhere keeps its first location.
+            # Every copy is a location of its own. OR IGNORE only folds a blob listed
+            # twice in one header (the key includes the pack).
             db.executemany(
-                "INSERT OR IGNORE INTO blobs (user, blob_id, pack_id, offset, length)"
+                "INSERT OR IGNORE INTO blob_locations (user, blob_id, pack_id, offset, length)"
                 " VALUES (?, ?, ?, ?, ?)",
                 [(user, b.blob_id.raw, pack_id.raw, b.offset, b.length) for b in blobs],
             )
@@ -387,21 +509,189 @@ class Metadata:
         )
         return None if row is None else int(row[0])
 
-    def find_blobs(self, user: int, blob_ids: Sequence[BlobId]) -> list[BlobLocation]:
+    def find_blobs(self, user: int, blob_ids: Sequence[BlobId]) -> tuple[list[BlobLocation], int]:
+        """The live locations of these blobs (every copy), and the account's
+        gc_generation read in the same transaction: a client that relies on the answer
+        sends that generation with its commit (UpdateRef)."""
         found: list[BlobLocation] = []
-        conn = self._conn()
-        for i in range(0, len(blob_ids), _SQL_BATCH):
-            batch = [b.raw for b in blob_ids[i : i + _SQL_BATCH]]
-            marks = ",".join("?" * len(batch))  # placeholders only: S608 is a false alarm
-            rows = conn.execute(
-                f"SELECT * FROM blobs WHERE user = ? AND blob_id IN ({marks})",  # noqa: S608
-                (user, *batch),
+        with self.snapshot() as conn:
+            (generation,) = conn.execute(
+                "SELECT gc_generation FROM users WHERE id = ?", (user,)
+            ).fetchone()
+            for i in range(0, len(blob_ids), _SQL_BATCH):
+                batch = [b.raw for b in blob_ids[i : i + _SQL_BATCH]]
+                marks = ",".join("?" * len(batch))  # placeholders only: S608 is a false alarm
+                rows = conn.execute(
+                    _LIVE_LOCATIONS + f" AND l.blob_id IN ({marks})", (user, *batch)
+                )
+                found += [_location(r) for r in rows]
+        return found, int(generation)
+
+    def list_packs(self, user: int, include_entries: bool, include_condemned: bool) -> PackListing:
+        """The account's packs, read in one transaction of a connection of its own
+        (close the listing when done)."""
+        return PackListing(self.path, user, include_entries, include_condemned)
+
+    def condemn_packs(
+        self,
+        user: int,
+        pack_ids: Sequence[PackId],
+        expected: tuple[int, int],
+        young_after: int,
+        device_id: int,
+        now: int,
+    ) -> Condemned:
+        """Condemn the live packs among `pack_ids` created at or before `young_after`,
+        if the account's (gc_generation, ref_seq) is still `expected`: GcRaced or
+        RefsChanged otherwise. An unknown pack refuses the whole call (NotFound). Packs
+        already condemned and young packs are skipped: fewer deletions are always safe."""
+        wanted = {p.raw: p for p in pack_ids}
+        with self.transaction() as db:
+            generation, seq = db.execute(
+                "SELECT gc_generation, ref_seq FROM users WHERE id = ?", (user,)
+            ).fetchone()
+            if generation != expected[0]:
+                raise GcRaced(
+                    f"packs were condemned meanwhile (generation {generation}, "
+                    f"expected {expected[0]}); plan again"
+                )
+            if seq != expected[1]:
+                raise RefsChanged(
+                    f"refs changed meanwhile (ref_seq {seq}, expected {expected[1]}); mark again"
+                )
+            rows = _packs_by_id(db, user, list(wanted))
+            unknown = [p for raw, p in wanted.items() if raw not in rows]
+            if unknown:
+                raise NotFound(f"no pack {unknown[0]}")
+            live = [r for r in rows.values() if r["state"] == LIVE]
+            doomed = [r for r in live if r["created_at"] <= young_after]
+            charged = sum(int(r["charged"]) for r in doomed)
+            for i in range(0, len(doomed), _SQL_BATCH):
+                db.executemany(
+                    "UPDATE packs SET state = 1, condemned_at = ?, condemned_by = ?"
+                    " WHERE user = ? AND pack_id = ?",
+                    [(now, device_id, user, r["pack_id"]) for r in doomed[i : i + _SQL_BATCH]],
+                )
+            if doomed:  # a live location went away: fence every commit planned before
+                generation += 1
+                db.execute(
+                    "UPDATE users SET gc_generation = ?, used_bytes = used_bytes - ?,"
+                    " condemned_bytes = condemned_bytes + ? WHERE id = ?",
+                    (generation, charged, charged, user),
+                )
+        return Condemned(generation, len(doomed), len(live) - len(doomed), charged)
+
+    def repair_index(
+        self, user: int, pack_id: PackId, entries: Sequence[BlobLocation], expected_generation: int
+    ) -> Repaired:
+        """Make the live pack's index rows equal to `entries` (one per blob ID: the first
+        wins), as its header lists them, and charge it for its new number of entries.
+        Removing a row may take a live location away, so a removal is fenced like a
+        condemnation: GcRaced unless the generation is `expected_generation`, and +1
+        after. Adding rows only takes nothing away and needs no fence. NotFound for a
+        pack the account does not have, or has condemned."""
+        check_pack_entries(len(entries))
+        wanted: dict[bytes, tuple[int, int]] = {}
+        for e in entries:
+            wanted.setdefault(e.blob_id.raw, (e.offset, e.length))
+        with self.transaction() as db:
+            pack = db.execute(
+                "SELECT size, charged, state FROM packs WHERE user = ? AND pack_id = ?",
+                (user, pack_id.raw),
+            ).fetchone()
+            if pack is None:
+                raise NotFound(f"no pack {pack_id}")
+            if pack["state"] != LIVE:  # its rows no longer answer FindBlobs: nothing to fix
+                raise NotFound(f"pack {pack_id} is condemned; its index is not used any more")
+            rows = db.execute(
+                "SELECT blob_id, offset, length FROM blob_locations WHERE user = ? AND pack_id = ?",
+                (user, pack_id.raw),
             )
-            found += [
-                BlobLocation(BlobId(r["blob_id"]), PackId(r["pack_id"]), r["offset"], r["length"])
-                for r in rows
-            ]
-        return found
+            have = {bytes(r[0]): (r[1], r[2]) for r in rows}
+            stale = [b for b, where in have.items() if wanted.get(b) != where]
+            new = [(b, where) for b, where in wanted.items() if have.get(b) != where]
+            (generation,) = db.execute(
+                "SELECT gc_generation FROM users WHERE id = ?", (user,)
+            ).fetchone()
+            if stale:  # a location goes away: fence every commit planned before
+                if generation != expected_generation:
+                    raise GcRaced(
+                        f"packs were condemned or repaired meanwhile (generation {generation},"
+                        f" expected {expected_generation}); read the index again"
+                    )
+                generation += 1
+            db.executemany(
+                "DELETE FROM blob_locations WHERE user = ? AND blob_id = ? AND pack_id = ?",
+                [(user, b, pack_id.raw) for b in stale],
+            )
+            db.executemany(
+                "INSERT INTO blob_locations (user, blob_id, pack_id, offset, length)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(user, b, pack_id.raw, off, length) for b, (off, length) in new],
+            )
+            # The charge follows the entry count (pack_charge); a repair is not refused
+            # for the quota, as an undo is not, but what it adds is counted.
+            extra = pack_charge(pack["size"], len(wanted)) - pack["charged"]
+            db.execute(
+                "UPDATE packs SET charged = charged + ? WHERE user = ? AND pack_id = ?",
+                (extra, user, pack_id.raw),
+            )
+            db.execute(
+                "UPDATE users SET gc_generation = ?, used_bytes = used_bytes + ? WHERE id = ?",
+                (generation, extra, user),
+            )
+        return Repaired(added=len(new), removed=len(stale), gc_generation=generation)
+
+    # ------------------------------------------------------------ reaping
+
+    def start_reaping(self, condemned_before: int) -> int:
+        """Step 1 of a reap: every condemned pack condemned at or before the time goes
+        to state reaping. The number of packs."""
+        # Look before taking the write lock: most runs find nothing due, and the lock
+        # would make every writer of the moment wait.
+        due = "WHERE state = 1 AND condemned_at <= ?"  # the packs_due index
+        look = f"SELECT 1 FROM packs {due} LIMIT 1"  # noqa: S608 - constants only
+        if self._conn().execute(look, (condemned_before,)).fetchone() is None:
+            return 0
+        with self.transaction() as db:
+            cur = db.execute(f"UPDATE packs SET state = 2 {due}", (condemned_before,))  # noqa: S608
+            return cur.rowcount
+
+    def reaping(self) -> list[Reaping]:
+        """Packs in state reaping: those step 1 just marked, and those a crash left."""
+        rows = self._conn().execute(
+            "SELECT p.user, u.user_id, p.pack_id, p.charged FROM packs p"
+            " JOIN users u ON u.id = p.user WHERE p.state = 2"
+        )
+        return [Reaping(r[0], r[1], PackId(r[2]), r[3]) for r in rows]
+
+    def finish_reaping(self, pack: Reaping) -> bool:
+        """Step 3: the object is gone; drop the pack's rows and its charge. False when
+        another run finished it already."""
+        with self.transaction() as db:
+            db.execute(
+                "DELETE FROM blob_locations WHERE user = ? AND pack_id = ?"
+                " AND EXISTS (SELECT 1 FROM packs WHERE user = ? AND pack_id = ? AND state = 2)",
+                (pack.user, pack.pack_id.raw, pack.user, pack.pack_id.raw),
+            )
+            cur = db.execute(
+                "DELETE FROM packs WHERE user = ? AND pack_id = ? AND state = 2",
+                (pack.user, pack.pack_id.raw),
+            )
+            if cur.rowcount == 0:
+                return False
+            db.execute(
+                "UPDATE users SET condemned_bytes = condemned_bytes - ? WHERE id = ?",
+                (pack.charged, pack.user),
+            )
+        return True
+
+    def condemned_bytes(self) -> int:
+        """Of every account: charged bytes condemned and not yet deleted."""
+        (total,) = (
+            self._conn().execute("SELECT coalesce(sum(condemned_bytes), 0) FROM users").fetchone()
+        )
+        return int(total)
 
     # ------------------------------------------------------------ refs
 
@@ -414,11 +704,32 @@ class Metadata:
         return None if row is None else _ref(row)
 
     def list_refs(self, user: int, prefix: str = "") -> list[Ref]:
-        rows = self._conn().execute(
-            "SELECT * FROM refs WHERE user = ? AND substr(name, 1, ?) = ? ORDER BY name",
-            (user, len(prefix), prefix),
-        )
-        return [_ref(r) for r in rows]
+        return self.refs_and_seq(user, prefix)[0]
+
+    def refs_and_seq(self, user: int, prefix: str = "") -> tuple[list[Ref], int]:
+        """The refs whose names start with `prefix`, and the account's ref_seq, read
+        in one transaction."""
+        with self.snapshot() as conn:
+            (seq,) = conn.execute("SELECT ref_seq FROM users WHERE id = ?", (user,)).fetchone()
+            rows = conn.execute(
+                "SELECT * FROM refs WHERE user = ? AND substr(name, 1, ?) = ? ORDER BY name",
+                (user, len(prefix), prefix),
+            )
+            return [_ref(r) for r in rows], int(seq)
+
+    def ref_history(
+        self, user: int, name: str, after_seq: int, limit: int
+    ) -> tuple[list[RefVersion], int]:
+        """Up to `limit` versions of the ref `name` ("" = every ref) with seq above
+        `after_seq`, by seq, and the account's ref_seq, read in one transaction."""
+        with self.snapshot() as conn:
+            (seq,) = conn.execute("SELECT ref_seq FROM users WHERE id = ?", (user,)).fetchone()
+            rows = conn.execute(
+                "SELECT * FROM ref_history WHERE user = ? AND seq > ? AND (? = '' OR name = ?)"
+                " ORDER BY seq LIMIT ?",
+                (user, after_seq, name, name, limit),
+            )
+            return [_ref_version(r) for r in rows], int(seq)
 
     def update_ref(
         self,
@@ -426,13 +737,17 @@ class Metadata:
         name: str,
         expected_version: int,
         commit_id: BlobId,
-        device_id: int,
+        writer: RefWrite,
         now: int,
     ) -> Ref:
         """Compare-and-swap. Conflict unless the ref is at `expected_version` (0: it
-        must not exist); NotFound unless the account holds the commit blob, because a
-        ref must never point at something that is not stored yet. QuotaExceeded when
-        a new ref would be the account's MAX_REFS + 1st."""
+        must not exist). QuotaExceeded when a new ref would be the account's
+        MAX_REFS + 1st. The fence (docs/prune-design.md §7): ClientTooOld without a
+        generation once the account has one, GcRaced unless it is the current one.
+        AppendOnly when an append-only writer points the ref at a commit it had before.
+        NotFound unless the commit blob has a live location, because a ref must never
+        point at something that is not stored. The change and a ref_history row are
+        written together, and ref_seq counts it."""
         if not 0 < len(name) <= MAX_REF_NAME:
             raise UsageError(f"a ref name is 1 to {MAX_REF_NAME} characters")
         with self.transaction() as db:
@@ -451,21 +766,59 @@ class Metadata:
                         f"too many refs: this account has {count:,}, "
                         f"the most this server allows is {MAX_REFS:,}"
                     )
+            generation, seq = db.execute(
+                "SELECT gc_generation, ref_seq FROM users WHERE id = ?", (user,)
+            ).fetchone()
+            if writer.gc_generation is None and generation > 0:
+                raise ClientTooOld()
+            if writer.gc_generation is not None and writer.gc_generation != generation:
+                raise GcRaced(
+                    f"packs were condemned since this session looked up its blobs "
+                    f"(generation {generation}, not {writer.gc_generation}); check again"
+                )
+            if (
+                writer.append_only
+                and db.execute(
+                    "SELECT 1 FROM ref_history WHERE user = ? AND name = ? AND commit_id = ?",
+                    (user, name, commit_id.raw),
+                ).fetchone()
+            ):
+                raise AppendOnly(
+                    f"this device is append-only: it may not set ref {name} back to "
+                    f"commit {commit_id.short()}, an earlier version"
+                )
             if not db.execute(
-                "SELECT 1 FROM blobs WHERE user = ? AND blob_id = ?", (user, commit_id.raw)
+                _LIVE_LOCATIONS + " AND l.blob_id = ?", (user, commit_id.raw)
             ).fetchone():
                 raise NotFound(
                     f"commit {commit_id.short()} is not stored on the server; "
                     "upload its pack before updating the ref"
                 )
-            ref = Ref(name, commit_id, current + 1, now, device_id)
+            ref = Ref(name, commit_id, current + 1, now, writer.device_id)
             db.execute(
                 "INSERT INTO refs (user, name, commit_id, version, updated_at, updated_by_device)"
                 " VALUES (?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (user, name) DO UPDATE SET commit_id = excluded.commit_id,"
                 " version = excluded.version, updated_at = excluded.updated_at,"
                 " updated_by_device = excluded.updated_by_device",
-                (user, name, commit_id.raw, ref.version, now, device_id),
+                (user, name, commit_id.raw, ref.version, now, writer.device_id),
+            )
+            seq += 1
+            db.execute("UPDATE users SET ref_seq = ? WHERE id = ?", (seq, user))
+            db.execute(
+                "INSERT INTO ref_history"
+                " (user, name, version, commit_id, seq, device, by_manage, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    user,
+                    name,
+                    ref.version,
+                    commit_id.raw,
+                    seq,
+                    writer.device_id,
+                    int(writer.by_manage),
+                    now,
+                ),
             )
         return ref
 
@@ -638,6 +991,9 @@ def _user(row: sqlite3.Row | None) -> User | None:
         quota_bytes=row["quota_bytes"],
         used_bytes=row["used_bytes"],
         created_at=row["created_at"],
+        gc_generation=row["gc_generation"],
+        ref_seq=row["ref_seq"],
+        condemned_bytes=row["condemned_bytes"],
     )
 
 
@@ -649,6 +1005,8 @@ def _device(row: sqlite3.Row) -> Device:
         created_at=row["created_at"],
         last_seen_at=row["last_seen_at"],
         revoked_at=row["revoked_at"],
+        rights=row["rights"],
+        elevated_until=row["elevated_until"],
     )
 
 
@@ -662,13 +1020,105 @@ def _ref(row: sqlite3.Row) -> Ref:
     )
 
 
-def _insert_device(db: sqlite3.Connection, user: int, device: NewDevice, now: int) -> Device:
+def _insert_device(
+    db: sqlite3.Connection, user: int, device: NewDevice, now: int, rights: str
+) -> Device:
     cur = db.execute(
-        "INSERT INTO devices (user, name, public_key, token_hash, created_at)"
-        " VALUES (?, ?, ?, ?, ?)",
-        (user, device.name, device.public_key, device.token_hash, now),
+        "INSERT INTO devices (user, name, public_key, token_hash, created_at, rights)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (user, device.name, device.public_key, device.token_hash, now, rights),
     )
-    return Device(_rowid(cur), user, device.name, now, None, None)
+    return Device(_rowid(cur), user, device.name, now, None, None, rights)
+
+
+def _location(row: sqlite3.Row) -> BlobLocation:
+    return BlobLocation(
+        BlobId(row["blob_id"]), PackId(row["pack_id"]), row["offset"], row["length"]
+    )
+
+
+def _ref_version(row: sqlite3.Row) -> RefVersion:
+    return RefVersion(
+        name=row["name"],
+        version=row["version"],
+        commit_id=BlobId(row["commit_id"]),
+        seq=row["seq"],
+        device_id=row["device"],
+        by_manage=bool(row["by_manage"]),
+        at=row["at"],
+    )
+
+
+def _packs_by_id(
+    db: sqlite3.Connection, user: int, raw_ids: list[bytes]
+) -> dict[bytes, sqlite3.Row]:
+    found: dict[bytes, sqlite3.Row] = {}
+    for i in range(0, len(raw_ids), _SQL_BATCH):
+        batch = raw_ids[i : i + _SQL_BATCH]
+        marks = ",".join("?" * len(batch))  # placeholders only: S608 is a false alarm
+        sql = f"SELECT * FROM packs WHERE user = ? AND pack_id IN ({marks})"  # noqa: S608
+        rows = db.execute(sql, (user, *batch))
+        found.update((bytes(r["pack_id"]), r) for r in rows)
+    return found
+
+
+class PackListing:
+    """An account's packs, read in one read transaction on a connection of its own, so
+    that a stream can take batches from different pool threads (one at a time) while
+    every batch agrees with `gc_generation` and `ref_seq`. Close it when done."""
+
+    def __init__(self, path: Path, user: int, include_entries: bool, include_condemned: bool):
+        self._conn = _connect(path)
+        self._user = user
+        self._include_entries = include_entries
+        try:
+            self._conn.execute("BEGIN")
+            self.gc_generation, self.ref_seq = self._conn.execute(
+                "SELECT gc_generation, ref_seq FROM users WHERE id = ?", (user,)
+            ).fetchone()
+            most = REAPING if include_condemned else LIVE
+            self._packs = self._conn.execute(
+                "SELECT * FROM packs WHERE user = ? AND state <= ? ORDER BY pack_id", (user, most)
+            )
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def batch(self, max_bytes: int) -> list[PackRow]:
+        """The next packs, about `max_bytes` of them on the wire (a pack's entries are
+        never split); empty at the end."""
+        found: list[PackRow] = []
+        size = 0
+        while size < max_bytes and (row := self._packs.fetchone()) is not None:
+            entries = self._entries(row["pack_id"]) if self._include_entries else []
+            found.append(
+                PackRow(
+                    PackId(row["pack_id"]),
+                    row["size"],
+                    row["charged"],
+                    row["created_at"],
+                    row["state"],
+                    row["condemned_at"],
+                    entries,
+                )
+            )
+            size += _PACK_WIRE_BYTES + _ENTRY_WIRE_BYTES * len(entries)
+        return found
+
+    def _entries(self, raw_pack_id: bytes) -> list[BlobLocation]:
+        rows = self._conn.execute(
+            "SELECT * FROM blob_locations WHERE user = ? AND pack_id = ? ORDER BY offset",
+            (self._user, raw_pack_id),
+        )
+        return [_location(r) for r in rows]
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+# What a pack and an index entry take in a ListPacks message, at most (about).
+_PACK_WIRE_BYTES = 64
+_ENTRY_WIRE_BYTES = 52
 
 
 def _rowid(cur: sqlite3.Cursor) -> int:

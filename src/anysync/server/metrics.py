@@ -9,6 +9,11 @@ numbers say how many accounts there are and how busy they are).
 - anysync_requests_in_flight           RPCs running now
 - anysync_bytes_total{direction}       pack bytes received ("in") and sent ("out")
 - anysync_users, anysync_stored_bytes  accounts, and the sum of their used_bytes
+- anysync_condemned_bytes              charged bytes condemned by prune, not yet deleted
+- anysync_reaped_bytes_total           charged bytes of condemned packs deleted
+- anysync_scrub_missing_packs          last scrub: recorded packs missing from the store
+- anysync_scrub_orphan_packs, _bytes   last scrub: objects without a pack, past orphan_age
+- anysync_scrub_last_run_timestamp_seconds  when the last scrub finished (none: no scrub yet)
 - anysync_up                           1 while the server answers
 
 RPC outcomes come from a grpc.ServerInterceptor, so the servicers know nothing of metrics.
@@ -58,11 +63,17 @@ class Metrics:
         self._errors: dict[str, int] = {}
         self._bytes = {"in": 0, "out": 0}
         self._in_flight = 0
+        self._reaped = 0
         self._idle = threading.Condition(self._lock)
 
     def add_bytes(self, direction: str, n: int) -> None:
         with self._lock:
             self._bytes[direction] = self._bytes.get(direction, 0) + n
+
+    def add_reaped(self, charged: int) -> None:
+        """A condemned pack of `charged` bytes was deleted (the reaper's ReapCounter)."""
+        with self._lock:
+            self._reaped += charged
 
     def started(self) -> None:
         with self._lock:
@@ -95,6 +106,7 @@ class Metrics:
             errors = sorted(self._errors.items())
             byte_counts = sorted(self._bytes.items())
             in_flight = self._in_flight
+            reaped = self._reaped
         out: list[str] = []
         _family(out, "anysync_up", "gauge", "1 while the server answers.", [({}, 1)])
         _family(
@@ -126,9 +138,16 @@ class Metrics:
             "Pack bytes received from (in) and sent to (out) clients through this server.",
             [({"direction": d}, n) for d, n in byte_counts],
         )
-        users = self._usage()
-        if users is not None:
-            count, stored = users
+        _family(
+            out,
+            "anysync_reaped_bytes_total",
+            "counter",
+            "Charged bytes of condemned packs deleted after their grace period.",
+            [({}, reaped)],
+        )
+        usage = self._usage()
+        if usage is not None:
+            (count, stored, condemned), scrub = usage
             _family(out, "anysync_users", "gauge", "Accounts.", [({}, count)])
             _family(
                 out,
@@ -137,24 +156,75 @@ class Metrics:
                 "Bytes stored for all accounts (sum of their used bytes).",
                 [({}, stored)],
             )
+            _family(
+                out,
+                "anysync_condemned_bytes",
+                "gauge",
+                "Charged bytes condemned by prune and not yet deleted (outside the quota).",
+                [({}, condemned)],
+            )
+            if scrub is not None:
+                _scrub_families(out, scrub)
         return "".join(out)
 
-    def _usage(self) -> tuple[int, int] | None:
-        """(accounts, stored bytes) through a fresh read-only connection; None if unreadable."""
+    def _usage(self) -> tuple[tuple[int, int, int], _ScrubRow | None] | None:
+        """(accounts, stored bytes, condemned bytes) and the last scrub's findings
+        through a fresh read-only connection; None if unreadable."""
         if self.metadata_db is None:
             return None
         uri = f"file:{quote(str(self.metadata_db))}?mode=ro"
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=_DB_TIMEOUT)
             try:
-                row = conn.execute("SELECT COUNT(*), COALESCE(SUM(used_bytes), 0) FROM users")
-                count, stored = row.fetchone()
+                row = conn.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(used_bytes), 0),"
+                    " COALESCE(SUM(condemned_bytes), 0) FROM users"
+                )
+                count, stored, condemned = row.fetchone()
+                scrub = conn.execute(
+                    "SELECT at, missing_packs, orphan_packs, orphan_bytes FROM scrub_last"
+                ).fetchone()
             finally:
                 conn.close()
         except sqlite3.Error as err:
             log.warning("metrics: cannot read %s: %s", self.metadata_db, err)
             return None
-        return int(count), int(stored)
+        return (int(count), int(stored), int(condemned)), scrub
+
+
+_ScrubRow = tuple[int, int, int, int]  # scrub_last: at, missing, orphans, orphan bytes
+
+
+def _scrub_families(out: list[str], scrub: _ScrubRow) -> None:
+    at, missing, orphans, orphan_bytes = scrub
+    _family(
+        out,
+        "anysync_scrub_last_run_timestamp_seconds",
+        "gauge",
+        "When the last scrub of the object store finished (unix time).",
+        [({}, at)],
+    )
+    _family(
+        out,
+        "anysync_scrub_missing_packs",
+        "gauge",
+        "Recorded packs the last scrub did not find in the object store (data lost).",
+        [({}, missing)],
+    )
+    _family(
+        out,
+        "anysync_scrub_orphan_packs",
+        "gauge",
+        "Objects without a pack the last scrub found, known for at least [scrub] orphan_age.",
+        [({}, orphans)],
+    )
+    _family(
+        out,
+        "anysync_scrub_orphan_bytes",
+        "gauge",
+        "Bytes of those objects without a pack.",
+        [({}, orphan_bytes)],
+    )
 
 
 def _family(

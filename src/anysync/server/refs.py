@@ -12,12 +12,13 @@ from collections.abc import Iterable
 
 from anysync.errors import NotFound, UsageError
 from anysync.server.accounts import Caller
-from anysync.server.metadata import Metadata
+from anysync.server.metadata import Metadata, RefVersion, RefWrite
 from anysync.server.notify import RefNotifier, Subscription
 from anysync.server.storage import blob_id
 from anysync.types import Ref
 
 _REF_NAME = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+MAX_HISTORY = 10_000  # versions per ListRefHistory call
 
 
 class Refs:
@@ -25,10 +26,22 @@ class Refs:
         self.db = db
         self.notifier = notifier
 
-    def list_refs(self, caller: Caller, prefix: str) -> list[Ref]:
+    def list_refs(self, caller: Caller, prefix: str) -> tuple[list[Ref], int]:
+        """The refs, and the account's ref_seq of the same moment."""
         if prefix and not _REF_NAME.fullmatch(prefix):
             raise UsageError("a ref prefix is up to 200 characters of [A-Za-z0-9._:-]")
-        return self.db.list_refs(caller.user.id, prefix)
+        return self.db.refs_and_seq(caller.user.id, prefix)
+
+    def history(
+        self, caller: Caller, name: str, after_seq: int, limit: int
+    ) -> tuple[list[RefVersion], int]:
+        """Versions of ref `name` ("" = every ref) after `after_seq`, by seq (limit 0 =
+        MAX_HISTORY), and the account's ref_seq."""
+        if limit > MAX_HISTORY:
+            raise UsageError(f"at most {MAX_HISTORY:,} ref versions per ListRefHistory call")
+        if name:
+            ref_name(name)
+        return self.db.ref_history(caller.user.id, name, after_seq, limit or MAX_HISTORY)
 
     def get_ref(self, caller: Caller, name: str) -> Ref:
         ref = self.db.get_ref(caller.user.id, ref_name(name))
@@ -36,14 +49,28 @@ class Refs:
             raise NotFound(f"no ref {name}")
         return ref
 
-    def update_ref(self, caller: Caller, name: str, expected_version: int, commit_id: bytes) -> Ref:
-        """Compare-and-swap (docs/protocol.md §7.6); watchers of the account hear of it."""
+    def update_ref(
+        self,
+        caller: Caller,
+        name: str,
+        expected_version: int,
+        commit_id: bytes,
+        gc_generation: int | None,
+    ) -> Ref:
+        """Compare-and-swap (docs/protocol.md §7.6), fenced by `gc_generation` (None:
+        a client that does not send one); watchers of the account hear of it."""
+        writer = RefWrite(
+            device_id=caller.device.id,
+            by_manage=caller.manages(),
+            append_only=caller.device.rights == "append",
+            gc_generation=gc_generation,
+        )
         ref = self.db.update_ref(
             caller.user.id,
             ref_name(name),
             expected_version,
             blob_id(commit_id, "commit_id"),
-            caller.device.id,
+            writer,
             int(time.time()),
         )
         self.notifier.publish(caller.user.id, ref)

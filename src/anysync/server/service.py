@@ -17,6 +17,7 @@ import contextlib
 import functools
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -29,7 +30,8 @@ from anysync.server import accounts as acc
 from anysync.server import storage
 from anysync.server.accounts import Accounts, Caller, login_limits
 from anysync.server.config import ServerConfig
-from anysync.server.metadata import Device, Metadata
+from anysync.server.gc import ReapCounter, Reaper
+from anysync.server.metadata import Device, Metadata, PackListing, PackRow, RefVersion
 from anysync.server.notify import RefNotifier
 from anysync.server.pool import BlockingPool
 from anysync.server.refs import Refs
@@ -58,6 +60,9 @@ RAW_REQUESTS = frozenset({"/anysync.v1.Storage/FindBlobs"})
 # Seconds between heartbeats on an idle WatchRefs stream; each one re-authenticates the
 # caller. Tests shorten it to see a revoked device cut off without waiting 20 s.
 WATCH_HEARTBEAT = float(os.environ.get("ANYSYNC_TESTONLY_WATCH_HEARTBEAT") or 20.0)
+# About this much of a ListPacks answer per message (a message may carry at most 8 MiB,
+# app.MAX_MESSAGE_BYTES; one pack's entries, up to 100,000, stay in one message).
+LIST_PACKS_BATCH_BYTES = 2 << 20
 
 # ---------------------------------------------------------------- shared state
 
@@ -75,6 +80,7 @@ class Core:
         spool_dir: Path,
         limits: Limits | None = None,
         counter: ByteCounter | None = None,
+        reaped: ReapCounter | None = None,
     ) -> None:
         self.config = config
         self.db = db
@@ -82,7 +88,10 @@ class Core:
         self.limits = limits or Limits()
         self.notifier = RefNotifier()
         self.accounts = Accounts(config, db, server_secret, login_limits(config, db))
-        self.storage = Storage(config, db, store, server_secret, spool_dir, counter)
+        self.reaper = Reaper(db, store, server_secret, config.gc_grace_seconds, reaped)
+        self.storage = Storage(
+            config, db, store, server_secret, spool_dir, counter, reaper=self.reaper
+        )
         self.refs = Refs(db, self.notifier)
         self.gate = StreamGate(self.limits)
         self.uploads = UploadSlots(self.limits)
@@ -176,16 +185,44 @@ class DevicesService(pb_grpc.DevicesServicer):
         return pb.RevokeDeviceResponse()
 
     @rpc
+    async def SetDeviceRights(
+        self, request: pb.SetDeviceRightsRequest, context: Ctx
+    ) -> pb.SetDeviceRightsResponse:
+        caller = await self.core.authenticate(context)
+        await self.run(
+            self.core.accounts.set_device_rights, caller, request.device_id, request.rights
+        )
+        return pb.SetDeviceRightsResponse()
+
+    @rpc
+    async def Elevate(self, request: pb.ElevateRequest, context: Ctx) -> pb.ElevateResponse:
+        caller = await self.core.authenticate(context)
+        async with self.core.login_calls:
+            until = await self.run(
+                self.core.accounts.elevate, caller, request.login_secret, address(context)
+            )
+        return pb.ElevateResponse(elevated_until=until)
+
+    @rpc
     async def Whoami(self, request: pb.WhoamiRequest, context: Ctx) -> pb.WhoamiResponse:
         caller = await self.core.authenticate(context)
+        user, device, config = caller.user, caller.device, self.core.config
+        elevated_until = device.elevated_until or 0
         return pb.WhoamiResponse(
-            user_id=caller.user.user_id,
-            email=caller.user.email,
-            device_id=caller.device.id,
-            used_bytes=caller.user.used_bytes,
-            quota_bytes=self.core.accounts.quota(caller.user),
-            master_keys=caller.user.master_keys,
-            kdf=_kdf_to_wire(caller.user.kdf),
+            user_id=user.user_id,
+            email=user.email,
+            device_id=device.id,
+            used_bytes=user.used_bytes,
+            quota_bytes=self.core.accounts.quota(user),
+            master_keys=user.master_keys,
+            kdf=_kdf_to_wire(user.kdf),
+            rights=device.rights,
+            elevated_until=elevated_until if elevated_until > time.time() else 0,
+            gc_generation=user.gc_generation,
+            ref_seq=user.ref_seq,
+            condemned_bytes=user.condemned_bytes,
+            grace_seconds=config.gc_grace_seconds,
+            min_pack_age_seconds=config.gc_min_pack_age_seconds,
         )
 
 
@@ -213,7 +250,10 @@ class StorageService(pb_grpc.StorageServicer):
         except DecodeError:
             raise UsageError("the request is not a valid message of this call") from None
         found = self.storage.find_blobs(caller, request.blob_ids)
-        return pb.FindBlobsResponse(found=[_location_to_wire(loc) for loc in found])
+        return pb.FindBlobsResponse(
+            found=[_location_to_wire(loc) for loc in found.locations],
+            gc_generation=found.gc_generation,
+        )
 
     @rpc
     async def UploadPack(self, requests: object, context: Ctx) -> pb.UploadPackResponse:
@@ -307,11 +347,78 @@ class StorageService(pb_grpc.StorageServicer):
             finally:
                 self.core.pool.submit(functools.partial(_close_quietly, pieces))
 
+    @rpc_stream
+    async def ListPacks(
+        self, request: pb.ListPacksRequest, context: Ctx
+    ) -> AsyncIterator[pb.ListPacksResponse]:
+        caller = await self.core.authenticate(context)
+        with self.core.gate.hold_account(caller.user.id):
+            listing = await self.run(
+                self.storage.list_packs, caller, request.include_entries, request.include_condemned
+            )
+            try:
+                first = True  # even an account without packs hears its counters
+                while (msg := await self.run(_pack_batch, listing)).packs or first:
+                    yield msg
+                    first = False
+            finally:
+                self.core.pool.submit(listing.close)
+
+    @rpc
+    async def CondemnPacks(
+        self, request: pb.CondemnPacksRequest, context: Ctx
+    ) -> pb.CondemnPacksResponse:
+        caller = await self.core.authenticate(context)
+        result = await self.run(
+            self.storage.condemn_packs,
+            caller,
+            list(request.pack_ids),
+            request.expected_generation,
+            request.expected_ref_seq,
+        )
+        done = result.condemned
+        return pb.CondemnPacksResponse(
+            gc_generation=done.gc_generation,
+            condemned=done.condemned,
+            skipped_young=done.skipped_young,
+            condemned_bytes=done.condemned_bytes,
+            reap_at=result.reap_at,
+        )
+
+    @rpc
+    async def RepairIndex(
+        self, request: pb.RepairIndexRequest, context: Ctx
+    ) -> pb.RepairIndexResponse:
+        caller = await self.core.authenticate(context)
+        entries = [storage.EntryIn(bytes(e.blob_id), e.offset, e.length) for e in request.entries]
+        done = await self.run(
+            self.storage.repair_index,
+            caller,
+            request.pack_id,
+            entries,
+            request.expected_generation,
+        )
+        return pb.RepairIndexResponse(
+            added=done.added, removed=done.removed, gc_generation=done.gc_generation
+        )
+
+    @rpc
+    async def ListRefHistory(
+        self, request: pb.ListRefHistoryRequest, context: Ctx
+    ) -> pb.ListRefHistoryResponse:
+        caller = await self.core.authenticate(context)
+        versions, seq = await self.run(
+            self.core.refs.history, caller, request.name, request.after_seq, request.limit
+        )
+        return pb.ListRefHistoryResponse(
+            versions=[_ref_version_to_wire(v) for v in versions], ref_seq=seq
+        )
+
     @rpc
     async def ListRefs(self, request: pb.ListRefsRequest, context: Ctx) -> pb.ListRefsResponse:
         caller = await self.core.authenticate(context)
-        refs = await self.run(self.core.refs.list_refs, caller, request.prefix)
-        return pb.ListRefsResponse(refs=[_ref_to_wire(r) for r in refs])
+        refs, seq = await self.run(self.core.refs.list_refs, caller, request.prefix)
+        return pb.ListRefsResponse(refs=[_ref_to_wire(r) for r in refs], ref_seq=seq)
 
     @rpc
     async def GetRef(self, request: pb.GetRefRequest, context: Ctx) -> pb.Ref:
@@ -327,6 +434,7 @@ class StorageService(pb_grpc.StorageServicer):
             request.name,
             request.expected_version,
             request.commit_id,
+            request.gc_generation if request.HasField("gc_generation") else None,
         )
         return _ref_to_wire(ref)
 
@@ -348,6 +456,15 @@ class StorageService(pb_grpc.StorageServicer):
                     yield _ref_to_wire(ref)
             finally:
                 watch.close()
+
+
+def _pack_batch(listing: PackListing) -> pb.ListPacksResponse:
+    """The listing's next message (no packs at the end); built in the pool."""
+    return pb.ListPacksResponse(
+        gc_generation=listing.gc_generation,
+        ref_seq=listing.ref_seq,
+        packs=[_pack_to_wire(p) for p in listing.batch(LIST_PACKS_BATCH_BYTES)],
+    )
 
 
 def _next_piece(pieces: Iterator[bytes]) -> bytes | None:
@@ -399,7 +516,7 @@ def _login_to_wire(session: acc.Session) -> pb.LoginResponse:
 
 def _header_from_wire(header: pb.PackHeader) -> storage.PackHeader:
     entries = [storage.EntryIn(bytes(e.blob_id), e.offset, e.length) for e in header.entries]
-    return storage.PackHeader(header.size, bytes(header.sha256), entries)
+    return storage.PackHeader(header.size, bytes(header.sha256), entries, header.maintenance)
 
 
 def _ref_to_wire(ref: Ref) -> pb.Ref:
@@ -409,6 +526,37 @@ def _ref_to_wire(ref: Ref) -> pb.Ref:
         version=ref.version,
         updated_at=ref.updated_at,
         updated_by_device=ref.updated_by_device,
+    )
+
+
+def _ref_version_to_wire(v: RefVersion) -> pb.RefVersion:
+    return pb.RefVersion(
+        name=v.name,
+        version=v.version,
+        commit_id=v.commit_id.raw,
+        seq=v.seq,
+        device_id=v.device_id,
+        by_manage=v.by_manage,
+        at=v.at,
+    )
+
+
+# metadata's LIVE, CONDEMNED, REAPING
+_PACK_STATES = (pb.PACK_LIVE, pb.PACK_CONDEMNED, pb.PACK_REAPING)
+
+
+def _pack_to_wire(pack: PackRow) -> pb.PackInfo:
+    return pb.PackInfo(
+        pack_id=pack.pack_id.raw,
+        size=pack.size,
+        charged=pack.charged,
+        created_at=pack.created_at,
+        state=_PACK_STATES[pack.state],
+        condemned_at=pack.condemned_at or 0,
+        entries=[
+            pb.PackEntry(blob_id=e.blob_id.raw, offset=e.offset, length=e.length)
+            for e in pack.entries
+        ],
     )
 
 
@@ -426,4 +574,5 @@ def _device_to_wire(device: Device, current: int) -> pb.Device:
         last_seen_at=device.last_seen_at or 0,
         revoked=device.revoked_at is not None,
         current=device.id == current,
+        rights=device.rights,
     )

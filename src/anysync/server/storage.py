@@ -22,11 +22,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from anysync.errors import IntegrityError, NotFound, UsageError
+from anysync.errors import IntegrityError, NeedsManage, NotFound, UsageError
 from anysync.server import packs
 from anysync.server.accounts import Caller
 from anysync.server.config import ServerConfig
-from anysync.server.metadata import Metadata, check_pack_entries, check_quota, pack_charge
+from anysync.server.gc import Reaper
+from anysync.server.metadata import (
+    Condemned,
+    Metadata,
+    PackListing,
+    Repaired,
+    check_pack_entries,
+    check_quota,
+    pack_charge,
+)
 from anysync.server.uploads import PendingUpload, PendingUploads
 from anysync.store import FileStore, ObjectStore, OutOfRangeError, PresigningStore
 from anysync.types import BLOB_ID_SIZE, PACK_ID_SIZE, BlobId, BlobLocation, PackId
@@ -34,6 +43,7 @@ from anysync.types import BLOB_ID_SIZE, PACK_ID_SIZE, BlobId, BlobLocation, Pack
 log = logging.getLogger(__name__)
 
 MAX_FIND_BLOBS = 10_000
+MAX_CONDEMN = 100_000  # pack IDs per CondemnPacks call
 
 
 class ByteCounter(Protocol):
@@ -61,12 +71,27 @@ class PackHeader:
     size: int
     sha256: bytes
     entries: Sequence[EntryIn]
+    maintenance: bool = False  # may pass the quota by [gc] maintenance_headroom (manage)
 
 
 @dataclass(frozen=True, slots=True)
 class StoredPack:
     pack_id: PackId
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A FindBlobs answer: live locations, and the generation they were read at."""
+
+    locations: list[BlobLocation]
+    gc_generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class CondemnResult:
+    condemned: Condemned
+    reap_at: int  # unix seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +117,7 @@ class Storage:
         server_secret: bytes,
         spool_dir: Path,
         counter: ByteCounter | None = None,
+        reaper: Reaper | None = None,
     ) -> None:
         self.config = config
         self.db = db
@@ -100,10 +126,20 @@ class Storage:
         self.spool_dir = spool_dir
         self.counter: ByteCounter = counter or _NoCounter()
         self.pending = PendingUploads()
+        self.reaper = reaper or Reaper(db, store, server_secret, config.gc_grace_seconds)
 
     def quota(self, caller: Caller) -> int:
         q = caller.user.quota_bytes
         return q if q is not None else self.config.default_quota
+
+    def upload_quota(self, caller: Caller, header: PackHeader) -> int:
+        """The quota an upload must fit: a manage device's maintenance upload (forget's
+        edit commits, repacks) may pass it by the headroom, so that an account over its
+        quota can still be pruned back under it. 0 = unlimited."""
+        quota = self.quota(caller)
+        if quota and header.maintenance and caller.manages():
+            return quota + self.config.gc_maintenance_headroom
+        return quota
 
     @property
     def presigner(self) -> PresigningStore | None:
@@ -113,11 +149,87 @@ class Storage:
             return None
         return self.store
 
-    def find_blobs(self, caller: Caller, blob_ids: Sequence[bytes]) -> list[BlobLocation]:
+    def find_blobs(self, caller: Caller, blob_ids: Sequence[bytes]) -> Found:
         if len(blob_ids) > MAX_FIND_BLOBS:
             raise UsageError(f"at most {MAX_FIND_BLOBS} blob IDs per FindBlobs call")
         ids = [blob_id(raw) for raw in blob_ids]
-        return self.db.find_blobs(caller.user.id, ids)
+        return Found(*self.db.find_blobs(caller.user.id, ids))
+
+    # ------------------------------------------------------------ garbage collection
+
+    def list_packs(
+        self, caller: Caller, include_entries: bool, include_condemned: bool
+    ) -> PackListing:
+        """The account's packs in one read transaction; close the listing when done."""
+        return self.db.list_packs(caller.user.id, include_entries, include_condemned)
+
+    def condemn_packs(
+        self,
+        caller: Caller,
+        raw_pack_ids: Sequence[bytes],
+        expected_generation: int,
+        expected_ref_seq: int,
+    ) -> CondemnResult:
+        """Condemn packs a prune found dead (docs/prune-design.md §3): they leave
+        FindBlobs and the quota at once and are deleted after the grace period; at
+        grace 0 before this returns."""
+        caller.refuse_append_only("delete packs")
+        if not caller.manages():
+            raise NeedsManage(
+                "deleting packs needs the manage right; prove the password (Elevate) first"
+            )
+        if len(raw_pack_ids) > MAX_CONDEMN:
+            raise UsageError(f"at most {MAX_CONDEMN:,} pack IDs per CondemnPacks call")
+        ids = [pack_id(raw) for raw in raw_pack_ids]
+        now = _now()
+        done = self.db.condemn_packs(
+            caller.user.id,
+            ids,
+            (expected_generation, expected_ref_seq),
+            young_after=now - self.config.gc_min_pack_age_seconds,
+            device_id=caller.device.id,
+            now=now,
+        )
+        log.info(
+            "account %s: %d packs condemned (%d bytes) by device %d",
+            caller.user.user_id,
+            done.condemned,
+            done.condemned_bytes,
+            caller.device.id,
+        )
+        if done.condemned and self.config.gc_grace_seconds == 0:
+            self.reaper.run()  # no grace: the deletion is part of the call
+        return CondemnResult(done, now + self.config.gc_grace_seconds)
+
+    def repair_index(
+        self,
+        caller: Caller,
+        raw_pack_id: bytes,
+        entries: Sequence[EntryIn],
+        expected_generation: int,
+    ) -> Repaired:
+        """Make a pack's index rows what its header lists (`anysync repair index`)."""
+        caller.refuse_append_only("repair the index")
+        if not caller.manages():
+            raise NeedsManage(
+                "repairing the index needs the manage right; prove the password (Elevate) first"
+            )
+        pid = pack_id(raw_pack_id)
+        check_pack_entries(len(entries))
+        size = self.db.pack_size(caller.user.id, pid)
+        if size is None:
+            raise NotFound(f"no pack {pid}")
+        locations = [_pack_entry(e, pid, size) for e in entries]
+        done = self.db.repair_index(caller.user.id, pid, locations, expected_generation)
+        log.info(
+            "account %s: index of pack %s repaired by device %d (%d added, %d removed)",
+            caller.user.user_id,
+            pid,
+            caller.device.id,
+            done.added,
+            done.removed,
+        )
+        return done
 
     # ------------------------------------------------------------ streamed uploads
 
@@ -126,7 +238,7 @@ class Storage:
         entries, or a charge (metadata.pack_charge) over the quota."""
         check_pack_entries(len(header.entries))
         charge = pack_charge(header.size, len(header.entries))
-        check_quota(caller.user.used_bytes, charge, self.quota(caller))
+        check_quota(caller.user.used_bytes, charge, self.upload_quota(caller, header))
 
     def start_upload(self, caller: Caller, header: PackHeader) -> PackUpload:
         """Check the header and the quota, and open the upload's temporary file."""
@@ -146,14 +258,23 @@ class Storage:
             self.store.adopt(key, upload.path, upload.header.size)
         else:
             self.store.put(key, upload.path, upload.header.size)
-        return self._record(upload.caller, key, upload.pack_id, upload.header.size, upload.entries)
+        quota = self.upload_quota(upload.caller, upload.header)
+        return self._record(
+            upload.caller, key, upload.pack_id, upload.header.size, upload.entries, quota
+        )
 
     def _record(
-        self, caller: Caller, key: str, pack_id: PackId, size: int, entries: list[BlobLocation]
+        self,
+        caller: Caller,
+        key: str,
+        pack_id: PackId,
+        size: int,
+        entries: list[BlobLocation],
+        quota: int,
     ) -> StoredPack:
         """Index a stored pack: the object exists before anything refers to it."""
         try:
-            self.db.add_pack(caller.user.id, pack_id, size, entries, self.quota(caller), _now())
+            self.db.add_pack(caller.user.id, pack_id, size, entries, quota, _now())
         except BaseException:
             self.store.delete(key)  # not recorded, so nothing may refer to it
             raise
@@ -182,7 +303,15 @@ class Storage:
         seconds = self._presign_seconds()
         expires = time.time() + seconds
         self.pending.add(
-            PendingUpload(caller.user.id, pack_id, header.size, bytes(md5), entries, expires)
+            PendingUpload(
+                caller.user.id,
+                pack_id,
+                header.size,
+                bytes(md5),
+                entries,
+                expires,
+                self.upload_quota(caller, header),
+            )
         )
         key = packs.pack_key(self.secret, caller.user.user_id, pack_id)
         return DirectUpload(pack_id, presigner.presign("PUT", key, seconds), int(expires))
@@ -206,7 +335,7 @@ class Storage:
                 f"the stored pack {upload.pack_id} is not what was announced "
                 f"({size} bytes, ETag {etag}); upload it again"
             )
-        return self._record(caller, key, upload.pack_id, size, upload.entries)
+        return self._record(caller, key, upload.pack_id, size, upload.entries, upload.quota)
 
     def pack_url(self, caller: Caller, raw_pack_id: bytes) -> PackUrl:
         pid = pack_id(raw_pack_id)

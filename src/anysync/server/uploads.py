@@ -24,6 +24,9 @@ class PendingUpload:
     md5: bytes
     entries: list[BlobLocation]
     expires_at: float
+    # What add_pack checks at CommitUpload: the account's quota, or with the maintenance
+    # headroom when BeginUpload allowed it (0 = unlimited).
+    quota: int
 
 
 class PendingUploads:

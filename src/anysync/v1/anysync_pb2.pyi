@@ -471,3 +471,23 @@ class ListRefHistoryResponse(_message.Message):
     versions: _containers.RepeatedCompositeFieldContainer[RefVersion]
     ref_seq: int
     def __init__(self, versions: _Optional[_Iterable[_Union[RefVersion, _Mapping]]] = ..., ref_seq: _Optional[int] = ...) -> None: ...
+
+class RepairIndexRequest(_message.Message):
+    __slots__ = ("pack_id", "entries", "expected_generation")
+    PACK_ID_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    pack_id: bytes
+    entries: _containers.RepeatedCompositeFieldContainer[PackEntry]
+    expected_generation: int
+    def __init__(self, pack_id: _Optional[bytes] = ..., entries: _Optional[_Iterable[_Union[PackEntry, _Mapping]]] = ..., expected_generation: _Optional[int] = ...) -> None: ...
+
+class RepairIndexResponse(_message.Message):
+    __slots__ = ("added", "removed", "gc_generation")
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    GC_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    added: int
+    removed: int
+    gc_generation: int
+    def __init__(self, added: _Optional[int] = ..., removed: _Optional[int] = ..., gc_generation: _Optional[int] = ...) -> None: ...

@@ -572,6 +572,11 @@ class StorageStub:
                 request_serializer=anysync_dot_v1_dot_anysync__pb2.ListRefHistoryRequest.SerializeToString,
                 response_deserializer=anysync_dot_v1_dot_anysync__pb2.ListRefHistoryResponse.FromString,
                 _registered_method=True)
+        self.RepairIndex = channel.unary_unary(
+                '/anysync.v1.Storage/RepairIndex',
+                request_serializer=anysync_dot_v1_dot_anysync__pb2.RepairIndexRequest.SerializeToString,
+                response_deserializer=anysync_dot_v1_dot_anysync__pb2.RepairIndexResponse.FromString,
+                _registered_method=True)
 
 
 class StorageServicer:
@@ -678,6 +683,15 @@ class StorageServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RepairIndex(self, request, context):
+        """Replace a recorded pack's index rows by the entries its (client-decrypted) header
+        lists (manage right). Removing rows takes locations away, so it is fenced like
+        CondemnPacks and increments gc_generation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -745,6 +759,11 @@ def add_StorageServicer_to_server(servicer, server):
                     servicer.ListRefHistory,
                     request_deserializer=anysync_dot_v1_dot_anysync__pb2.ListRefHistoryRequest.FromString,
                     response_serializer=anysync_dot_v1_dot_anysync__pb2.ListRefHistoryResponse.SerializeToString,
+            ),
+            'RepairIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.RepairIndex,
+                    request_deserializer=anysync_dot_v1_dot_anysync__pb2.RepairIndexRequest.FromString,
+                    response_serializer=anysync_dot_v1_dot_anysync__pb2.RepairIndexResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1100,6 +1119,33 @@ class Storage:
             '/anysync.v1.Storage/ListRefHistory',
             anysync_dot_v1_dot_anysync__pb2.ListRefHistoryRequest.SerializeToString,
             anysync_dot_v1_dot_anysync__pb2.ListRefHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RepairIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anysync.v1.Storage/RepairIndex',
+            anysync_dot_v1_dot_anysync__pb2.RepairIndexRequest.SerializeToString,
+            anysync_dot_v1_dot_anysync__pb2.RepairIndexResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -11,7 +11,10 @@ Three rules hold for every command (docs/design.md §6):
   it trusts without being able to check them.
 - **One compare-and-swap loop.** `RefBook.advance` re-reads the head, lets the caller
   build a commit on it (or decide there is nothing to commit), stores the commit before
-  the ref points at it, and retries a lost race with the new head.
+  the ref points at it, and retries a lost race with the new head. Every ref update
+  carries the session's garbage-collection generation (the fence of
+  docs/prune-design.md §7); a refusal (GcRaced) is not a race it can retry: the caller
+  must check again what the server holds (Repository.revalidate) and rebuild.
 
 Refs are named by opaque keyed hashes; messages name them by a label taken from the
 decrypted head commit (the backed-up paths and host, or the sync folder), which is kept
@@ -26,7 +29,7 @@ from typing import Protocol
 
 from anysync import faults
 from anysync.client.repo.commit import Commit
-from anysync.errors import Conflict, IntegrityError, NotFound, RollbackError
+from anysync.errors import Conflict, GcRaced, IntegrityError, NotFound, RollbackError
 from anysync.types import BlobId, Ref
 
 CAS_ATTEMPTS = 8
@@ -40,6 +43,19 @@ class Snapshot:
     commit: Commit
 
 
+@dataclass(frozen=True)
+class RefVersion:
+    """One version a ref has had (ListRefHistory)."""
+
+    name: str
+    version: int
+    commit_id: BlobId
+    seq: int  # the account's ref_seq after this change
+    device_id: int
+    by_manage: bool  # the writer had the manage right (or was elevated) then
+    at: int  # unix seconds
+
+
 class RefStore(Protocol):
     """The server's refs (anysync.client.remote implements it over gRPC)."""
 
@@ -47,7 +63,13 @@ class RefStore(Protocol):
 
     def list_refs(self, prefix: str) -> list[Ref]: ...
 
-    def update_ref(self, name: str, expected_version: int, commit_id: BlobId) -> Ref: ...
+    def update_ref(
+        self,
+        name: str,
+        expected_version: int,
+        commit_id: BlobId,
+        gc_generation: int | None = None,
+    ) -> Ref: ...
 
 
 class CommitStore(Protocol):
@@ -59,6 +81,10 @@ class CommitStore(Protocol):
 
     def finish(self) -> None:
         """Every blob saved so far is stored on the server."""
+
+    @property
+    def generation(self) -> int | None:
+        """The gc_generation this session's view of the server was read at."""
 
 
 class SeenHeads(Protocol):
@@ -92,9 +118,12 @@ class Listing:
 
 def label_of(commit: Commit) -> str:
     """How a person knows the ref of this commit. Local only: it holds paths."""
-    if commit.kind == "backup":
+    kind = commit.kind
+    if kind == "edit" and commit.paths:  # forget's record names the ref it edits
+        kind = "sync" if commit.ref.startswith("s-") else "backup"
+    if kind == "backup":
         return f"backup of {', '.join(commit.paths)} on {commit.hostname}"
-    if commit.kind == "sync" and commit.paths:
+    if kind == "sync" and commit.paths:
         return f"sync folder {commit.paths[0]}"
     return f"{commit.kind} ref {commit.ref[:12]}"
 
@@ -162,7 +191,9 @@ class RefBook:
                 stored(commit_id, commit)
             faults.point(fault)
             try:
-                self.refs.update_ref(ref, version, commit_id)
+                self.refs.update_ref(ref, version, commit_id, self.commits.generation)
+            except GcRaced:
+                raise  # not a race on the ref: the commit may name pruned blobs
             except Conflict:
                 continue
             self.seen.set_seen(ref, commit_id, commit.counter, label_of(commit))

@@ -10,11 +10,18 @@ stored: packs → index → commit → ref (docs/design.md).
 Read path: `load_many()` locates blobs through the server's index, reads coalesced byte
 ranges of packs and authenticates every blob on the thread pool; a bad blob is reported
 per ID so that one tampered chunk names the files it belongs to instead of aborting
-everything.
+everything. A pack that is gone (a prune repacked and deleted it) is located again once.
+
+The garbage-collection fence (docs/prune-design.md §7): the first FindBlobs answer of a
+session gives its `generation`, which every ref update sends; the server refuses it
+(GcRaced) if packs were condemned since. A later, higher answer makes the session
+`stale`: what it learned about the server may be out of date. `revalidate()` asks again
+about everything it knows and starts a new generation.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -30,6 +37,8 @@ from anysync.client.repo.pack import PackBuilder, PackedBlob
 from anysync.client.repo.uploader import UploadThread
 from anysync.errors import IntegrityError, NotFound
 from anysync.types import BlobId, BlobKind, BlobLocation, PackId
+
+log = logging.getLogger(__name__)
 
 FIND_BATCH = 10_000
 # Flush the write queue when it holds this much plaintext or this many blobs.
@@ -49,11 +58,63 @@ class BlobStore(Protocol):
     gRPC). Refs are not here: they are a RefStore (repo/refs.py), read and moved only
     through a RefBook."""
 
-    def find_blobs(self, ids: Sequence[BlobId]) -> dict[BlobId, BlobLocation]: ...
+    def find_blobs_at(self, ids: Sequence[BlobId]) -> tuple[dict[BlobId, BlobLocation], int]:
+        """The blobs held among `ids` and the gc_generation they were read at."""
 
-    def upload_pack(self, data: bytes, sha256: bytes, entries: Sequence[PackedBlob]) -> PackId: ...
+    def upload_pack(
+        self,
+        data: bytes,
+        sha256: bytes,
+        entries: Sequence[PackedBlob],
+        maintenance: bool = False,
+    ) -> PackId: ...
 
     def read_pack(self, pack_id: PackId, offset: int, length: int) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class PackInfo:
+    """One stored pack as ListPacks tells it; `entries` only when asked for."""
+
+    pack_id: PackId
+    size: int
+    charged: int
+    created_at: int  # unix seconds, server clock
+    state: int  # pb.PackState: PACK_LIVE, PACK_CONDEMNED, PACK_REAPING
+    condemned_at: int  # unix seconds; 0 = live
+    entries: tuple[BlobLocation, ...] = ()
+
+
+# PackState values, so callers need not import generated code.
+PACK_LIVE = 0
+PACK_CONDEMNED = 1
+PACK_REAPING = 2
+
+
+@dataclass(frozen=True)
+class PackListing:
+    """Every pack of the account, read in one server transaction, with that
+    transaction's gc_generation and ref_seq (CondemnPacks expects both back)."""
+
+    gc_generation: int
+    ref_seq: int
+    packs: list[PackInfo]
+
+
+@dataclass(frozen=True)
+class CondemnResult:
+    gc_generation: int  # the account's, after the call
+    condemned: int
+    skipped_young: int  # younger than min_pack_age: kept
+    condemned_bytes: int  # charge moved out of the quota by this call
+    reap_at: int  # unix seconds when they are deleted
+
+
+@dataclass(frozen=True)
+class RepairResult:
+    added: int
+    removed: int
+    gc_generation: int  # the account's, after the call
 
 
 class RepoKeys(Protocol):
@@ -78,9 +139,18 @@ class WriteStats:
 
 
 class Repository:
-    def __init__(self, blobs: BlobStore, keys: RepoKeys, workers: int = 2) -> None:
+    def __init__(
+        self, blobs: BlobStore, keys: RepoKeys, workers: int = 2, maintenance: bool = False
+    ) -> None:
         self._blobs = blobs
         self.keys = keys
+        # A manage device's forget or prune: its packs may pass the quota by the
+        # server's headroom.
+        self.maintenance = maintenance
+        # The fence: the gc_generation of this session's first FindBlobs answer (None
+        # before it), and whether a later answer was higher.
+        self.generation: int | None = None
+        self.stale = False
         self.stats = WriteStats()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="seal")
         self._uploader = UploadThread()
@@ -165,7 +235,7 @@ class Repository:
 
         def run() -> None:
             pack = packer.finish()  # lay out and hash off the main thread
-            self._blobs.upload_pack(pack.data, pack.sha256, pack.blobs)
+            self._blobs.upload_pack(pack.data, pack.sha256, pack.blobs, self.maintenance)
             with self._lock:
                 self.stats.packs += 1
                 self.stats.bytes_stored += len(pack.data)
@@ -178,11 +248,42 @@ class Repository:
             self._uploads.pop(0).result()  # re-raises the upload's error
 
     def _find(self, ids: Sequence[BlobId]) -> dict[BlobId, BlobLocation]:
+        """Ask the server where `ids` are. The first answer of a session is asked for
+        even with nothing to ask about: it sets the generation before any upload."""
         found: dict[BlobId, BlobLocation] = {}
-        for start in range(0, len(ids), FIND_BATCH):
-            found.update(self._blobs.find_blobs(ids[start : start + FIND_BATCH]))
-        self._locations.update(found)
+        starts = range(0, len(ids), FIND_BATCH) if ids or self.generation is not None else [0]
+        for start in starts:
+            batch, generation = self._blobs.find_blobs_at(ids[start : start + FIND_BATCH])
+            found.update(batch)
+            self._saw_generation(generation)
+        with self._lock:
+            self._locations.update(found)
         return found
+
+    def _saw_generation(self, generation: int) -> None:
+        with self._lock:
+            if self.generation is None:
+                self.generation = generation
+            elif generation > self.generation:
+                self.stale = True
+
+    def revalidate(self) -> set[BlobId]:
+        """Ask the server again about every blob this session knows (after storing the
+        queue): its first answer starts a new generation; the blobs it no longer holds
+        are forgotten and returned, so that the caller saves them again."""
+        self.finish()
+        with self._lock:
+            ids = sorted(self._known | self._locations.keys())
+            self.generation = None
+            self.stale = False
+            self._locations.clear()
+        found = self._find(ids)
+        lost = set(ids) - found.keys()
+        with self._lock:
+            self._known = set(found)
+        if lost:
+            log.info("%d blob(s) this session relied on are no longer on the server", len(lost))
+        return lost
 
     def missing(self, ids: Iterable[BlobId]) -> set[BlobId]:
         """Which of `ids` the server does not hold. Blobs this session queued, packed or
@@ -205,6 +306,15 @@ class Repository:
         unknown = [i for i in dict.fromkeys(ids) if i not in self._locations]
         self._find(unknown)
 
+    def forget_pack(self, pack_id: PackId) -> None:
+        """A pack the server no longer has (pruned): forget the locations in it, so that
+        the next locate() asks where its blobs are now."""
+        with self._lock:
+            gone = [b for b, loc in self._locations.items() if loc.pack_id == pack_id]
+            for bid in gone:
+                del self._locations[bid]
+                self._known.discard(bid)
+
     def locations(self, ids: Iterable[BlobId]) -> dict[BlobId, BlobLocation]:
         """Where the server's index puts each of `ids`; those it lacks are left out."""
         wanted = list(dict.fromkeys(ids))
@@ -225,11 +335,15 @@ class Repository:
         return result
 
     def load_many(
-        self, kind: BlobKind, ids: Sequence[BlobId]
+        self, kind: BlobKind, ids: Sequence[BlobId], relocate: bool = True
     ) -> dict[BlobId, bytes | IntegrityError | NotFound]:
-        """Load and authenticate blobs; failures are returned per ID, not raised."""
+        """Load and authenticate blobs; failures are returned per ID, not raised.
+
+        A pack that is gone may have been repacked by a prune: its blobs are located
+        again once (with `relocate`) and read from where they are now."""
         self.locate(ids)
         out: dict[BlobId, bytes | IntegrityError | NotFound] = {}
+        gone: set[PackId] = set()
         by_pack: dict[PackId, list[BlobLocation]] = defaultdict(list)
         for bid in dict.fromkeys(ids):
             loc = self._locations.get(bid)
@@ -242,6 +356,7 @@ class Repository:
                 try:
                     data = self._blobs.read_pack(pack_id, start, end - start)
                 except NotFound as exc:
+                    gone.add(pack_id)
                     for loc in group:
                         out[loc.blob_id] = exc
                     continue
@@ -256,6 +371,11 @@ class Repository:
                     strict=True,
                 ):
                     out[bid] = result
+        if gone and relocate:
+            for pack_id in gone:
+                self.forget_pack(pack_id)
+            again = [b for b, r in out.items() if isinstance(r, NotFound)]
+            out.update(self.load_many(kind, again, relocate=False))
         return out
 
     def _open(self, kind: BlobKind, bid: BlobId, sealed: memoryview) -> bytes | IntegrityError:

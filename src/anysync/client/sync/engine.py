@@ -6,7 +6,13 @@ any point loses nothing: local changes are either in a commit or still on disk a
 still differ from their records; remote changes are applied again by the next pass, and
 the journal (sync/execute.py) makes what a killed pass did write count as agreed.
 A remote head is accepted only after the rollback check, and every tree of it is
-decoded (names checked) before the first local file is touched.
+decoded (names checked) before the first local file is touched. The head may be a
+forget's edit commit: its tree is the folder's state like any other head's.
+
+A prune may delete blobs during a pass: the commit carries the generation the pass's
+view of the server was read at, and a refusal (GcRaced) or a newer generation seen on
+the way makes the pass check again what the server holds and scan again
+(docs/prune-design.md §7). Nothing local was written before the commit.
 """
 
 from __future__ import annotations
@@ -34,10 +40,13 @@ from anysync.client.sync.merge import merge
 from anysync.client.sync.plan import plan
 from anysync.client.sync.scan import Scan, scan
 from anysync.client.sync.state import Folder, Record, SyncState, under
-from anysync.errors import AnySyncError, NotFound
+from anysync.errors import AnySyncError, GcRaced, NotFound
 from anysync.types import BlobId
 
 log = logging.getLogger(__name__)
+
+# How many times a pass checks again what the server holds after a prune raced it.
+REVALIDATIONS = 8
 
 
 @dataclass(frozen=True)
@@ -71,7 +80,17 @@ def run_pass(
         raise NotFound(f"sync folder {folder.path} is missing; create it or remove it from sync")
     root_fd = localfs.open_root(folder.path)
     try:
-        return _run_pass(repo, RefBook(refs, repo, db), db, folder, device, root_fd)
+        for attempt in range(REVALIDATIONS + 1):
+            if attempt or repo.stale:  # refused, or a newer generation was seen
+                lost = repo.revalidate()
+                log.info("%d blob(s) were pruned meanwhile; scanning again", len(lost))
+            try:
+                return _run_pass(repo, RefBook(refs, repo, db), db, folder, device, root_fd)
+            except GcRaced:
+                continue
+        raise GcRaced(
+            f"the account was pruned again and again during the sync of {folder.name}; try again"
+        )
     finally:
         os.close(root_fd)
 
@@ -130,6 +149,7 @@ def _run_pass(
             device=device.name,
             hostname=device.hostname,
             paths=(folder.name,),
+            retention=head.commit.retention if head else "",  # the folder's, set by forget
         )
 
     def journal(commit_id: BlobId, commit: Commit) -> None:

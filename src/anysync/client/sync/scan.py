@@ -2,6 +2,10 @@
 
 A file whose stat matches its record is not read. A changed or new file is chunked and
 its chunks are queued for upload (the repository skips those the server holds).
+
+A chunk list taken from a record may name chunks a prune has since deleted: before the
+scan is used, the server is asked about them in one batch, and the files naming a lost
+one are read again (docs/prune-design.md §7).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType, TreeEntry, check_name
 from anysync.client.sync.ignore import IgnoreRules
 from anysync.client.sync.state import Record, StatKey, stat_key, under
+from anysync.types import BlobId
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,8 @@ class Scan:
     # Paths that could not be read (b"": the folder itself). What is at or under one is
     # unknown, not deleted: the pass keeps its last synced state (engine.py).
     unreadable: set[bytes] = field(default_factory=set)
+    # Files whose chunk list came from a record, not from reading them.
+    reused: dict[bytes, tuple[BlobId, ...]] = field(default_factory=dict)
 
     def cannot_read(self, rel: bytes, exc: OSError | str) -> None:
         why = exc if isinstance(exc, str) else exc.strerror or str(exc)
@@ -42,6 +49,41 @@ class Scan:
 
 
 def scan(
+    root_fd: int,
+    rules: IgnoreRules,
+    excluded: set[bytes],
+    records: dict[bytes, Record],
+    repo: Repository,
+    chunker: Chunker,
+) -> Scan:
+    """The folder as it is now, every chunk it names held by the server or queued."""
+    trusted = records
+    warnings: list[str] = []
+    files_read = 0
+    while True:
+        out = _scan_once(root_fd, rules, excluded, trusted, repo, chunker)
+        files_read += out.files_read
+        lost = repo.missing(c for chunks in out.reused.values() for c in chunks)
+        if not lost:
+            out.warnings += warnings
+            out.files_read = files_read
+            return out
+        # Scan again, trusting neither those records nor re-reading what this scan
+        # read: its files are records now, with the chunks just queued.
+        stale = [p for p, chunks in out.reused.items() if lost.intersection(chunks)]
+        warnings.append(
+            f"{len(lost)} chunk(s) of {len(stale)} unchanged file(s) are no longer on the "
+            "server; read them again"
+        )
+        read = {
+            p: Record(e, out.stats[p])
+            for p, e in out.entries.items()
+            if e.type is EntryType.FILE and p not in out.reused
+        }
+        trusted = {p: r for p, r in trusted.items() if not lost.intersection(r.entry.chunks)} | read
+
+
+def _scan_once(
     root_fd: int,
     rules: IgnoreRules,
     excluded: set[bytes],
@@ -136,6 +178,7 @@ def _entry(
         return None
     if record is not None and record.stat == stat_key(st) and record.entry.type is EntryType.FILE:
         # A chmod or rename changes no content: keep the chunks, take name and mode anew.
+        out.reused[rel] = record.entry.chunks
         return replace(record.entry, name=name, mode=st.st_mode & 0o7777)
     try:
         with localfs.open_file(dir_fd, name) as f:

@@ -1,15 +1,20 @@
-"""Every version of a file in a sync folder, and bringing one back."""
+"""Every version of a file in a sync folder, and bringing one back.
+
+Versions come from the folder's view (repo/history.py): edit commits are not versions,
+and the folder states that a counting edit forgot are skipped.
+"""
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Set
 from dataclasses import dataclass
 from pathlib import Path
 
 from anysync.client import localfs
 from anysync.client.repo import history
-from anysync.client.repo.history import Warn
+from anysync.client.repo.history import RefView, Warn
 from anysync.client.repo.refs import RefBook, RefStore
 from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType, TreeEntry
@@ -18,6 +23,7 @@ from anysync.client.sync import engine, flat
 from anysync.client.sync.lock import pass_lock
 from anysync.client.sync.state import Folder, SyncState
 from anysync.errors import NotFound, UsageError
+from anysync.types import BlobId
 
 
 @dataclass(frozen=True)
@@ -27,15 +33,35 @@ class Version:
 
 
 def versions(
-    repo: Repository, refs: RefStore, db: StateDB, folder: Folder, path: bytes, warn: Warn
+    repo: Repository,
+    refs: RefStore,
+    db: StateDB,
+    folder: Folder,
+    path: bytes,
+    warn: Warn,
+    counting: Set[BlobId] = frozenset(),
 ) -> list[Version]:
     """Newest first; one row per change of the file (content, mode, or deletion), down
-    to the oldest commit that can still be read (an unreadable one is warned about)."""
+    to the oldest commit that can still be read (an unreadable one is warned about).
+    `counting`: the edit commits that count (history.view_of)."""
+    view = _view(repo, refs, db, folder, warn, counting)
+    return [] if view is None else _versions(repo, view, path)
+
+
+def _view(
+    repo: Repository,
+    refs: RefStore,
+    db: StateDB,
+    folder: Folder,
+    warn: Warn,
+    counting: Set[BlobId],
+) -> RefView | None:
     _, head = RefBook(refs, repo, db).head(folder.ref)
-    if head is None:
-        return []
-    chain = history.readable_chain(repo, head, warn)
-    states = [(snap, flat.lookup(repo, snap.commit.tree, path)) for snap in chain]
+    return None if head is None else history.view_of(repo, head, counting, warn)
+
+
+def _versions(repo: Repository, view: RefView, path: bytes) -> list[Version]:
+    states = [(snap, flat.lookup(repo, snap.commit.tree, path)) for snap in view.snapshots]
     out = []
     for i, (snap, entry) in enumerate(states):
         older = states[i + 1][1] if i + 1 < len(states) else None
@@ -47,13 +73,25 @@ def versions(
 
 
 def find_version(
-    repo: Repository, refs: RefStore, db: StateDB, folder: Folder, path: bytes, spec: str
+    repo: Repository,
+    refs: RefStore,
+    db: StateDB,
+    folder: Folder,
+    path: bytes,
+    spec: str,
+    counting: Set[BlobId] = frozenset(),
 ) -> TreeEntry:
     spec = spec.lower()
     if len(spec) < 4:
         raise UsageError("give at least 4 hex digits of the version ID")
-    found = versions(repo, refs, db, folder, path, warn=lambda _: None)
+    view = _view(repo, refs, db, folder, lambda _: None, counting)
+    found = [] if view is None else _versions(repo, view, path)
     matches = [v for v in found if v.snapshot.id.hex().startswith(spec)]
+    gone = (
+        [] if view is None else [f for b, f in view.forgotten.items() if b.hex().startswith(spec)]
+    )
+    if not matches and gone:
+        raise NotFound(gone[0].message("version"))
     if not matches:
         raise NotFound(
             f"no version {spec} of {path.decode(errors='replace')}; see `anysync versions`"
@@ -76,11 +114,12 @@ def restore_version(
     dest: Path,
     home: Path,
     save_as: engine.Device | None,
+    counting: Set[BlobId] = frozenset(),
 ) -> engine.PassResult | None:
     """Write version `spec` of `path` to `dest`, holding the pass lock so a pass cannot
     touch the half-written file. With `save_as`, a pass then commits it as the newest
     version (under the same lock) and its result is returned."""
-    entry = find_version(repo, refs, db, folder, path, spec)
+    entry = find_version(repo, refs, db, folder, path, spec, counting)
     if entry.type is not EntryType.FILE:
         raise UsageError("only files have versions to restore")
     with pass_lock(home):
