@@ -2,7 +2,9 @@
 
 `point(name)` does nothing unless the environment variable ANYSYNC_TESTONLY_FAULT names
 that point when the process starts: `NAME` (die the first time NAME is reached) or
-`NAME:N` (die the N-th time). Then the process sends itself SIGKILL: a real crash, with
+`NAME:N` (die the N-th time); `NAME@stop` or `NAME:N@stop` stops there instead (SIGSTOP:
+a test then does something else, and lets it go on with SIGCONT). Else the process
+sends itself SIGKILL: a real crash, with
 no cleanup, no `finally`, no atexit and no flushing, so a test that sees the process end
 by signal 9 knows it was still running and had reached that step. Never set in
 production; whoever controls a client's environment controls the client anyway. The
@@ -77,21 +79,27 @@ POINTS = frozenset(
 )
 
 
-def _parse(value: str | None) -> tuple[str, int] | None:
+def _parse(value: str | None) -> tuple[str, int, signal.Signals] | None:
     if not value:
         return None
+    value, stop, _ = value.partition("@stop")
     name, _, count = value.partition(":")
     if name not in POINTS:
         raise ValueError(f"{ENV} names an unknown fault point {name!r}")
     n = int(count) if count else 1
     if n < 1:
         raise ValueError(f"{ENV}: the count must be at least 1, not {n}")
-    return name, n
+    return name, n, signal.SIGSTOP if stop else signal.SIGKILL
 
 
 _armed_name: str | None
 _armed_count: int
-_armed_name, _armed_count = _parse(os.environ.get(ENV)) or (None, 0)
+_armed_signal: signal.Signals
+_armed_name, _armed_count, _armed_signal = _parse(os.environ.get(ENV)) or (
+    None,
+    0,
+    signal.SIGKILL,
+)
 _hits = 0
 _lock = threading.Lock()
 
@@ -105,4 +113,4 @@ def point(name: str) -> None:
         _hits += 1
         due = _hits == _armed_count
     if due:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), _armed_signal)

@@ -133,6 +133,35 @@ def test_an_index_row_pointing_into_another_pack_is_found_by_reading(
     assert code == 6 and damaged_paths(report) == {"Data/docs/big.bin"}
 
 
+def test_a_pack_recorded_twice_is_found(server: Server, device_a: Client, backed_up: Path) -> None:
+    """A packs row and its index rows copied under another pack ID (a metadata restore
+    gone wrong): no snapshot is hurt while the copy is unused, but the index is wrong."""
+    _, pack_id, _, _ = biggest_chunk(server)
+    twin = b"\x77" * 16
+    server.stop()
+    with sqlite3.connect(server.home / "metadata.db") as db:
+        columns = [r[1] for r in db.execute("PRAGMA table_info(packs)")]
+        picked = ", ".join("?" if c == "pack_id" else c for c in columns)
+        db.execute(
+            f"INSERT INTO packs ({', '.join(columns)}) SELECT {picked} FROM packs "
+            "WHERE pack_id = ?",
+            (twin, pack_id),
+        )
+        db.execute(
+            "INSERT INTO blob_locations SELECT user, blob_id, ?, offset, length "
+            "FROM blob_locations WHERE pack_id = ?",
+            (twin, pack_id),
+        )
+    server.start()
+    code, report, _ = check(device_a)
+    assert code == 6, report
+    assert report["index"] == [
+        "the server records 1 pack(s) that are missing or shorter than recorded",
+        "the server records 1 pack(s) twice, under another pack ID",
+    ]
+    assert twin.hex()[:8] not in json.dumps(report)  # no store keys or pack IDs
+
+
 def test_a_ref_to_a_missing_commit_is_found(
     server: Server, device_a: Client, backed_up: Path
 ) -> None:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import sqlite3
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +20,9 @@ import pytest
 
 from anysync.client.home import ClientHome
 from anysync.errors import AppendOnly, NeedsManage
+from anysync.faults import ENV as FAULT_ENV
 from anysync.types import BlobId, PackId
-from tests.integration.harness import Client, Server, snapshot_of
+from tests.integration.harness import CLIENT, Client, Server, base_env, snapshot_of
 
 MIB = 1024 * 1024
 
@@ -181,3 +185,66 @@ def test_a_write_device_needs_manage_or_a_password_proof(
         remote.close()
     device_a.run("devices", "add-rights", str(device_id(device_b)), "manage")
     device_b.run("prune")
+
+
+def wait_stopped(proc: subprocess.Popen[str]) -> None:
+    """Until the process has stopped itself at its fault point (state T)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        state = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "T":
+            return
+        time.sleep(0.05)
+    raise AssertionError("the backup never reached its fault point")
+
+
+def test_a_backup_that_reused_data_a_prune_then_deleted_uploads_it_again(
+    server: Server, device_a: Client, device_b: Client, tmp_path: Path
+) -> None:
+    """The race prune is fenced against (design.md §14.7): device B's backup finds a
+    file's chunks on the server (only a forgotten snapshot holds them) and stops before
+    its commit; device A forgets that snapshot and prunes at grace 0, which deletes them
+    (and B's fresh, unreferenced tree packs too). B goes on: its commit must not name
+    deleted data. It notices, uploads again what is gone, and the snapshot restores."""
+    device_a.signup(server, "race@example.org")
+    device_b.login(server, "race@example.org")
+    old, src = tmp_path / "Old", tmp_path / "Data"
+    old.mkdir()
+    src.mkdir()
+    back = random.Random(8).randbytes(3 * MIB)
+    (old / "back.bin").write_bytes(back)
+    device_a.run("backup", str(old))
+    (old / "back.bin").unlink()
+    device_a.run("backup", str(old))  # the first snapshot alone holds back.bin
+    first = snapshots(device_a)[0]["id"]
+
+    (src / "back.bin").write_bytes(back)  # B's file: the same bytes
+    (src / "own.txt").write_text("device B's own\n")
+    env = base_env() | {
+        "ANYSYNC_HOME": str(device_b.home),
+        "ANYSYNC_PASSWORD": device_b.password,
+        FAULT_ENV: "backup.packs-done@stop",
+    }
+    proc = subprocess.Popen(
+        [CLIENT, "backup", "--json", str(src)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_stopped(proc)
+        device_a.run("forget", first)
+        pruned = json.loads(device_a.run("prune", "--max-unused", "0%", "--json").stdout)
+        assert pruned["condemned_packs"] >= 1, pruned
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    made = json.loads(out)["snapshot"]
+
+    target = tmp_path / "restored"
+    device_a.run("restore", made, "--target", str(target))
+    assert snapshot_of(target / "Data") == snapshot_of(src)
+    device_a.run("check", "--read-data")

@@ -35,16 +35,25 @@ def start(client: Client, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def change(root: Path, rnd: random.Random, round_nr: int) -> None:
-    """Replace some files, add one, drop one: each snapshot has data of its own."""
+def content(seed: int, round_nr: int) -> bytes:
+    """What a writer adds in a round: the same bytes whenever asked again."""
+    rnd = random.Random(seed * 1000 + round_nr)
+    return rnd.randbytes(rnd.randint(1, 600_000))
+
+
+def change(root: Path, seed: int, round_nr: int) -> None:
+    """Drop half the files, add one: each snapshot has data of its own. Bring back the
+    content of a file from three rounds ago (only forgotten snapshots still hold it):
+    the backup finds its chunks on the server, and a prune may condemn them before the
+    backup commits. That is the race the generation fence (design.md §14.7) is for."""
     root.mkdir(parents=True, exist_ok=True)
     files = sorted(root.glob("*.bin"))
     for f in files[: len(files) // 2]:
         f.unlink()
-    (root / f"r{round_nr}-{rnd.randrange(1 << 30)}.bin").write_bytes(
-        rnd.randbytes(rnd.randint(1, 600_000))
-    )
-    (root / "notes.txt").write_text(f"round {round_nr}\n" * rnd.randint(1, 200))
+    (root / f"r{round_nr}.bin").write_bytes(content(seed, round_nr))
+    if round_nr >= 3:
+        (root / f"back-from-{round_nr - 3}.bin").write_bytes(content(seed, round_nr - 3))
+    (root / "notes.txt").write_text(f"round {round_nr}\n" * (1 + round_nr % 200))
 
 
 class BackupLoop(threading.Thread):
@@ -52,7 +61,7 @@ class BackupLoop(threading.Thread):
 
     def __init__(self, client: Client, src: Path, seed: int) -> None:
         super().__init__(daemon=True)
-        self.client, self.src, self.rnd = client, src, random.Random(seed)
+        self.client, self.src, self.seed = client, src, seed
         self.made: dict[str, dict[str, tuple[object, ...]]] = {}  # snapshot ID -> content
         self.failures: list[str] = []
         self.stop_at = threading.Event()
@@ -60,7 +69,7 @@ class BackupLoop(threading.Thread):
     def run(self) -> None:
         round_nr = 0
         while not self.stop_at.is_set():
-            change(self.src, self.rnd, round_nr)
+            change(self.src, self.seed, round_nr)
             round_nr += 1
             expected = snapshot_of(self.src)
             proc = self.client.run("backup", "--json", str(self.src), check=False)
@@ -73,14 +82,14 @@ class BackupLoop(threading.Thread):
 class SyncLoop(threading.Thread):
     def __init__(self, client: Client, folder: Path) -> None:
         super().__init__(daemon=True)
-        self.client, self.folder, self.rnd = client, folder, random.Random(99)
+        self.client, self.folder = client, folder
         self.failures: list[str] = []
         self.stop_at = threading.Event()
 
     def run(self) -> None:
         round_nr = 0
         while not self.stop_at.is_set():
-            change(self.folder, self.rnd, round_nr)
+            change(self.folder, 99, round_nr)
             round_nr += 1
             proc = self.client.run("sync", "run", check=False)
             if proc.returncode not in (0, 1, 4, 8):

@@ -14,8 +14,10 @@ from anysync import faults
 def test_parse() -> None:
     assert faults._parse(None) is None
     assert faults._parse("") is None
-    assert faults._parse("sync.apply-file") == ("sync.apply-file", 1)
-    assert faults._parse("sync.apply-file:3") == ("sync.apply-file", 3)
+    assert faults._parse("sync.apply-file") == ("sync.apply-file", 1, signal.SIGKILL)
+    assert faults._parse("sync.apply-file:3") == ("sync.apply-file", 3, signal.SIGKILL)
+    assert faults._parse("backup.packs-done@stop") == ("backup.packs-done", 1, signal.SIGSTOP)
+    assert faults._parse("sync.apply-file:2@stop") == ("sync.apply-file", 2, signal.SIGSTOP)
     with pytest.raises(ValueError, match="unknown fault point"):
         faults._parse("sync.no-such-point")
     with pytest.raises(ValueError, match="at least 1"):

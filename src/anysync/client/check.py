@@ -87,19 +87,19 @@ def check(
     out = CheckResult()
     _pack_records(packs.list_packs(include_entries=True), repo, out)
     snaps = _snapshots(book, repo, counting, out)
-    trees = _load_trees(repo, [s.commit.tree for s in snaps])
+    trees = load_trees(repo, [s.commit.tree for s in snaps])
     out.trees = len(trees)
     chunks = {
-        c for entries in trees.values() if isinstance(entries, list) for c in _chunks(entries)
+        c for entries in trees.values() if isinstance(entries, list) for c in file_chunks(entries)
     }
     out.chunks = len(chunks)
-    bad = _index_and_packs(repo, chunks, out)
+    bad = unusable_chunks(repo, chunks, out)
     if read_fraction > 0:
         rng = rng or random.Random()  # noqa: S311 - which packs get read is no secret
         bad.update(_read_data(repo, chunks - bad.keys(), read_fraction, rng, out))
     memo: dict[BlobId, list[tuple[str, str]]] = {}  # trees are shared between snapshots
     for snap in snaps:
-        damage = _damage_under(snap.commit.tree, trees, bad, memo)
+        damage = damage_under(snap.commit.tree, trees, bad, memo)
         if damage:
             out.damaged.append(DamagedSnapshot(snap, damage))
     return out
@@ -142,7 +142,7 @@ def _snapshots(
 Trees = dict[BlobId, list[TreeEntry] | str]  # a tree's entries, or why it cannot be read
 
 
-def _load_trees(repo: Repository, roots: Iterable[BlobId]) -> Trees:
+def load_trees(repo: Repository, roots: Iterable[BlobId]) -> Trees:
     """Every tree under `roots`, loaded a level at a time in batches."""
     trees: Trees = {}
     level = list(dict.fromkeys(roots))
@@ -165,13 +165,13 @@ def _load_trees(repo: Repository, roots: Iterable[BlobId]) -> Trees:
     return trees
 
 
-def _chunks(entries: list[TreeEntry]) -> Iterable[BlobId]:
+def file_chunks(entries: list[TreeEntry]) -> Iterable[BlobId]:
     for e in entries:
         if e.type is EntryType.FILE:
             yield from e.chunks
 
 
-def _index_and_packs(repo: Repository, chunks: set[BlobId], out: CheckResult) -> dict[BlobId, str]:
+def unusable_chunks(repo: Repository, chunks: set[BlobId], out: CheckResult) -> dict[BlobId, str]:
     """Chunks the index lacks, or whose pack is missing or short: chunk → what is wrong."""
     located = repo.locations(chunks)
     bad = {c: "part of its content is not in the server's index" for c in chunks - located.keys()}
@@ -226,7 +226,7 @@ def _read_data(
     return bad
 
 
-def _damage_under(
+def damage_under(
     tid: BlobId, trees: Trees, bad: dict[BlobId, str], memo: dict[BlobId, list[tuple[str, str]]]
 ) -> list[tuple[str, str]]:
     """(path, why) of every damaged file or directory under a tree, paths relative to it."""
@@ -243,7 +243,7 @@ def _damage_under(
             if why is not None:
                 found.append((e.display_name, why))
         elif e.subtree is not None:
-            for path, why in _damage_under(e.subtree, trees, bad, memo):
+            for path, why in damage_under(e.subtree, trees, bad, memo):
                 found.append((f"{e.display_name}/{path}" if path else e.display_name, why))
     memo[tid] = found
     return found

@@ -1,8 +1,10 @@
 """`anysync-server`: initialise a home, run the server, administer accounts.
 
 Admin commands open the same SQLite database as a running server; WAL and the
-busy timeout make that safe. Nothing here prints a secret, except `invite create`,
-whose whole purpose is to print one invite code.
+busy timeout make that safe. `scrub` also lists the object store and runs the reaper,
+as the server does: both only ever finish deletions that are due, whoever comes first.
+Nothing here prints a secret, except `invite create`, whose whole purpose is to print one
+invite code.
 """
 
 from __future__ import annotations

@@ -102,17 +102,33 @@ class PackBuilder:
 
 
 def read_header(data_key: bytes, id_key: bytes, pack: bytes) -> list[PackedBlob]:
-    """Decode a whole pack's table of contents (used by check and repair)."""
-    if len(pack) < TRAILER.size:
+    """Decode a whole pack's table of contents."""
+    header_id, start, length = header_span(len(pack), pack[-TRAILER.size :])
+    return open_header(data_key, id_key, header_id, pack[start : start + length], start)
+
+
+def header_span(size: int, trailer: bytes) -> tuple[BlobId, int, int]:
+    """(header ID, offset, length) of the sealed header of a pack of `size` bytes, from
+    its last TRAILER.size bytes: what `repair index` reads without the whole pack."""
+    if size < TRAILER.size or len(trailer) != TRAILER.size:
         raise IntegrityError("pack is truncated")
-    header_id, header_len, magic, version = TRAILER.unpack_from(pack, len(pack) - TRAILER.size)
+    header_id, header_len, magic, version = TRAILER.unpack(trailer)
     if magic != MAGIC or version != VERSION:
         raise IntegrityError("not an AnySync pack (bad trailer)")
-    start = len(pack) - TRAILER.size - header_len
+    start = size - TRAILER.size - header_len
     if start < 0:
         raise IntegrityError("pack header length is out of range")
-    sealed = pack[start : start + header_len]
-    header = envelope.open_(data_key, id_key, BlobKind.PACK_HEADER, BlobId(header_id), sealed)
+    return BlobId(header_id), start, header_len
+
+
+def open_header(
+    data_key: bytes, id_key: bytes, header_id: BlobId, sealed: bytes, data_end: int
+) -> list[PackedBlob]:
+    """Authenticate and decode a sealed header; its blobs must lie before `data_end`
+    (where the header starts)."""
+    header = envelope.open_(data_key, id_key, BlobKind.PACK_HEADER, header_id, sealed)
+    if len(header) < _HEADER_COUNT.size:
+        raise IntegrityError("pack header is malformed")
     version, count = _HEADER_COUNT.unpack_from(header)
     if version != VERSION or len(header) != _HEADER_COUNT.size + count * _HEADER_ENTRY.size:
         raise IntegrityError("pack header is malformed")
@@ -121,7 +137,10 @@ def read_header(data_key: bytes, id_key: bytes, pack: bytes) -> list[PackedBlob]
         raw, kind, offset, length = _HEADER_ENTRY.unpack_from(
             header, _HEADER_COUNT.size + i * _HEADER_ENTRY.size
         )
-        if offset + length > start:
+        if offset + length > data_end:
             raise IntegrityError("pack header points outside the pack")
-        blobs.append(PackedBlob(BlobId(raw), BlobKind(kind), offset, length))
+        try:
+            blobs.append(PackedBlob(BlobId(raw), BlobKind(kind), offset, length))
+        except ValueError:
+            raise IntegrityError("pack header names an unknown blob kind") from None
     return blobs
