@@ -489,7 +489,7 @@ def test_a_schema_3_database_with_data_is_migrated(tmp_path: Path) -> None:
     db = Metadata.open(path)
     try:
         conn2 = db.connection()
-        assert conn2.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert conn2.execute("PRAGMA user_version").fetchone()[0] == 5
         assert [
             tuple(r)
             for r in conn2.execute(

@@ -133,7 +133,7 @@ def test_a_schema_1_database_is_upgraded(tmp_path: Path) -> None:
     db = Metadata.open(path)
     try:
         conn = db.connection()
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations()) == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations()) == 5
         assert tuple(conn.execute("SELECT size, charged FROM packs").fetchone()) == (10, 10)
         assert db.user_by_id(1).used_bytes == 10  # old packs keep what they were charged
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}

@@ -85,6 +85,11 @@ def test_only_a_live_pack_of_the_account_is_repaired(db: Metadata, storage: Stor
     with pytest.raises(NotFound, match="condemned"):
         storage.repair_index(alice, doomed.raw, header, generation)
     assert rows(storage, bob, blob(2), blob(9)) == [(blob(2), 0, 1000)]
+    # Listed before the prune (generation 0): the listing is what is out of date.
+    with pytest.raises(GcRaced, match="list the packs again"):
+        storage.repair_index(alice, doomed.raw, header, 0)
+    with pytest.raises(GcRaced):
+        storage.repair_index(alice, PackId.random().raw, header, 0)
     assert storage.repair_index(alice, mine.raw, [*header, EntryIn(blob(1), 0, 1000)], 1).added
 
 
@@ -109,7 +114,7 @@ def test_a_removal_is_fenced_and_moves_the_generation(db: Metadata, storage: Sto
     pack = upload(storage, alice, blob(1), size=1000)  # indexed: blob 1 at 0+1000
     header = [EntryIn(blob(2), 0, 600), EntryIn(blob(3), 600, 400)]
 
-    with pytest.raises(GcRaced, match="read the index again"):
+    with pytest.raises(GcRaced, match="list the packs again"):
         storage.repair_index(alice, pack.raw, header, 7)
     assert rows(storage, alice, blob(1), blob(2), blob(3)) == [(blob(1), 0, 1000)]
     assert counters(db, alice)[0] == 0

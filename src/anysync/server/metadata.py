@@ -238,6 +238,14 @@ def pack_charge(size: int, entries: int) -> int:
     return max(size, PACK_ENTRY_CHARGE * max(entries, 1))
 
 
+def check_inside_pack(size: int, offset: int, length: int) -> None:
+    """UsageError unless an index entry lies inside a pack of `size` bytes."""
+    if length == 0 or offset + length > size:
+        raise UsageError(
+            f"pack entry {offset}+{length} does not lie inside the pack ({size} bytes)"
+        )
+
+
 def check_pack_entries(entries: int) -> None:
     """UsageError if one pack carries more index entries than any client needs."""
     if entries > MAX_PACK_ENTRIES:
@@ -588,21 +596,36 @@ class Metadata:
         wins), as its header lists them, and charge it for its new number of entries.
         Removing a row may take a live location away, so a removal is fenced like a
         condemnation: GcRaced unless the generation is `expected_generation`, and +1
-        after. Adding rows only takes nothing away and needs no fence. NotFound for a
-        pack the account does not have, or has condemned."""
+        after. Adding rows only takes nothing away and needs no fence.
+
+        A pack the account does not have, or has condemned, is NotFound; but GcRaced if
+        the generation moved since `expected_generation`: then the caller's listing is
+        what is out of date (a prune condemned the pack meanwhile). UsageError for an
+        entry outside the pack."""
         check_pack_entries(len(entries))
         wanted: dict[bytes, tuple[int, int]] = {}
         for e in entries:
             wanted.setdefault(e.blob_id.raw, (e.offset, e.length))
         with self.transaction() as db:
+            (generation,) = db.execute(
+                "SELECT gc_generation FROM users WHERE id = ?", (user,)
+            ).fetchone()
+            raced = GcRaced(
+                f"packs were condemned or repaired meanwhile (generation {generation},"
+                f" expected {expected_generation}); list the packs again"
+            )
             pack = db.execute(
                 "SELECT size, charged, state FROM packs WHERE user = ? AND pack_id = ?",
                 (user, pack_id.raw),
             ).fetchone()
-            if pack is None:
-                raise NotFound(f"no pack {pack_id}")
-            if pack["state"] != LIVE:  # its rows no longer answer FindBlobs: nothing to fix
+            if pack is None or pack["state"] != LIVE:
+                if generation != expected_generation:
+                    raise raced
+                if pack is None:
+                    raise NotFound(f"no pack {pack_id}")
                 raise NotFound(f"pack {pack_id} is condemned; its index is not used any more")
+            for e in entries:
+                check_inside_pack(pack["size"], e.offset, e.length)
             rows = db.execute(
                 "SELECT blob_id, offset, length FROM blob_locations WHERE user = ? AND pack_id = ?",
                 (user, pack_id.raw),
@@ -610,15 +633,9 @@ class Metadata:
             have = {bytes(r[0]): (r[1], r[2]) for r in rows}
             stale = [b for b, where in have.items() if wanted.get(b) != where]
             new = [(b, where) for b, where in wanted.items() if have.get(b) != where]
-            (generation,) = db.execute(
-                "SELECT gc_generation FROM users WHERE id = ?", (user,)
-            ).fetchone()
             if stale:  # a location goes away: fence every commit planned before
                 if generation != expected_generation:
-                    raise GcRaced(
-                        f"packs were condemned or repaired meanwhile (generation {generation},"
-                        f" expected {expected_generation}); read the index again"
-                    )
+                    raise raced
                 generation += 1
             db.executemany(
                 "DELETE FROM blob_locations WHERE user = ? AND blob_id = ? AND pack_id = ?",

@@ -32,6 +32,7 @@ from anysync.server.metadata import (
     Metadata,
     PackListing,
     Repaired,
+    check_inside_pack,
     check_pack_entries,
     check_quota,
     pack_charge,
@@ -216,10 +217,8 @@ class Storage:
             )
         pid = pack_id(raw_pack_id)
         check_pack_entries(len(entries))
-        size = self.db.pack_size(caller.user.id, pid)
-        if size is None:
-            raise NotFound(f"no pack {pid}")
-        locations = [_pack_entry(e, pid, size) for e in entries]
+        # Whether they lie inside the pack is checked with its size, in the transaction.
+        locations = [BlobLocation(blob_id(e.blob_id), pid, e.offset, e.length) for e in entries]
         done = self.db.repair_index(caller.user.id, pid, locations, expected_generation)
         log.info(
             "account %s: index of pack %s repaired by device %d (%d added, %d removed)",
@@ -456,10 +455,7 @@ def _checked_header(header: PackHeader, pid: PackId) -> list[BlobLocation]:
 
 
 def _pack_entry(entry: EntryIn, pid: PackId, size: int) -> BlobLocation:
-    if entry.length == 0 or entry.offset + entry.length > size:
-        raise UsageError(
-            f"pack entry {entry.offset}+{entry.length} does not lie inside the pack ({size} bytes)"
-        )
+    check_inside_pack(size, entry.offset, entry.length)
     return BlobLocation(blob_id(entry.blob_id), pid, entry.offset, entry.length)
 
 
