@@ -369,6 +369,7 @@ def test_a_damaged_sync_state_is_left_for_the_devices_that_hold_it(
     (ref,) = run_repair(remote, state, said.append).refs
     # The state is not rewritten without "lost": devices that hold it would delete it.
     assert any("1 file(s) of the current state are lost" in m for m in said), said
-    assert ref.state is None
+    assert ref.state is not None and ref.state.replacement is None
+    assert ref.state.lost == ["lost"]
     assert [r.original.id for r in ref.snapshots] == [old.id]
     assert ref.edit is not None and ref.edit.commit.tree == old.commit.tree

@@ -124,7 +124,9 @@ def _print_ref(r: repair.RefRepair, dry_run: bool) -> None:
     print(f"{r.label}:")
     done = [r.state] if r.state else []
     for d in [*done, *r.snapshots]:
-        what = "current state" if d is r.state else f"snapshot {d.original.id.short()}"
+        what = (
+            "current state (left as it is)" if d is r.state else f"snapshot {d.original.id.short()}"
+        )
         made = f" -> {d.replacement.id.short()}" if d.replacement else ""
         print(f"  {what}{made}: {len(d.lost)} file(s) or directories lost")
         for path in d.lost[:SHOWN]:

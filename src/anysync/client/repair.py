@@ -167,7 +167,7 @@ class RefRepair:
     ref: str
     label: str
     snapshots: list[Repaired] = field(default_factory=list)
-    state: Repaired | None = None  # a sync folder's damaged state, committed anew
+    state: Repaired | None = None  # a sync folder's damaged state: named, left as it is
     edit: Snapshot | None = None  # the edit commit that records the replacements
 
 
@@ -279,7 +279,8 @@ def _repair_snapshots_once(
             continue
         done: dict[BlobId, BlobId] = {}
         if state_lost:
-            n = len(damage.under(v.head.commit.tree))
+            out.state = Repaired(v.head, None, _paths(damage.under(v.head.commit.tree)))
+            n = len(out.state.lost)
             warn(
                 f"{v.label}: {n} file(s) of the current state are lost on the server; left "
                 "as they are, so that no device deletes its copy: run `anysync sync run` on "
