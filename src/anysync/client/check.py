@@ -35,7 +35,8 @@ from anysync.errors import IntegrityError, NotFound
 from anysync.types import BlobId, BlobKind, PackId
 
 SHOWN_PER_SNAPSHOT = 20  # damaged paths listed per snapshot; the rest are counted
-READ_BATCH = 2_000  # chunks authenticated per load_many call when reading data
+READ_BATCH = 2_000  # chunks authenticated per load_many call when reading data...
+READ_BATCH_BYTES = 64 * 1024 * 1024  # ...or fewer, to stay near this many bytes
 
 
 @dataclass(frozen=True)
@@ -210,19 +211,32 @@ def _pack_records(listing: PackListing, repo: Repository, out: CheckResult) -> N
 def _read_data(
     repo: Repository, chunks: set[BlobId], fraction: float, rng: random.Random, out: CheckResult
 ) -> dict[BlobId, str]:
-    """Download and authenticate the chunks of a random `fraction` of their packs."""
+    """Download and authenticate the chunks of a random `fraction` of their packs. They
+    are read in pack order, so that neighbours come in one ranged read (by chunk ID they
+    would be one read each: measured 4.6 times slower, bench/results/prune-*), and in
+    batches of about READ_BATCH_BYTES, so that memory stays bounded."""
     located = repo.locations(chunks)
     packs = sorted({loc.pack_id for loc in located.values()}, key=lambda p: p.raw)
     chosen = set(rng.sample(packs, math.ceil(len(packs) * min(fraction, 1.0))))
-    todo = sorted((c for c, loc in located.items() if loc.pack_id in chosen), key=lambda c: c.raw)
+    todo = sorted(
+        (loc for loc in located.values() if loc.pack_id in chosen),
+        key=lambda loc: (loc.pack_id.raw, loc.offset),
+    )
     bad: dict[BlobId, str] = {}
-    for start in range(0, len(todo), READ_BATCH):
-        for cid, result in repo.load_many(BlobKind.DATA, todo[start : start + READ_BATCH]).items():
+    batch: list[BlobId] = []
+    size = 0
+    for i, loc in enumerate(todo):
+        batch.append(loc.blob_id)
+        size += loc.length
+        if size < READ_BATCH_BYTES and len(batch) < READ_BATCH and i + 1 < len(todo):
+            continue
+        for cid, result in repo.load_many(BlobKind.DATA, batch).items():
             if isinstance(result, Exception):
                 bad[cid] = f"part of its content fails to authenticate ({result.message})"
             else:
                 out.chunks_read += 1
                 out.bytes_read += len(result)
+        batch, size = [], 0
     return bad
 
 
