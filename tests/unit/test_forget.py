@@ -162,6 +162,26 @@ def test_a_policy_applies_to_each_backup_source_and_writes_one_edit_per_ref(
     assert all(o.edit is None and not o.plan.forget for o in again)
 
 
+def test_group_by_host_applies_the_policy_across_the_sources_of_a_host(
+    repo: Repository, remote: HistoryRemote, state: StateDB, refs: RefBook
+) -> None:
+    """restic's --group-by host: one group for both sources of the host, so keep-last 2
+    keeps the two newest snapshots of the host, whichever source they belong to."""
+    a = [backup(refs, "r-a", NOW - (10 - 2 * i) * DAY) for i in range(3)]  # days -10 -8 -6
+    b = [backup(refs, "r-b", NOW - (9 - 2 * i) * DAY, paths=("/b",)) for i in range(3)]
+    out = run(repo, refs, remote, Request(retention.Policy(keep_last=2), group_by="host"))
+    assert [o.plan.ref for o in out] == ["r-a", "r-b"]
+    # The host's two newest: b[2] (day -5) and a[2] (day -6); per source it would be 4.
+    assert [s for s, _ in out[0].plan.keep] == [a[2]]
+    assert [s for s, _ in out[1].plan.keep] == [b[2]]
+    assert listed(refs, remote) == [a[2], b[2]]
+    assert "grouped by host" in out[0].plan.policy
+    with pytest.raises(UsageError, match="--group-by"):
+        Request(ids=("abcd",), group_by="host").check()
+    with pytest.raises(UsageError, match="unknown option"):
+        run(repo, refs, remote, Request(retention.Policy(keep_last=2), group_by="colour"))
+
+
 def test_a_dry_run_decides_and_writes_nothing(
     repo: Repository, remote: HistoryRemote, state: StateDB, refs: RefBook
 ) -> None:

@@ -34,6 +34,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--device", action="append", default=[], help="only backup sources of this host/device"
     )
+    p.add_argument(
+        "--group-by",
+        default=forget.GROUP_BY_SOURCE,
+        metavar="GROUPING",
+        help="apply the policy per group of: host,paths (the default: each backup source), "
+        "host, paths, or '' (all backups together)",
+    )
     p.add_argument("--dry-run", action="store_true", help="show what would go; change nothing")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     common.add_password_option(p)
@@ -81,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         paths=tuple(args.path),
         devices=tuple(args.device),
         dry_run=args.dry_run,
+        group_by=args.group_by,
     )
     req.check()  # before asking for the password
     with common.open_session(args) as s:

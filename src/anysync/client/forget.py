@@ -111,6 +111,8 @@ def require_manage(what: str, rights: str, elevated_until: int, now_s: float) ->
 
 # ---------------------------------------------------------------- deciding
 
+GROUP_BY_SOURCE = "host,paths"
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -132,6 +134,31 @@ def decide_policy(
 ) -> Plan:
     """restic's rules applied to one ref's snapshots (one backup source is one group)."""
     return _decide(view, policy, str(policy), protect=None, now_ns=now_ns, tz=tz)
+
+
+def decide_grouped(
+    view: RefView,
+    policy: retention.Policy,
+    group_by: str,
+    others: Sequence[RefView],
+    *,
+    now_ns: int | None = None,
+    tz: tzinfo | None = None,
+) -> Plan:
+    """restic's rules over groups that span backup sources (`--group-by host` puts every
+    source of a host in one group); only `view`'s share of the decision is returned,
+    since each ref gets its own edit commit. `others` are the other selected sources."""
+    members = [view, *(o for o in others if o.ref != view.ref)]
+    by_id = {s.id.hex(): (v.ref, s) for v in members for s in v.snapshots}
+    items = [
+        retention.Item(h, s.commit.time_ns, s.commit.hostname, s.commit.paths)
+        for h, (_, s) in by_id.items()
+    ]
+    d = retention.decide(items, policy, group_by=group_by, tz=tz, now_ns=now_ns)
+    mine = {h: s for h, (ref, s) in by_id.items() if ref == view.ref}
+    keep = [(mine[k.item.id], k.reasons) for k in d.keep if k.item.id in mine]
+    forget = [mine[r.id] for r in d.remove if r.id in mine]
+    return Plan(view, tuple(keep), tuple(forget), f"{policy} (grouped by {group_by or 'nothing'})")
 
 
 def sync_policy(view: RefView) -> retention.Policy:
@@ -323,6 +350,7 @@ class Request:
     paths: tuple[str, ...] = ()  # only backup sources holding one of these paths
     devices: tuple[str, ...] = ()  # only backup sources of these hosts or devices
     dry_run: bool = False
+    group_by: str = GROUP_BY_SOURCE  # restic's --group-by; the default: one backup source
 
     def check(self) -> None:
         empty = self.policy is None or self.policy.is_empty()
@@ -333,6 +361,8 @@ class Request:
                 "forget needs snapshot IDs or at least one --keep-* rule (an empty policy "
                 "would forget nothing; restic refuses it too)"
             )
+        if self.ids and self.group_by != GROUP_BY_SOURCE:
+            raise UsageError("--group-by groups snapshots for a policy; named IDs need none")
         if self.ids and (self.paths or self.devices):
             raise UsageError("--path and --device select by policy; named IDs need neither")
 
@@ -358,12 +388,22 @@ def run_forget(
     else:
         assert req.policy is not None
         restricted = bool(req.paths or req.devices)
-        for v in vs:
-            if v.kind == "backup" and v.snapshots and _selected(v, req):
-                decisions.append(
-                    (v, partial(decide_policy, policy=req.policy, now_ns=now_ns, tz=tz))
+        sources = [v for v in vs if v.kind == "backup" and v.snapshots and _selected(v, req)]
+        for v in sources:
+            if _group_by_source(req.group_by):
+                decide = partial(decide_policy, policy=req.policy, now_ns=now_ns, tz=tz)
+            else:
+                decide = partial(
+                    decide_grouped,
+                    policy=req.policy,
+                    group_by=req.group_by,
+                    others=sources,
+                    now_ns=now_ns,
+                    tz=tz,
                 )
-            elif v.kind == "sync" and v.snapshots and not restricted:
+            decisions.append((v, decide))
+        for v in vs:  # sync folders: each by its own policy
+            if v.kind == "sync" and v.snapshots and not restricted:
                 try:
                     sync_policy(v)
                 except IntegrityError as exc:
@@ -375,6 +415,14 @@ def run_forget(
     return [
         apply(repo, book, src, v.ref, decide, writer, warn, what=v.label) for v, decide in decisions
     ]
+
+
+def _group_by_source(text: str) -> bool:
+    """Is this grouping one group per backup source? A source is one host's path set,
+    so "host,paths" is; "host" (every source of a host together), "paths" and "" are
+    not. Raises UsageError for an unknown word."""
+    by_host, by_paths = retention.group_by_words(text)
+    return by_host and by_paths
 
 
 def _selected(v: RefView, req: Request) -> bool:

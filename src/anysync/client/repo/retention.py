@@ -238,7 +238,7 @@ def decide(
     """Which snapshots `policy` keeps, per group. `group_by` as restic's --group-by
     ("host,paths", "host", "paths" or "" for one group); `tz` the zone of the periods
     (None: this machine's); `now_ns` the time that counts as now (default: the clock)."""
-    by_host, by_paths = _group_by(group_by)
+    by_host, by_paths = group_by_words(group_by)
     now = time.time_ns() if now_ns is None else now_ns
     groups: dict[_Key, list[Item]] = {}
     for it in items:
@@ -248,7 +248,8 @@ def decide(
     return Decision(tuple(_decide_group(k, groups[k], policy, tz, now) for k in order))
 
 
-def _group_by(text: str) -> tuple[bool, bool]:
+def group_by_words(text: str) -> tuple[bool, bool]:
+    """(group by host, group by paths) for restic's --group-by text."""
     words = {w.strip() for w in text.split(",")} - {""}
     if words & {"tag", "tags"}:
         raise UsageError("--group-by tags: AnySync snapshots have no tags")
