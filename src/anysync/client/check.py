@@ -36,7 +36,7 @@ from anysync.types import BlobId, BlobKind, PackId
 
 SHOWN_PER_SNAPSHOT = 20  # damaged paths listed per snapshot; the rest are counted
 READ_BATCH = 2_000  # chunks authenticated per load_many call when reading data...
-READ_BATCH_BYTES = 64 * 1024 * 1024  # ...or fewer, to stay near this many bytes
+READ_BATCH_BYTES = 16 * 1024 * 1024  # ...or fewer, to stay near this many bytes
 
 
 @dataclass(frozen=True)
