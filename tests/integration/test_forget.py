@@ -118,6 +118,8 @@ def test_sync_folder_retention(
 
     device_a.run("sync", "retention", "Shared", "--keep-last", "1")
     assert "keep 1 last" in device_b.run("sync", "retention", "Shared").stdout
+    doc = json.loads(device_b.run("sync", "retention", "Shared", "--json").stdout)
+    assert doc == {"folder": "Shared", "policy": "keep 1 last", "default": False}
     result = json.loads(device_a.run("forget", "--keep-last", "1", "--json").stdout)
     (sync,) = [r for r in result if r["kind"] == "sync"]
     assert len(sync["forget"]) == 2

@@ -57,6 +57,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     ret.add_argument("name", help="the folder's name")
     add_policy_options(ret)
+    ret.add_argument("--json", action="store_true", help="machine-readable output")
     for q in (add, run, st, ex, inc, ret, ssub.choices["list"]):
         common.add_password_option(q)
     p.set_defaults(run=run_sync)
@@ -147,14 +148,22 @@ def _retention(args: argparse.Namespace) -> int:
         if policy.is_empty():
             counting = forget.CountingEdits(s.remote, ref)
             view = history.view_of(s.repo, head, counting, common.print_warning)
-            how = "" if view.retention else " (the default)"
-            print(f"{args.name}: {forget.sync_policy(view)}{how}")
+            shown, default = forget.sync_policy(view), not view.retention
+            if args.json:
+                common.print_json({"folder": args.name, "policy": str(shown), "default": default})
+            else:
+                print(f"{args.name}: {shown}{' (the default)' if default else ''}")
             return 0
         common.ensure_manage(s, "changing retention")
         s.repo.maintenance = True
         writer = forget.Writer(s.config.device_id, s.config.device_name, socket.gethostname())
         made = forget.set_sync_retention(s.repo, s.refs, ref, policy, writer)
-    print(f"{args.name}: {policy} (edit commit {made.id.short()}); `anysync forget` applies it")
+    if args.json:
+        common.print_json(
+            {"folder": args.name, "policy": str(policy), "default": False, "edit": made.id.hex()}
+        )
+    else:
+        print(f"{args.name}: {policy} (edit commit {made.id.short()}); `anysync forget` applies it")
     return 0
 
 
