@@ -109,12 +109,58 @@ def test_repair_snapshots_after_a_lost_pack(
             got = {str(p.relative_to(target / "Data")) for p in target.rglob("*") if p.is_file()}
             assert got == files
     assert (target / "Data" / "later.txt").read_bytes() == b"in the second snapshot only\n"
+    # The lost pack's records are dropped too, so check is clean again.
     code, report = check(device_a)
-    assert report["damaged"] == [] and report["history"] == []
-    # The lost pack is still recorded by the server: only its operator can drop it.
-    assert report["index"] == [
-        "the server records 1 pack(s) that are missing or shorter than recorded"
-    ]
+    assert code == 0, report
 
     # Nothing is left to repair.
     assert "no snapshot has lost data" in device_a.run("repair", "snapshots").stdout
+
+    # The device still has the files: its next backup finds big.bin's chunks missing
+    # (its stat cache named them) and uploads them again.
+    device_a.run("backup", str(tmp_path / "Data"))
+    target = tmp_path / "restored-after"
+    device_a.run("restore", "latest", "--target", str(target))
+    assert snapshot_of(target / "Data") == snapshot_of(tmp_path / "Data")
+    assert check(device_a)[0] == 0
+
+
+def test_a_sync_folder_that_lost_a_pack_is_healed_by_a_device_that_has_the_files(
+    server: Server, device_a: Client, device_b: Client, tmp_path: Path
+) -> None:
+    """repair snapshots drops the lost pack's records and leaves the folder's state as
+    it is (rewriting it without huge.bin would make device B delete its copy); B's next
+    pass finds huge.bin's chunks missing and uploads them again. huge.bin is larger
+    than a pack, so its first pack holds its data alone (a pack that held the folder's
+    head commit would be a lost commit: nothing but a device's memory could heal that)."""
+    huge = random.Random(4).randbytes(20 * 1024 * 1024)
+    fa, fb = tmp_path / "a", tmp_path / "b"
+    device_a.signup(server, "heal@example.org")
+    device_b.login(server, "heal@example.org")
+    device_a.run("sync", "add", str(fa), "--name", "Shared")
+    device_b.run("sync", "add", str(fb), "--name", "Shared")
+    (fa / "small.txt").write_bytes(b"small\n")
+    device_a.run("sync", "run")
+    (fa / "huge.bin").write_bytes(huge)
+    device_a.run("sync", "run")
+    device_b.run("sync", "run")
+    assert (fb / "huge.bin").read_bytes() == huge
+    (fa / "huge.bin").unlink()  # device A no longer has it; B does
+    with sqlite3.connect(server.home / "metadata.db") as db:
+        (largest,) = db.execute("SELECT pack_id FROM packs ORDER BY size DESC LIMIT 1").fetchone()
+    server.stop()
+    server.delete_object(largest)
+    server.start()
+
+    proc = device_a.run("repair", "snapshots")
+    assert "dropped the records of 1 pack(s) the server lost" in proc.stdout
+    assert "lost on the server; left as they are" in proc.stderr
+    device_b.run("sync", "run")
+    assert (fb / "huge.bin").read_bytes() == huge  # never deleted here
+
+    fresh = Client(tmp_path / "fresh")
+    fresh.login(server, "heal@example.org")
+    fresh.run("sync", "add", str(tmp_path / "c"), "--name", "Shared")
+    fresh.run("sync", "run")
+    assert (tmp_path / "c" / "huge.bin").read_bytes() == huge
+    assert check(device_a)[0] == 0

@@ -11,18 +11,12 @@ the manage right, or the password (asked on a terminal).
 from __future__ import annotations
 
 import argparse
-import getpass
 import socket
 import sys
-import time
 from collections.abc import Callable
 
-from anysync import crypto
 from anysync.cli import common
 from anysync.client import forget, repair
-from anysync.client.remote import Remote
-from anysync.errors import AppendOnly
-from anysync.types import KdfParams
 
 SHOWN = 20  # lost paths listed per snapshot; --json has them all
 
@@ -53,7 +47,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run_index(args: argparse.Namespace) -> int:
     with common.open_session(args) as s:
         if not args.dry_run:
-            _ensure_manage(s.remote, s.home.config().kdf)
+            common.ensure_manage(s, "repair")
         report = repair.repair_index(s.remote, s.keys, dry_run=args.dry_run, say=_say(args))
     if args.json:
         common.print_json(
@@ -90,8 +84,15 @@ def run_index(args: argparse.Namespace) -> int:
 def run_snapshots(args: argparse.Namespace) -> int:
     with common.open_session(args) as s:
         if not args.dry_run:
-            _ensure_manage(s.remote, s.home.config().kdf)
+            common.ensure_manage(s, "repair")
             s.repo.maintenance = True  # a full account must be able to repair
+        dropped = repair.drop_lost_packs(s.remote, s.repo, dry_run=args.dry_run)
+        if dropped and not args.json:
+            verb = "would drop" if args.dry_run else "dropped"
+            print(
+                f"{verb} the records of {dropped} pack(s) the server lost: a device that "
+                "still has their files uploads them again on its next backup or sync"
+            )
         writer = forget.Writer(s.config.device_id, s.config.device_name, socket.gethostname())
         report = repair.repair_snapshots(
             s.repo,
@@ -107,6 +108,7 @@ def run_snapshots(args: argparse.Namespace) -> int:
             {
                 "dry_run": report.dry_run,
                 "forget": report.forget,
+                "lost_packs": dropped,
                 "refs": [_ref_json(r) for r in report.refs],
             }
         )
@@ -156,18 +158,3 @@ def _ref_json(r: repair.RefRepair) -> dict[str, object]:
 
 def _say(args: argparse.Namespace) -> Callable[[str], None]:
     return (lambda _: None) if args.json else (lambda m: print(m, file=sys.stderr))
-
-
-def _ensure_manage(remote: Remote, kdf: KdfParams) -> None:
-    """The manage right, or a short elevation on the password typed at the terminal
-    (as prune does: repairing rewrites the index and the listing)."""
-    me = remote.whoami()
-    if forget.has_manage(me.rights, me.elevated_until, time.time()):
-        return
-    if me.rights == "append":
-        raise AppendOnly("this device is append-only: run repair on a device with the manage right")
-    if not sys.stdin.isatty():
-        forget.require_manage("repair", me.rights, me.elevated_until, time.time())
-    password = getpass.getpass("Repairing changes the index and the listing; password: ")
-    _, login_secret = crypto.derive_password_keys(password, kdf)
-    remote.elevate(login_secret)

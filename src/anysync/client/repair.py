@@ -10,10 +10,12 @@ repair snapshots: a snapshot that names lost data (check.py's damage) is rebuilt
 bottom-up without the lost files and without the directories that cannot be read, and
 stored as a parentless commit with the original's kind, counter and time. One edit
 commit per ref then replaces the original by it (and forgets it with --forget); the
-history views show the original through its replacement. A sync folder's current state
-is never rewritten without its lost files: every device would then delete its own,
-intact copies. It is left as it is and named; a sync pass on a device that still has
-the files finds their chunks missing and uploads them again.
+history views show the original through its replacement. First, packs whose object is
+gone are condemned (`drop_lost_packs`): their blobs then count as missing everywhere,
+so a backup or sync pass of a device that still has the files uploads them again. A
+sync folder's current state is never rewritten without its lost files: every device
+would then delete its own, intact copies. It is left as it is and named; a sync pass
+on a device that still has the files heals it.
 
 Deciding is apart from doing: `index_diff` and `rebuild` are pure; the rest talks to
 the server.
@@ -34,9 +36,15 @@ from anysync.client.repo.commit import Commit, Edit
 from anysync.client.repo.history import RefView, Snapshot, Warn
 from anysync.client.repo.pack import PackedBlob
 from anysync.client.repo.refs import RefBook
-from anysync.client.repo.repository import PackInfo, PackListing, RepairResult, Repository
+from anysync.client.repo.repository import (
+    CondemnResult,
+    PackInfo,
+    PackListing,
+    RepairResult,
+    Repository,
+)
 from anysync.client.repo.tree import EntryType, TreeEntry
-from anysync.errors import AnySyncError, Conflict, GcRaced
+from anysync.errors import AnySyncError, Conflict, GcRaced, NotFound
 from anysync.types import BlobId, PackId
 
 ATTEMPTS = 4  # runs restarted because a prune or another repair raced this one
@@ -150,6 +158,54 @@ def _repair_index_once(
             generation = done.gc_generation
             added, removed = done.added, done.removed
         report.fixed.append(PackFix(p.pack_id, added, removed))
+
+
+# ================================================================ lost packs
+
+
+class LostPackServer(Protocol):
+    """The calls `drop_lost_packs` makes (anysync.client.remote.Remote implements them)."""
+
+    def list_packs(self, include_entries: bool, include_condemned: bool = False) -> PackListing: ...
+
+    def read_pack(self, pack_id: PackId, offset: int, length: int) -> bytes: ...
+
+    def condemn_packs(
+        self, pack_ids: Sequence[PackId], expected_generation: int, expected_ref_seq: int
+    ) -> CondemnResult: ...
+
+
+def lost_packs(server: LostPackServer, listing: PackListing) -> list[PackId]:
+    """Packs the server records whose object is gone (a read of their first byte gives
+    NotFound). A short or damaged pack is not lost: what it still holds may be read."""
+    lost = []
+    for p in listing.packs:
+        try:
+            server.read_pack(p.pack_id, 0, 1)
+        except NotFound:
+            lost.append(p.pack_id)
+    return lost
+
+
+def drop_lost_packs(server: LostPackServer, repo: Repository, *, dry_run: bool = False) -> int:
+    """Condemn the packs whose object is gone, so that their blobs count as missing
+    everywhere: the next backup or sync pass of a device that still has the files finds
+    their chunks missing (the fence's `missing()` check, design.md §14.6) and uploads them
+    again, which heals every snapshot and sync state that names them. Nothing readable is
+    lost by it. Fenced like a prune; the number of packs (that would be) dropped."""
+    for _ in range(ATTEMPTS):
+        listing = server.list_packs(include_entries=False)
+        lost = lost_packs(server, listing)
+        if not lost or dry_run:
+            return len(lost)
+        try:
+            server.condemn_packs(lost, listing.gc_generation, listing.ref_seq)
+        except Conflict:  # a ref moved or a prune ran meanwhile: look again
+            continue
+        for pack_id in lost:
+            repo.forget_pack(pack_id)
+        return len(lost)
+    raise Conflict("the account kept changing during the repair; try again")
 
 
 # ================================================================ repair snapshots
