@@ -18,8 +18,9 @@ other commit stays readable by version-1 clients):
     "retention": "<Policy.to_bytes() as text>"
 
 An edit commit (kind "edit") forgets or replaces earlier snapshots of its ref without
-rewriting anything (docs/design.md, "Forget"). `retention` is a sync folder's policy,
-copied forward by every commit of the folder.
+rewriting anything (docs/design.md §14.4). `retention` is a sync folder's policy: an
+edit commit sets it; sync commits copy it forward for the record (only an edit that
+counts decides).
 """
 
 from __future__ import annotations
