@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import signal
@@ -12,8 +13,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from anysync import tls
+from anysync.client.home import ClientHome
 from anysync.server import packs
 from anysync.store import S3Store
 from anysync.types import PackId
@@ -93,6 +96,10 @@ class Server:
     def _s3_store(self) -> S3Store:
         assert self.s3 is not None
         return S3Store(self.s3.endpoint, self.bucket, s3server.ACCESS_KEY, s3server.SECRET_KEY)
+
+    def stored_pack_bytes(self) -> int:
+        """Bytes of pack objects on disk (the local store)."""
+        return sum(p.stat().st_size for p in (self.home / "objects").rglob("*") if p.is_file())
 
     def stored_files(self) -> list[Path]:
         """Every file that holds this server's state, the object store's included."""
@@ -187,6 +194,15 @@ class Client:
                 f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
             )
         return proc
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        """`anysync snapshots --json`: oldest first."""
+        out: list[dict[str, Any]] = json.loads(self.run("snapshots", "--json").stdout)
+        return out
+
+    @property
+    def device_id(self) -> int:
+        return int(ClientHome(self.home).config().device_id)
 
     def signup(self, server: Server, email: str) -> None:
         self.run(

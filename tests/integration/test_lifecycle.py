@@ -14,7 +14,6 @@ import sqlite3
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,26 +26,12 @@ from tests.integration.harness import CLIENT, Client, Server, base_env, snapshot
 MIB = 1024 * 1024
 
 
-def snapshots(client: Client) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = json.loads(client.run("snapshots", "--json").stdout)
-    return out
-
-
-def stored_bytes(server: Server) -> int:
-    """Bytes of pack objects on disk (the local store)."""
-    return sum(p.stat().st_size for p in (server.home / "objects").rglob("*") if p.is_file())
-
-
 def accounting(server: Server) -> tuple[int, int]:
     """(sum of the sizes of the packs the server records, the account's used_bytes)."""
     with sqlite3.connect(server.home / "metadata.db") as db:
         (sizes,) = db.execute("SELECT COALESCE(SUM(size), 0) FROM packs").fetchone()
         (used,) = db.execute("SELECT COALESCE(SUM(used_bytes), 0) FROM users").fetchone()
     return int(sizes), int(used)
-
-
-def device_id(client: Client) -> int:
-    return int(ClientHome(client.home).config().device_id)
 
 
 def test_prune_reclaims_what_forgotten_snapshots_alone_held(
@@ -64,14 +49,14 @@ def test_prune_reclaims_what_forgotten_snapshots_alone_held(
             old.unlink()
         (src / f"unique-{i}.bin").write_bytes(rnd.randbytes(unique))
         device_a.run("backup", str(src))
-        states.append((snapshots(device_a)[-1]["id"], snapshot_of(src)))
+        states.append((device_a.snapshots()[-1]["id"], snapshot_of(src)))
 
     # Every other one; the newest is the ref's state and may be forgotten like any other.
     forgotten = [states[1][0], states[3][0]]
     device_a.run("forget", *forgotten)
-    before = stored_bytes(server)
+    before = server.stored_pack_bytes()
     report = json.loads(device_a.run("prune", "--json").stdout)
-    after = stored_bytes(server)
+    after = server.stored_pack_bytes()
 
     # 95 % of what only the forgotten snapshots held (their unique files) is gone.
     assert before - after >= 0.95 * 2 * unique, (before, after, report)
@@ -81,7 +66,7 @@ def test_prune_reclaims_what_forgotten_snapshots_alone_held(
     assert after == sizes
     assert used >= sizes  # charges are never below the size
 
-    left = {s["id"] for s in snapshots(device_a)}
+    left = {s["id"] for s in device_a.snapshots()}
     assert left == {states[0][0], states[2][0]}
     device_a.run("check", "--read-data")
     for i in (0, 2):
@@ -126,10 +111,10 @@ def test_an_append_only_device_can_lose_nothing_by_any_rpc(
     src.mkdir()
     (src / "precious.txt").write_text("first\n")
     device_b.run("backup", str(src))
-    first = snapshots(device_b)[-1]["id"]
+    first = device_b.snapshots()[-1]["id"]
     (src / "precious.txt").write_text("second\n")
     device_b.run("backup", str(src))
-    device_a.run("devices", "append-only", str(device_id(device_b)))
+    device_a.run("devices", "append-only", str(device_b.device_id))
 
     remote = ClientHome(device_b.home).remote()
     try:
@@ -138,11 +123,11 @@ def test_an_append_only_device_can_lose_nothing_by_any_rpc(
         with pytest.raises(AppendOnly):
             remote.condemn_packs(pack_ids, listing.gc_generation, listing.ref_seq)
         with pytest.raises(AppendOnly):
-            remote.set_device_rights(device_id(device_b), "manage")
+            remote.set_device_rights(device_b.device_id, "manage")
         with pytest.raises(AppendOnly):
-            remote.set_device_rights(device_id(device_a), "append")
+            remote.set_device_rights(device_a.device_id, "append")
         with pytest.raises(AppendOnly):
-            remote.revoke_device(device_id(device_a))
+            remote.revoke_device(device_a.device_id)
         with pytest.raises(AppendOnly):
             remote.elevate(b"\0" * 32)
         # Rewind the backup ref to its first snapshot: refused.
@@ -162,12 +147,12 @@ def test_an_append_only_device_can_lose_nothing_by_any_rpc(
     # It still adds.
     (src / "third.txt").write_text("third\n")
     device_b.run("backup", str(src))
-    assert len(snapshots(device_a)) == 3
+    assert len(device_a.snapshots()) == 3
 
     # A manage device can delete.
     device_a.run("forget", first)
     device_a.run("prune")
-    assert len(snapshots(device_a)) == 2
+    assert len(device_a.snapshots()) == 2
     device_a.run("check", "--read-data")
 
 
@@ -183,7 +168,7 @@ def test_a_write_device_needs_manage_or_a_password_proof(
             remote.condemn_packs([PackId(b"\0" * 16)], listing.gc_generation, listing.ref_seq)
     finally:
         remote.close()
-    device_a.run("devices", "add-rights", str(device_id(device_b)), "manage")
+    device_a.run("devices", "add-rights", str(device_b.device_id), "manage")
     device_b.run("prune")
 
 
@@ -217,7 +202,7 @@ def test_a_backup_that_reused_data_a_prune_then_deleted_uploads_it_again(
     device_a.run("backup", str(old))
     (old / "back.bin").unlink()
     device_a.run("backup", str(old))  # the first snapshot alone holds back.bin
-    first = snapshots(device_a)[0]["id"]
+    first = device_a.snapshots()[0]["id"]
 
     (src / "back.bin").write_bytes(back)  # B's file: the same bytes
     (src / "own.txt").write_text("device B's own\n")

@@ -7,25 +7,10 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Any
 
-from anysync.client.home import ClientHome
 from tests.integration.harness import Client, Server, snapshot_of
 
 MIB = 1024 * 1024
-
-
-def snapshots(client: Client) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = json.loads(client.run("snapshots", "--json").stdout)
-    return out
-
-
-def stored_bytes(server: Server) -> int:
-    return sum(p.stat().st_size for p in (server.home / "objects").rglob("*") if p.is_file())
-
-
-def device_id(client: Client) -> int:
-    return int(ClientHome(client.home).config().device_id)
 
 
 def test_prune_frees_what_only_a_forgotten_snapshot_held(
@@ -38,32 +23,32 @@ def test_prune_frees_what_only_a_forgotten_snapshot_held(
     for i in range(8):
         (src / f"file-{i}.bin").write_bytes(rnd.randbytes(MIB))
     device_a.run("backup", str(src))
-    first = snapshots(device_a)[-1]["id"]
+    first = device_a.snapshots()[-1]["id"]
     for i in range(0, 8, 2):
         (src / f"file-{i}.bin").unlink()
     device_a.run("backup", str(src))
-    second = snapshots(device_a)[-1]["id"]
+    second = device_a.snapshots()[-1]["id"]
     kept = snapshot_of(src)
 
     # Nothing is forgotten yet: every pack is needed, so nothing goes.
-    untouched = stored_bytes(server)
+    untouched = server.stored_pack_bytes()
     idle = json.loads(device_a.run("prune", "--json").stdout)
-    assert idle["condemned_packs"] == 0 and stored_bytes(server) == untouched
+    assert idle["condemned_packs"] == 0 and server.stored_pack_bytes() == untouched
 
     device_a.run("forget", first)  # stores a small edit commit
-    untouched = stored_bytes(server)
+    untouched = server.stored_pack_bytes()
     plan = json.loads(device_a.run("prune", "--dry-run", "--json").stdout)
     assert plan["repack_packs"] >= 1, plan  # the first backup's pack is half forgotten
-    assert stored_bytes(server) == untouched
+    assert server.stored_pack_bytes() == untouched
 
     report = json.loads(device_a.run("prune", "--json").stdout)
-    after = stored_bytes(server)
+    after = server.stored_pack_bytes()
     assert untouched - after >= 3.5 * MIB, (untouched, after, report)
     assert report["freed_bytes"] >= 3.5 * MIB
     assert report["uploaded_bytes"] > 0 and report["problems"] == []
     assert report["unused_bytes"] <= 0.05 * after
 
-    assert [s["id"] for s in snapshots(device_a)] == [second]
+    assert [s["id"] for s in device_a.snapshots()] == [second]
     device_a.run("check", "--read-data")
     target = tmp_path / "restored"
     device_a.run("restore", second, "--target", str(target))
@@ -85,8 +70,8 @@ def test_only_a_manage_device_prunes(
     device_b.run("backup", str(src))
 
     rights = {d["id"]: d["rights"] for d in json.loads(device_a.run("devices", "--json").stdout)}
-    b = device_id(device_b)
-    assert rights == {device_id(device_a): "manage", b: "write"}
+    b = device_b.device_id
+    assert rights == {device_a.device_id: "manage", b: "write"}
     table = device_a.run("devices").stdout
     assert "RIGHTS" in table and "manage" in table
 
