@@ -184,6 +184,9 @@ class RefBook:
             version, head = self.head(ref)
             commit = make(head)
             if commit is None:
+                # Nothing to commit, but blobs may be queued (a sync pass that read
+                # files again to heal data the server lost): they must be stored.
+                self.commits.finish()
                 return Advance(head, None)
             commit_id = self.commits.save_commit(commit)
             self.commits.finish()  # the commit must be stored before the ref points at it
