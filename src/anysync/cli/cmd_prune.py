@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from collections.abc import Callable
 
 from anysync.cli import common
 from anysync.client.progress import human_bytes
@@ -49,15 +47,11 @@ def run(args: argparse.Namespace) -> int:
             s.repo,
             max_unused=max_unused,
             min_pack_age=account.min_pack_age_seconds,
-            say=_say(args),
+            say=common.progress_lines(args),
         )
         result = pruner.run(dry_run=args.dry_run)
     _print(result, args.json)
     return 0
-
-
-def _say(args: argparse.Namespace) -> Callable[[str], None]:
-    return (lambda _: None) if args.json else (lambda m: print(m, file=sys.stderr))
 
 
 def _when(ts: int) -> str:

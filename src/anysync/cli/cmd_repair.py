@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import socket
-import sys
-from collections.abc import Callable
 
 from anysync.cli import common
 from anysync.client import forget, repair
@@ -48,7 +46,9 @@ def run_index(args: argparse.Namespace) -> int:
     with common.open_session(args) as s:
         if not args.dry_run:
             common.ensure_manage(s, "repair")
-        report = repair.repair_index(s.remote, s.keys, dry_run=args.dry_run, say=_say(args))
+        report = repair.repair_index(
+            s.remote, s.keys, dry_run=args.dry_run, say=common.progress_lines(args)
+        )
     if args.json:
         common.print_json(
             {
@@ -154,7 +154,3 @@ def _ref_json(r: repair.RefRepair) -> dict[str, object]:
         "snapshots": [one(d) for d in r.snapshots],
         "edit": r.edit.id.hex() if r.edit else None,
     }
-
-
-def _say(args: argparse.Namespace) -> Callable[[str], None]:
-    return (lambda _: None) if args.json else (lambda m: print(m, file=sys.stderr))

@@ -154,3 +154,8 @@ def ensure_manage(s: Session, what: str) -> None:
         s.remote.elevate(login_secret)
         return
     forget.require_manage(what, me.rights, me.elevated_until, time.time())
+
+
+def progress_lines(args: argparse.Namespace) -> Callable[[str], None]:
+    """Where a long command says what it is doing: stderr, or nowhere under --json."""
+    return (lambda _: None) if args.json else (lambda m: print(m, file=sys.stderr))
