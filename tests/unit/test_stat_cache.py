@@ -143,7 +143,9 @@ def test_any_differing_stat_field_means_reading_again(
     repo.finish()
     assert b"".join(repo.load(BlobKind.DATA, c) for c in entry.chunks) == b"new content"
     assert (w.stats.files_read, w.stats.bytes_read, w.stats.bytes) == (1, 11, 11)
-    assert w.fresh == {os.fsencode(f): CachedStat(*localfs.stat_key(st), entry.chunks)}
+    assert entry.chunk_sizes == (11,)
+    row = CachedStat(*localfs.stat_key(st), entry.chunks, (11,))
+    assert w.fresh == {os.fsencode(f): row}
     assert w.reused == {}
 
 
@@ -153,11 +155,15 @@ def test_read_records_what_it_read(repo: Repository, state: StateDB, tmp_path: P
     f.write_bytes(data)
     st = os.lstat(f)
     w = walker(repo, state)
-    chunks, size = w._read(at(f), os.fsencode(f), os.fsencode(f.name), st)
-    assert size == len(data) and len(chunks) > 1
+    read = w._read(at(f), os.fsencode(f), os.fsencode(f.name), st)
+    assert read.size == len(data) and len(read.chunks) > 1
     repo.finish()
-    assert b"".join(repo.load(BlobKind.DATA, c) for c in chunks) == data
-    assert w.fresh == {os.fsencode(f): CachedStat(*localfs.stat_key(st), chunks)}
+    contents = [repo.load(BlobKind.DATA, c) for c in read.chunks]
+    assert b"".join(contents) == data
+    assert read.chunk_sizes == tuple(len(c) for c in contents)
+    assert w.fresh == {
+        os.fsencode(f): CachedStat(*localfs.stat_key(st), read.chunks, read.chunk_sizes)
+    }
     assert w.stats.warnings == []
 
 
@@ -169,11 +175,11 @@ def test_a_file_changed_while_read_is_not_cached(
     st = os.lstat(f)
     f.write_bytes(b"after, and longer")  # the stat the walker holds is now stale
     w = walker(repo, state)
-    chunks, size = w._read(at(f), os.fsencode(f), os.fsencode(f.name), st)
-    assert size == len(b"after, and longer")
+    read = w._read(at(f), os.fsencode(f), os.fsencode(f.name), st)
+    assert read.size == len(b"after, and longer") == sum(read.chunk_sizes)
     assert w.fresh == {}
     assert w.stats.warnings == [f"{f} changed while it was read; backed up as read"]
-    assert chunks
+    assert read.chunks
 
 
 def test_a_file_that_grew_only_in_size_is_not_cached(
@@ -185,8 +191,8 @@ def test_a_file_that_grew_only_in_size_is_not_cached(
     st = os.lstat(f)
     w = walker(repo, state)
     monkeypatch.setattr(w.chunker, "file_chunks", lambda fh, size: iter([b"01234"]))
-    chunks, size = w._read(at(f), os.fsencode(f), os.fsencode(f.name), st)
-    assert size == 5 and len(chunks) == 1
+    read = w._read(at(f), os.fsencode(f), os.fsencode(f.name), st)
+    assert read.size == 5 and len(read.chunks) == 1
     assert w.fresh == {}
     assert len(w.stats.warnings) == 1
 
@@ -242,7 +248,7 @@ def test_the_cache_is_used_through_a_directory_walk(
 
 # ---------------------------------------------------------------- row MACs (trust case 3)
 
-ROW = CachedStat(11, 5, 1_000, 2_000, ids(1, 2))
+ROW = CachedStat(11, 5, 1_000, 2_000, ids(1, 2), (2, 3))
 
 
 def raw_rows(state: StateDB) -> list[tuple[object, ...]]:
@@ -260,6 +266,10 @@ def raw_rows(state: StateDB) -> list[tuple[object, ...]]:
         ("ctime_ns", 2_001),
         ("chunks", b"".join(c.raw for c in ids(2, 1))),
         ("chunks", b"".join(c.raw for c in ids(1))),
+        ("chunks", b"".join(c.raw for c in ids(1)) + b"\1"),
+        ("chunk_sizes", statedb.pack_sizes([3, 2])),
+        ("chunk_sizes", statedb.pack_sizes([])),
+        ("chunk_sizes", b"\2\0\0"),
         ("mac", b"\0" * 32),
     ],
 )
@@ -303,17 +313,25 @@ def test_a_row_of_the_wrong_type_is_dropped_not_a_crash(
 
 
 def test_the_mac_frames_its_fields() -> None:
-    raw = b"".join(c.raw for c in ROW.chunks)
-    mac = statedb._row_mac(KEY, b"/d", b"ab", ROW, raw)
-    assert mac != statedb._row_mac(KEY, b"/da", b"b", ROW, raw)
-    assert mac == statedb._row_mac(KEY, b"/d", b"ab", ROW, raw)
+    mac = statedb._row_mac(KEY, b"/d", b"ab", ROW)
+    assert mac != statedb._row_mac(KEY, b"/da", b"b", ROW)
+    assert mac == statedb._row_mac(KEY, b"/d", b"ab", ROW)
     assert local_state_key(KEYS.id_key) != KEYS.id_key
+
+
+def test_sizes_that_cannot_be_the_files_are_a_damaged_row(state: StateDB) -> None:
+    """A row whose MAC verifies but whose sizes a tree would refuse (a bug, never an
+    attacker without the key) is dropped too: its file is read again, never a crash."""
+    for sizes in [(2, 2), (5,), (5, 0)]:
+        state.put_stats([(b"/d/a", CachedStat(11, 5, 1_000, 2_000, ids(1, 2), sizes))], KEY)
+        assert state.stats_in(b"/d", KEY) == ({}, 1)
+    assert statedb.unpack_sizes(statedb.pack_sizes([1, 2**32 - 1])) == (1, 2**32 - 1)
 
 
 def test_the_mac_is_the_documented_format() -> None:
     """docs/design.md §7: a changed layout would silently invalidate every cache."""
     key = bytes(range(32))
-    row = CachedStat(2**63 + 5, 7, -1_000, 2_000, ids(1))
+    row = CachedStat(2**63 + 5, 7, -1_000, 2_000, ids(1), (7,))
     le = "little"
     message = b"".join(
         [
@@ -322,11 +340,12 @@ def test_the_mac_is_the_documented_format() -> None:
             (1).to_bytes(4, le) + b"n",
             row.ino.to_bytes(8, le) + row.size.to_bytes(8, le),
             row.mtime_ns.to_bytes(8, le, signed=True) + row.ctime_ns.to_bytes(8, le, signed=True),
-            ids(1)[0].raw,
+            (1).to_bytes(4, le) + ids(1)[0].raw,
+            (1).to_bytes(4, le) + (7).to_bytes(4, le),
         ]
     )
     expected = blake3.blake3(message, key=key).digest()
-    assert statedb._row_mac(key, b"/d", b"n", row, ids(1)[0].raw) == expected
+    assert statedb._row_mac(key, b"/d", b"n", row) == expected
     assert local_state_key(KEYS.id_key) == crypto.hkdf(KEYS.id_key, b"anysync v1 local state")
 
 

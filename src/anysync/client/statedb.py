@@ -31,10 +31,29 @@ class CachedStat:
     mtime_ns: int
     ctime_ns: int
     chunks: tuple[BlobId, ...]
+    chunk_sizes: tuple[int, ...] = ()  # as tree.TreeEntry.chunk_sizes
 
 
 def _ids(raw: bytes) -> tuple[BlobId, ...]:
     return tuple(BlobId(raw[i : i + BLOB_ID_SIZE]) for i in range(0, len(raw), BLOB_ID_SIZE))
+
+
+def pack_sizes(sizes: Sequence[int]) -> bytes:
+    """Chunk sizes as a column: concatenated u32 little-endian."""
+    return struct.pack(f"<{len(sizes)}I", *sizes)
+
+
+def unpack_sizes(raw: bytes) -> tuple[int, ...]:
+    """The inverse of pack_sizes; struct.error if `raw` is not a whole number of u32."""
+    return struct.unpack(f"<{len(raw) // 4}I", raw)
+
+
+def sizes_fit(sizes: tuple[int, ...], chunks: tuple[BlobId, ...], size: int) -> bool:
+    """Can these be the chunk sizes of a file of `size` bytes in `chunks` (() = not known)?
+    The same rule as tree.sizes_problem, so that a row never makes an entry a tree refuses."""
+    if not sizes:
+        return True
+    return len(sizes) == len(chunks) and min(sizes) > 0 and sum(sizes) == size
 
 
 def local_state_key(id_key: bytes) -> bytes:
@@ -42,9 +61,11 @@ def local_state_key(id_key: bytes) -> bytes:
     return crypto.hkdf(id_key, b"anysync v1 local state")
 
 
-def _row_mac(key: bytes, directory: bytes, name: bytes, s: CachedStat, chunks: bytes) -> bytes:
-    """Binds a row's path, stat key and chunk IDs: a row moved to another file, or any
-    field changed, no longer verifies. Lengths are framed so fields cannot slide."""
+def _row_mac(key: bytes, directory: bytes, name: bytes, s: CachedStat) -> bytes:
+    """Binds a row's path, stat key, chunk IDs and chunk sizes: a row moved to another
+    file, or any field changed, no longer verifies. Lengths are framed so fields cannot
+    slide (schema 7; the rows of schema 5, whose MAC ended with the chunk IDs, were
+    dropped by the migration)."""
     message = b"".join(
         [
             b"stat_cache\0",
@@ -53,7 +74,10 @@ def _row_mac(key: bytes, directory: bytes, name: bytes, s: CachedStat, chunks: b
             struct.pack("<I", len(name)),
             name,
             struct.pack("<QQqq", s.ino, s.size, s.mtime_ns, s.ctime_ns),
-            chunks,
+            struct.pack("<I", len(s.chunks)),
+            *(c.raw for c in s.chunks),
+            struct.pack("<I", len(s.chunk_sizes)),
+            pack_sizes(s.chunk_sizes),
         ]
     )
     return crypto.keyed_hash(key, message)
@@ -124,16 +148,19 @@ class StateDB:
         """The cached stats of the files directly inside `directory`, by name, and the
         number of rows that failed their MAC: those are deleted, so their files are read."""
         rows = self._conn.execute(
-            "SELECT name, ino, size, mtime_ns, ctime_ns, chunks, mac FROM stat_cache WHERE dir = ?",
+            "SELECT name, ino, size, mtime_ns, ctime_ns, chunks, chunk_sizes, mac"
+            " FROM stat_cache WHERE dir = ?",
             (directory,),
         ).fetchall()
         good: dict[bytes, CachedStat] = {}
         bad: list[bytes] = []
-        for name, ino, size, mtime, ctime, raw, mac in rows:
+        for name, ino, size, mtime, ctime, raw, raw_sizes, mac in rows:
             try:
-                cached = CachedStat(ino, size, mtime, ctime, _ids(raw))
-                sound = crypto.constant_time_equal(mac, _row_mac(key, directory, name, cached, raw))
-            except (TypeError, struct.error):  # a field of the wrong type or range
+                cached = CachedStat(ino, size, mtime, ctime, _ids(raw), unpack_sizes(raw_sizes))
+                sound = sizes_fit(cached.chunk_sizes, cached.chunks, size) and (
+                    crypto.constant_time_equal(mac, _row_mac(key, directory, name, cached))
+                )
+            except (TypeError, ValueError, struct.error):  # a field of the wrong type or size
                 sound = False
             if sound:
                 good[name] = cached
@@ -149,11 +176,16 @@ class StateDB:
         for path, s in rows:
             directory, name = os.path.split(path)
             chunks = b"".join(c.raw for c in s.chunks)
-            mac = _row_mac(key, directory, name, s, chunks)
-            records.append((directory, name, s.ino, s.size, s.mtime_ns, s.ctime_ns, chunks, mac))
+            sizes = pack_sizes(s.chunk_sizes)
+            mac = _row_mac(key, directory, name, s)
+            records.append(
+                (directory, name, s.ino, s.size, s.mtime_ns, s.ctime_ns, chunks, sizes, mac)
+            )
         with self.transaction():
             self._conn.executemany(
-                "INSERT OR REPLACE INTO stat_cache VALUES (?, ?, ?, ?, ?, ?, ?, ?)", records
+                "INSERT OR REPLACE INTO stat_cache (dir, name, ino, size, mtime_ns, ctime_ns,"
+                " chunks, chunk_sizes, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                records,
             )
 
     def forget_stats(self, paths: list[bytes]) -> None:

@@ -193,14 +193,17 @@ class Repository:
             self.flush()
         return bid
 
-    def save_data(self, pieces: Iterable[bytes]) -> tuple[tuple[BlobId, ...], int]:
-        """Queue a file's content, cut into chunks by the caller: its chunk IDs and size."""
+    def save_data(self, pieces: Iterable[bytes]) -> tuple[tuple[BlobId, ...], tuple[int, ...]]:
+        """Queue a file's content, cut into chunks by the caller: its chunk IDs and the
+        size of each chunk (a tree entry's `chunks` and `chunk_sizes`; the file's size is
+        their sum). An empty piece is no chunk: a tree has no chunk of 0 bytes."""
         chunks = []
-        size = 0
+        sizes = []
         for piece in pieces:
-            chunks.append(self.save(BlobKind.DATA, piece))
-            size += len(piece)
-        return tuple(chunks), size
+            if piece:
+                chunks.append(self.save(BlobKind.DATA, piece))
+                sizes.append(len(piece))
+        return tuple(chunks), tuple(sizes)
 
     def flush(self) -> None:
         """Resolve the queue: skip what the server holds, seal and pack the rest."""

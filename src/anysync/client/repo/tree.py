@@ -1,9 +1,9 @@
 """Trees: one directory each, encoded deterministically so equal directories share an ID.
 
-Tree plaintext, version 1 (little-endian):
+Tree plaintext, version 2 (little-endian):
 
     magic     4    b"ASTR"
-    version   1    0x01
+    version   1    0x02
     count     u32
     count × entry, sorted by name bytes, names unique:
       entry_length u32   bytes of the entry after this field (room for new fields)
@@ -12,12 +12,20 @@ Tree plaintext, version 1 (little-endian):
       mtime_ns     i64
       size         u64   file size; 0 for directories and symlinks
       name_length  u16, name bytes   (as on disk; never contains "/" or NUL)
-      file:      chunk_count u32, chunk_count × blob ID (32)
+      file:      chunk_count u32, chunk_count × blob ID (32),
+                 sizes_count u32, sizes_count × u32: the plaintext bytes of each chunk,
+                 in chunk order (sizes_count = chunk_count; 0 when not known)
       directory: subtree blob ID (32)
       symlink:   target_length u16, target bytes
 
-Names come out of the repository as hostile input: decode() rejects empty names,
-"." and "..", "/" and NUL, and duplicates, before anything is written to disk.
+Version 1 is the same without sizes_count and the sizes: a file entry ends after its
+chunk IDs. Version 1 trees still decode (with chunk_sizes = ()); only version 2 is
+written. The sizes let a reader find the chunk holding a byte offset without fetching
+the chunks before it (the drive reads files that way).
+
+Names and sizes come out of the repository as hostile input: decode() rejects empty
+names, "." and "..", "/" and NUL, and duplicates, before anything is written to disk;
+and chunk sizes unless there is one per chunk, each above 0, adding up to the file size.
 """
 
 from __future__ import annotations
@@ -32,7 +40,8 @@ from anysync.errors import HostilePath, IntegrityError
 from anysync.types import BLOB_ID_SIZE, BlobId
 
 MAGIC = b"ASTR"
-VERSION = 1
+VERSION = 2
+VERSIONS = (1, 2)  # what decode() reads
 _HEAD = struct.Struct("<4sBI")
 _FIXED = struct.Struct("<BIqQH")
 _U32 = struct.Struct("<I")
@@ -55,6 +64,9 @@ class TreeEntry:
     chunks: tuple[BlobId, ...] = ()  # files
     subtree: BlobId | None = None  # directories
     target: bytes = b""  # symlinks
+    # Files: the plaintext size of each chunk, in the order of `chunks`; () = not known
+    # (a version 1 tree). Last, so that positional construction stays as it was.
+    chunk_sizes: tuple[int, ...] = ()
 
     @property
     def display_name(self) -> str:
@@ -65,6 +77,19 @@ def check_name(name: bytes) -> None:
     """Raise HostilePath unless `name` is a single, ordinary path component."""
     if not name or name in (b".", b"..") or b"/" in name or b"\0" in name or len(name) > 1024:
         raise HostilePath(f"refusing hostile file name from the repository: {name[:80]!r}")
+
+
+def sizes_problem(e: TreeEntry) -> str | None:
+    """Why a file entry's chunk sizes cannot be right (None: they can, or are not known)."""
+    if not e.chunk_sizes:
+        return None
+    if len(e.chunk_sizes) != len(e.chunks):
+        return f"{len(e.chunk_sizes)} chunk sizes for {len(e.chunks)} chunks"
+    if min(e.chunk_sizes) <= 0:
+        return "a chunk size of 0"
+    if sum(e.chunk_sizes) != e.size:
+        return f"chunk sizes add up to {sum(e.chunk_sizes)}, not the file size {e.size}"
+    return None
 
 
 def encode(entries: list[TreeEntry]) -> bytes:
@@ -80,6 +105,10 @@ def encode(entries: list[TreeEntry]) -> bytes:
         if e.type is EntryType.FILE:
             body.append(_U32.pack(len(e.chunks)))
             body.extend(c.raw for c in e.chunks)
+            if problem := sizes_problem(e):
+                raise ValueError(f"{e.name!r}: {problem}")
+            body.append(_U32.pack(len(e.chunk_sizes)))
+            body.extend(_U32.pack(n) for n in e.chunk_sizes)
         elif e.type is EntryType.DIR:
             assert e.subtree is not None
             body.append(e.subtree.raw)
@@ -103,7 +132,7 @@ def _decode(data: memoryview) -> list[TreeEntry]:
     magic, version, count = _HEAD.unpack_from(data)
     if magic != MAGIC:
         raise ValueError("bad magic")
-    if version != VERSION:
+    if version not in VERSIONS:
         raise ValueError(f"unsupported tree version {version}")
     pos = _HEAD.size
     entries: list[TreeEntry] = []
@@ -130,7 +159,12 @@ def _decode(data: memoryview) -> list[TreeEntry]:
                 BlobId(bytes(data[p + i * BLOB_ID_SIZE : p + (i + 1) * BLOB_ID_SIZE]))
                 for i in range(n)
             )
-            entries.append(TreeEntry(name, etype, mode, mtime_ns, size, chunks=chunks))
+            p += n * BLOB_ID_SIZE
+            sizes = _chunk_sizes(data, p, end) if version >= 2 else ()
+            e = TreeEntry(name, etype, mode, mtime_ns, size, chunks=chunks, chunk_sizes=sizes)
+            if problem := sizes_problem(e):
+                raise ValueError(f"{e.display_name!r}: {problem}")
+            entries.append(e)
         elif etype is EntryType.DIR:
             if p + BLOB_ID_SIZE > end:
                 raise ValueError("subtree ID runs past the entry")
@@ -147,6 +181,17 @@ def _decode(data: memoryview) -> list[TreeEntry]:
     if pos != len(data):
         raise ValueError("trailing bytes after the last entry")
     return entries
+
+
+def _chunk_sizes(data: memoryview, p: int, end: int) -> tuple[int, ...]:
+    """The chunk sizes of a version 2 file entry whose sizes_count is at `p`."""
+    if p + _U32.size > end:
+        raise ValueError("chunk sizes run past the entry")
+    (n,) = _U32.unpack_from(data, p)
+    p += _U32.size
+    if p + n * _U32.size > end:
+        raise ValueError("chunk sizes run past the entry")
+    return struct.unpack_from(f"<{n}I", data, p)
 
 
 class TreeLoader(Protocol):

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from anysync.client.localfs import StatKey, stat_key
-from anysync.client.repo.tree import EntryType, TreeEntry
-from anysync.client.statedb import StateDB
+from anysync.client.repo.tree import EntryType, TreeEntry, sizes_problem
+from anysync.client.statedb import StateDB, pack_sizes, unpack_sizes
 from anysync.errors import AlreadyExists, NotFound
 from anysync.types import BLOB_ID_SIZE, BlobId
 
@@ -17,16 +18,21 @@ __all__ = ["Folder", "Record", "StatKey", "SyncState", "stat_key", "under"]
 
 
 def _entry(path: bytes, kind: int, mode: int, mtime: int, size: int, chunks: bytes,
-           target: bytes) -> TreeEntry:  # fmt: skip
+           target: bytes, raw_sizes: bytes) -> TreeEntry:  # fmt: skip
     ids = tuple(BlobId(chunks[i : i + BLOB_ID_SIZE]) for i in range(0, len(chunks), BLOB_ID_SIZE))
-    return TreeEntry(
-        path.rpartition(b"/")[2], EntryType(kind), mode, mtime, size, ids, target=target
-    )
+    entry = TreeEntry(
+        path.rpartition(b"/")[2], EntryType(kind), mode, mtime, size, ids, target=target,
+        chunk_sizes=unpack_sizes(raw_sizes),
+    )  # fmt: skip
+    if sizes_problem(entry):  # not known, rather than an entry no tree can hold
+        return replace(entry, chunk_sizes=())
+    return entry
 
 
-def _columns(e: TreeEntry) -> tuple[int, int, int, int, bytes, bytes]:
+def _columns(e: TreeEntry) -> tuple[int, int, int, int, bytes, bytes, bytes]:
     return (
-        int(e.type), e.mode, e.mtime_ns, e.size, b"".join(c.raw for c in e.chunks), e.target
+        int(e.type), e.mode, e.mtime_ns, e.size, b"".join(c.raw for c in e.chunks), e.target,
+        pack_sizes(e.chunk_sizes),
     )  # fmt: skip
 
 
@@ -94,11 +100,11 @@ class SyncState:
 
     def records(self, folder: str) -> dict[bytes, Record]:
         rows = self._db.execute(
-            "SELECT path, type, mode, mtime_ns, size, chunks, target, ino, disk_size,"
-            " disk_mtime_ns, ctime_ns FROM sync_files WHERE folder = ?",
+            "SELECT path, type, mode, mtime_ns, size, chunks, target, chunk_sizes,"
+            " ino, disk_size, disk_mtime_ns, ctime_ns FROM sync_files WHERE folder = ?",
             (folder,),
         )
-        return {r[0]: Record(_entry(*r[:7]), StatKey(r[7], r[8], r[9], r[10])) for r in rows}
+        return {r[0]: Record(_entry(*r[:8]), StatKey(*r[8:12])) for r in rows}
 
     def save_records(
         self,
@@ -128,7 +134,9 @@ class SyncState:
             "DELETE FROM sync_files WHERE folder = ? AND path = ?", [(folder, p) for p in drop]
         )
         self._db.executemany(
-            "INSERT OR REPLACE INTO sync_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO sync_files (folder, path, type, mode, mtime_ns, size,"
+            " chunks, target, chunk_sizes, ino, ctime_ns, disk_mtime_ns, disk_size)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     folder,
@@ -158,14 +166,23 @@ class SyncState:
         the records that need no disk change. Replaces the folder's earlier intents."""
         cid, counter = (commit[0].raw, commit[1]) if commit else (None, None)
         rows = [
-            (folder, p, *((None, 0, 0, 0, b"", b"") if e is None else _columns(e)), cid, counter)
+            (
+                folder,
+                p,
+                *((None, 0, 0, 0, b"", b"", b"") if e is None else _columns(e)),
+                cid,
+                counter,
+            )
             for p, e in intents.items()
         ]
         with self._db.transaction(durable=True):  # on disk before the disk changes
             self._write_records(folder, put or {}, drop or set())
             self._db.execute("DELETE FROM sync_journal WHERE folder = ?", (folder,))
             self._db.executemany(
-                "INSERT INTO sync_journal VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+                "INSERT INTO sync_journal (folder, path, type, mode, mtime_ns, size, chunks,"
+                " target, chunk_sizes, commit_id, counter)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
             )
 
     def journal(
@@ -173,12 +190,12 @@ class SyncState:
     ) -> tuple[dict[bytes, TreeEntry | None], tuple[BlobId, int] | None]:
         """The intents left by a killed pass, and the commit they depend on (if any)."""
         rows = self._db.execute(
-            "SELECT path, type, mode, mtime_ns, size, chunks, target, commit_id, counter"
-            " FROM sync_journal WHERE folder = ?",
+            "SELECT path, type, mode, mtime_ns, size, chunks, target, chunk_sizes,"
+            " commit_id, counter FROM sync_journal WHERE folder = ?",
             (folder,),
         ).fetchall()
-        intents = {r[0]: None if r[1] is None else _entry(*r[:7]) for r in rows}
-        commit = next(((BlobId(r[7]), r[8]) for r in rows if r[7] is not None), None)
+        intents = {r[0]: None if r[1] is None else _entry(*r[:8]) for r in rows}
+        commit = next(((BlobId(r[8]), r[9]) for r in rows if r[8] is not None), None)
         return intents, commit
 
     def clear_journal(self, folder: str) -> None:
@@ -209,10 +226,12 @@ class SyncState:
             )
 
 
-def under(path: bytes, prefixes: set[bytes]) -> bool:
-    """Is `path` one of `prefixes` or inside one of them?"""
-    while path:
+def under(path: bytes, prefixes: AbstractSet[bytes]) -> bool:
+    """Is `path` one of `prefixes` or inside one of them? b"" is the folder itself, which
+    holds every path (a scan that could not read the folder knows nothing in it)."""
+    while True:
         if path in prefixes:
             return True
+        if not path:
+            return False
         path = path.rpartition(b"/")[0]
-    return False
