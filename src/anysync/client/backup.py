@@ -8,6 +8,8 @@ uploaded. Unchanged directories produce identical tree blobs, which the server h
 
 What cannot be read (permissions, I/O errors) and special files (fifos, sockets,
 devices) are skipped and listed; the former make the snapshot partial (docs/design.md §7).
+AnySync's own FUSE mounts (a drive, a snapshot view) are skipped and listed like special
+files: reading one would download the repository only to back it up into itself.
 
 A prune may delete blobs while a backup runs. The commit carries the generation the
 backup's view of the server was read at, and the server refuses it if anything was
@@ -24,7 +26,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from anysync import faults
 from anysync.client import localfs
 from anysync.client.chunker import Chunker
 from anysync.client.localfs import stat_key
+from anysync.client.mounts import anysync_mounts
 from anysync.client.progress import Reporter
 from anysync.client.repo import history
 from anysync.client.repo.commit import Commit
@@ -109,13 +112,17 @@ def run_backup(
         raise UsageError("back up the directories under / rather than / itself")
     if len(set(names)) != len(names):
         raise UsageError("two of the paths have the same name; back them up separately")
+    mounts = mounts_to_skip(sources, anysync_mounts())
     for path in sources:
+        if os.fsencode(path) in mounts:
+            raise UsageError(f"{path} is in an AnySync mount; its files are in the repository")
         try:
             os.lstat(path)
         except OSError as exc:
             raise UsageError(f"cannot back up {path}: {exc.strerror}") from None
     cache_key = local_state_key(repo.keys.id_key)
-    walker = _Walker(repo, state, cache_key, Chunker(repo.keys.chunker_seed()), progress)
+    chunker = Chunker(repo.keys.chunker_seed())
+    walker = _Walker(repo, state, cache_key, chunker, progress, skip=mounts)
     ref = backup_ref_name(repo, origin.hostname, sources)
     book = RefBook(refs, repo, state)
     for _ in range(REVALIDATIONS + 1):
@@ -141,6 +148,21 @@ def run_backup(
     state.put_stats(list(walker.fresh.items()), cache_key)  # only after the commit is referenced
     progress.done()
     return BackupResult(snap, walker.stats)
+
+
+def mounts_to_skip(sources: list[Path], mounts: Sequence[Path]) -> frozenset[bytes]:
+    """The AnySync mounts at, under or above `sources`, as paths the walk spells them
+    (through a source's own spelling, which may pass a symlink): each mount under a
+    source, and each source at or inside a mount. `mounts` are real paths (mountinfo)."""
+    out: set[bytes] = set()
+    for source in sources:
+        real = Path(os.path.realpath(source))
+        for mount in mounts:
+            if mount == real or mount in real.parents:
+                out.add(os.fsencode(source))
+            elif real in mount.parents:
+                out.add(os.fsencode(source / mount.relative_to(real)))
+    return frozenset(out)
 
 
 def _walk_confirmed(walker: _Walker, sources: list[Path], names: list[bytes]) -> BlobId:
@@ -205,9 +227,16 @@ _SPECIAL = {
 
 class _Walker:
     def __init__(
-        self, repo: Repository, state: StateDB, key: bytes, chunker: Chunker, progress: Reporter
+        self,
+        repo: Repository,
+        state: StateDB,
+        key: bytes,
+        chunker: Chunker,
+        progress: Reporter,
+        skip: frozenset[bytes] = frozenset(),
     ) -> None:
         self.repo = repo
+        self.skip_mounts = skip  # paths of AnySync mounts: never entered, not even stat-ed
         self.state = state
         self.cache_key = key  # of the stat cache's row MACs
         self.chunker = chunker
@@ -280,6 +309,10 @@ class _Walker:
     ) -> TreeEntry | None:
         """The entry `name` of the open directory at `directory` (None: skipped)."""
         path = os.path.join(directory, name)
+        if path in self.skip_mounts:
+            log.info("skipping AnySync mount %s", os.fsdecode(path))
+            self.stats.skipped.append(Skipped(os.fsdecode(path), "AnySync mount", special=True))
+            return None
         try:
             st = localfs.lstat_in(dir_fd, name)
         except OSError as exc:
@@ -346,39 +379,50 @@ class _Walker:
     ) -> TreeEntry | None:
         fresh = self.fresh.get(path)
         if fresh is not None and _unchanged(fresh, st):
-            chunks, size = fresh.chunks, fresh.size  # read by an earlier walk of this run
+            content = fresh  # read by an earlier walk of this run
         elif cached is not None and _unchanged(cached, st):
             # A sound row (its MAC verified): reuse without reading. run_backup asks the
             # server about every reused chunk before it commits.
-            chunks, size = cached.chunks, cached.size
-            self.reused[path] = chunks
+            content = cached
+            self.reused[path] = cached.chunks
         else:
             try:
-                chunks, size = self._read(dir_fd, path, name, st)
+                content = self._read(dir_fd, path, name, st)
             except OSError as exc:
                 self.skip(path, exc)
                 return None
+        size = content.size
         self.stats.files += 1
         self.stats.bytes += size
         self.progress.add(files=1, nbytes=size)
-        return TreeEntry(name, EntryType.FILE, st.st_mode, st.st_mtime_ns, size, chunks)
+        return TreeEntry(
+            name,
+            EntryType.FILE,
+            st.st_mode,
+            st.st_mtime_ns,
+            size,
+            content.chunks,
+            chunk_sizes=content.chunk_sizes,
+        )
 
-    def _read(
-        self, dir_fd: int, path: bytes, name: bytes, st: os.stat_result
-    ) -> tuple[tuple[BlobId, ...], int]:
-        """Chunk and queue a file's content. Returns its chunk IDs and the bytes read."""
+    def _read(self, dir_fd: int, path: bytes, name: bytes, st: os.stat_result) -> CachedStat:
+        """Chunk and queue a file's content. Returns what was read as a stat-cache row:
+        the stat the file had before, the bytes read as its size, chunks and their sizes.
+        The row is cached only if the file did not change while it was read."""
         with localfs.open_file(dir_fd, name) as f:
             # read(), not mmap: a file truncated while we read it cannot crash the
             # process with SIGBUS.
-            chunks, size = self.repo.save_data(self.chunker.file_chunks(f, st.st_size))
+            chunks, sizes = self.repo.save_data(self.chunker.file_chunks(f, st.st_size))
             after = os.fstat(f.fileno())
+        size = sum(sizes)
         self.stats.files_read += 1
         self.stats.bytes_read += size
+        read = CachedStat(st.st_ino, size, st.st_mtime_ns, st.st_ctime_ns, chunks, sizes)
         if stat_key(st) == stat_key(after) and size == after.st_size:
-            self.fresh[path] = CachedStat(*stat_key(after), chunks)
+            self.fresh[path] = read
         else:
             self.warn(f"{os.fsdecode(path)} changed while it was read; backed up as read")
-        return chunks, size
+        return read
 
 
 def _unchanged(cached: CachedStat, st: os.stat_result) -> bool:

@@ -6,6 +6,10 @@ its chunks are queued for upload (the repository skips those the server holds).
 A chunk list taken from a record may name chunks a prune has since deleted: before the
 scan is used, the server is asked about them in one batch, and the files naming a lost
 one are read again (docs/prune-design.md §7).
+
+An AnySync FUSE mount (a drive, a snapshot view) inside the folder is never entered:
+reading it would download the repository to sync it into itself. It is left alone like
+a path that cannot be read (unknown, not deleted), with a warning.
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from anysync.client import localfs
 from anysync.client.chunker import Chunker
 from anysync.client.localfs import is_temp
+from anysync.client.mounts import anysync_mounts
 from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType, TreeEntry, check_name
 from anysync.client.sync.ignore import IgnoreRules
@@ -47,6 +52,12 @@ class Scan:
         self.warnings.append(f"cannot read {os.fsdecode(rel) or 'the folder'}: {why}")
         self.unreadable.add(rel)
 
+    def not_entered(self, rel: bytes) -> None:
+        """An AnySync mount at `rel` (b"": the folder is in one): left alone, as unknown."""
+        what = f"{os.fsdecode(rel)}: it is" if rel else "the folder: it is in"
+        self.warnings.append(f"not syncing {what} an AnySync mount")
+        self.unreadable.add(rel)
+
 
 def scan(
     root_fd: int,
@@ -55,13 +66,23 @@ def scan(
     records: dict[bytes, Record],
     repo: Repository,
     chunker: Chunker,
+    mounts: frozenset[bytes] | None = None,
 ) -> Scan:
-    """The folder as it is now, every chunk it names held by the server or queued."""
+    """The folder as it is now, every chunk it names held by the server or queued.
+
+    `mounts`: the AnySync mounts not to enter, as mounts_in() gives them (None: the
+    ones mounted now)."""
+    if mounts is None:
+        mounts = _mounts_at(root_fd)
+    if b"" in mounts:
+        out = Scan()
+        out.not_entered(b"")
+        return out
     trusted = records
     warnings: list[str] = []
     files_read = 0
     while True:
-        out = _scan_once(root_fd, rules, excluded, trusted, repo, chunker)
+        out = _scan_once(root_fd, rules, excluded, trusted, repo, chunker, mounts)
         files_read += out.files_read
         lost = repo.missing(c for chunks in out.reused.values() for c in chunks)
         if not lost:
@@ -83,6 +104,30 @@ def scan(
         trusted = {p: r for p, r in trusted.items() if not lost.intersection(r.entry.chunks)} | read
 
 
+def mounts_in(root: Path, mounts: Sequence[Path]) -> frozenset[bytes]:
+    """The mounts at or under the folder `root` (a real path, as `mounts` are), relative
+    to it; b"" when the folder itself is at or inside one of them."""
+    out: set[bytes] = set()
+    for mount in mounts:
+        if mount == root or mount in root.parents:
+            out.add(b"")
+        elif root in mount.parents:
+            out.add(os.fsencode(mount.relative_to(root)))
+    return frozenset(out)
+
+
+def _mounts_at(root_fd: int) -> frozenset[bytes]:
+    """The AnySync mounts now at or under the open folder `root_fd` (mounts_in)."""
+    mounts = anysync_mounts()
+    if not mounts:
+        return frozenset()
+    try:  # the kernel's path of the open folder: the spelling mountinfo uses
+        root = Path(os.readlink(f"/proc/self/fd/{root_fd}"))
+    except OSError:
+        return frozenset()
+    return mounts_in(root, mounts)
+
+
 def _scan_once(
     root_fd: int,
     rules: IgnoreRules,
@@ -90,6 +135,7 @@ def _scan_once(
     records: dict[bytes, Record],
     repo: Repository,
     chunker: Chunker,
+    mounts: frozenset[bytes],
 ) -> Scan:
     out = Scan()
     # A file inside a renamed or moved directory keeps its whole stat (inode, size, mtime
@@ -106,6 +152,10 @@ def _scan_once(
             return
         for name in names:
             rel = prefix + name
+            if rel in mounts:  # not even stat-ed: a hung mount would hang the scan
+                if not (under(rel, excluded) or rules.ignored(rel, True)):
+                    out.not_entered(rel)
+                continue
             if is_temp(name):
                 out.temps.append(rel)
                 continue
@@ -182,12 +232,15 @@ def _entry(
         return replace(record.entry, name=name, mode=st.st_mode & 0o7777)
     try:
         with localfs.open_file(dir_fd, name) as f:
-            chunks, size = repo.save_data(chunker.file_chunks(f, st.st_size))
+            chunks, sizes = repo.save_data(chunker.file_chunks(f, st.st_size))
     except OSError as exc:
         out.cannot_read(rel, exc)
         return None
     out.files_read += 1
-    return TreeEntry(name, EntryType.FILE, st.st_mode & 0o7777, st.st_mtime_ns, size, chunks)
+    mode = st.st_mode & 0o7777
+    return TreeEntry(
+        name, EntryType.FILE, mode, st.st_mtime_ns, sum(sizes), chunks, chunk_sizes=sizes
+    )
 
 
 def pending(
@@ -208,6 +261,8 @@ def pending(
             return
         for name in names:
             rel = prefix + name
+            if rel in mounts:
+                continue  # what is in it is unknown, not new or deleted
             try:
                 st = localfs.lstat_in(dir_fd, name)
             except OSError:
@@ -226,10 +281,14 @@ def pending(
 
     root_fd = localfs.open_root(root)
     try:
+        mounts = _mounts_at(root_fd)
+        if b"" in mounts:
+            return {}
         walk(root_fd, b"")
     finally:
         os.close(root_fd)
+    unknown = excluded | mounts
     for rel in records:
-        if rel not in seen and not under(rel, excluded):
+        if rel not in seen and not under(rel, unknown):
             out[rel] = "deleted"
     return out
