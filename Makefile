@@ -3,17 +3,31 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+EXTRAS := $(VENV)/.extras
 
-.PHONY: install run test check unit integration proto proto-check clean deps test-containers \
+.PHONY: install run test check FORCE unit integration proto proto-check clean deps test-containers \
 	test-ansible test-image test-image-armhf image coverage-report
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(EXTRAS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e ".[$$(cat $(EXTRAS))]"
+	@PYTHON=$(PYTHON) bash scripts/deps-fuse.sh --warn
 	touch $@
+
+# The extras to install: dev, and drive (the Smart Sync drive: pyfuse3, which pip builds
+# from source, and trio) where FUSE 3 and a compiler are at hand; the server needs none
+# of it. As root, make installs what the drive lacks (scripts/deps-fuse.sh); in CI the
+# drive must be installed. Rewritten only when it changes, which reinstalls the venv.
+$(EXTRAS): FORCE
+	@mkdir -p $(VENV)
+	@drive=$$(PYTHON=$(PYTHON) bash scripts/deps-fuse.sh --prepare) || exit 1; \
+		extras=dev$${drive:+,$$drive}; \
+		[ "$$(cat $@ 2>/dev/null)" = "$$extras" ] || echo "$$extras" > $@
+
+FORCE:
 
 # Install, initialise ~/.AnySync on first run, serve on 0.0.0.0:65065.
 run: install
