@@ -97,10 +97,11 @@ class Session:
 
 
 @contextlib.contextmanager
-def open_session(args: argparse.Namespace) -> Iterator[Session]:
+def open_session(args: argparse.Namespace, password: str | None = None) -> Iterator[Session]:
+    """`password` when the caller has it already (a background child handed it over)."""
     h = home()
     cfg = h.config()
-    keys = h.unlock(read_password(args))
+    keys = h.unlock(read_password(args) if password is None else password)
     remote = h.remote()
     repo = Repository(remote, keys)
     state = StateDB(h.state_path)
