@@ -54,6 +54,15 @@ restore.file-written
     restore.py _write_file, after each file is renamed to its final name (once per file):
     that file and those before it are complete; later ones do not exist yet; directory
     modes and mtimes are not applied yet.
+drive.commit-stored
+    drive/commit.py (RefBook.advance), a drive's pass: its working copies are chunked
+    and stored, the merged tree and commit too; the ref is unchanged; meta.db still
+    holds every change row.
+drive.ref-moved
+    drive/daemon.py _settle, after the ref moved to the drive's commit and before
+    meta.db records it: the served head and the change rows are the previous ones, so
+    the restarted daemon's merge finds its changes already in the head (no second
+    commit).
 """
 
 from __future__ import annotations
@@ -75,6 +84,8 @@ POINTS = frozenset(
         "sync.before-records",
         "restore.file-partial",
         "restore.file-written",
+        "drive.commit-stored",
+        "drive.ref-moved",
     }
 )
 

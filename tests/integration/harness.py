@@ -6,6 +6,7 @@ import io
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -153,6 +154,22 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+    def with_metrics(self) -> str:
+        """Restart with the metrics endpoint on a free port; returns its URL."""
+        self.stop()
+        config = (self.home / "server.toml").read_text()
+        assert config.count('listen = "127.0.0.1:9465"') == 1
+        (self.home / "server.toml").write_text(
+            config.replace('listen = "127.0.0.1:9465"', 'listen = "127.0.0.1:0"')
+        )
+        self.start()
+        assert self.log is not None
+        deadline = time.monotonic() + 60
+        while not (found := re.findall(r"metrics at (http://\S+/metrics)", self.log.read_text())):
+            assert time.monotonic() < deadline, self.log.read_text()
+            time.sleep(0.05)  # the endpoint starts just after the gRPC listener
+        return found[-1]
 
     def fingerprint(self) -> str:
         return tls.fingerprint((self.home / "tls" / "server.crt").read_bytes())

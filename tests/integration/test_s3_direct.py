@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -19,23 +18,6 @@ from tests.integration.harness import Client, Server
 @pytest.fixture
 def s3_only(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
     yield from running_server(tmp_path, request, "s3")
-
-
-def _with_metrics(server: Server) -> str:
-    """Restart `server` with its metrics endpoint on a free port; returns its URL."""
-    server.stop()
-    config = (server.home / "server.toml").read_text()
-    assert config.count('listen = "127.0.0.1:9465"') == 1
-    (server.home / "server.toml").write_text(
-        config.replace('listen = "127.0.0.1:9465"', 'listen = "127.0.0.1:0"')
-    )
-    server.start()
-    assert server.log is not None
-    deadline = time.monotonic() + 60
-    while not (found := re.findall(r"metrics at (http://\S+/metrics)", server.log.read_text())):
-        assert time.monotonic() < deadline, server.log.read_text()
-        time.sleep(0.05)  # the endpoint starts just after the gRPC listener
-    return found[-1]
 
 
 def _carried(metrics_url: str) -> tuple[int, int, int]:
@@ -66,7 +48,7 @@ def _tree(tmp_path: Path) -> Path:
 def test_packs_move_directly_between_client_and_store(
     s3_only: Server, device_a: Client, tmp_path: Path
 ) -> None:
-    metrics = _with_metrics(s3_only)
+    metrics = s3_only.with_metrics()
     src = _tree(tmp_path)
     device_a.signup(s3_only, "direct@example.org")
     out = device_a.run("-v", "backup", str(src))

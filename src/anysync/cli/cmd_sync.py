@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from anysync.cli import common
+from anysync.cli import cmd_drive, common
 from anysync.cli.cmd_forget import add_policy_options, policy_from
 from anysync.client import forget
 from anysync.client.repo import history
@@ -98,6 +98,11 @@ def run_sync(args: argparse.Namespace) -> int:
                 raise UsageError(f"cannot make the folder {path}: {exc.strerror}") from None
             name = args.name or path.name
             ref = engine.folder_ref(s.repo, name)
+            if cmd_drive.mounted_drive(ref) is not None:
+                raise UsageError(
+                    f"{name!r} is a drive on this device; a folder is either a drive or "
+                    "synced here, not both (`anysync drive umount` it first)"
+                )
             joining = s.refs.head(ref)[1] is not None
             state.add_folder(name, path, ref)
             how = "joined existing folder" if joining else "added new folder"

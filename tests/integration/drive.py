@@ -1,0 +1,127 @@
+"""Drive test helpers: a mounted drive of a device, the server's bytes-out counter."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from anysync.client.drive import control
+from anysync.client.home import ClientHome
+from anysync.client.repo.commit import Commit
+from anysync.client.repo.refs import RefBook, Snapshot
+from anysync.client.repo.repository import Repository
+from anysync.client.repo.tree import EntryType, TreeEntry
+from anysync.client.statedb import StateDB
+from anysync.client.sync import engine, flat
+from anysync.types import BlobKind
+from tests.integration.harness import Client
+
+
+def bytes_out(metrics_url: str) -> int:
+    """Pack bytes the server has sent to clients (from Server.with_metrics())."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as resp:
+        text = resp.read().decode()
+    m = re.search(r'^anysync_bytes_total\{direction="out"\} (\d+)$', text, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def _drive_of(client: Client, path: Path) -> tuple[Path, str]:
+    """(the drive's state directory, the path inside it) for a path in a drive."""
+    for f in (client.home / "drive").glob("*/drive.json"):
+        mnt = Path(json.loads(f.read_text())["mountpoint"])
+        if path == mnt or mnt in path.parents:
+            return f.parent, str(path.relative_to(mnt)).removeprefix(".")
+    raise AssertionError(f"{path} is in no drive of {client.home}")
+
+
+def status(client: Client, mountpoint: Path) -> dict[str, Any]:
+    """The daemon's status (what `anysync drive status` prints), over its control socket."""
+    root, _ = _drive_of(client, mountpoint)
+    return control.call(root, {"op": "status"})
+
+
+def state(client: Client, path: Path) -> str:
+    """online | partial | cached | pinned | dirty (what `anysync drive status PATH` prints)."""
+    root, rel = _drive_of(client, path)
+    return str(control.call(root, {"op": "state", "paths": [rel]})["states"][0])
+
+
+def wait_for(check: object, timeout: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if callable(check) and check():
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or check}")
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def mounted(client: Client, name: str, mountpoint: Path, *extra: str) -> Iterator[Path]:
+    """`anysync drive mount` (in the background, as a user runs it); unmounted after."""
+    client.run("drive", "mount", name, str(mountpoint), *extra)
+    try:
+        yield mountpoint
+    finally:
+        client.run("drive", "umount", str(mountpoint), "--force", check=False)
+        subprocess.run(["fusermount3", "-uz", str(mountpoint)], capture_output=True)
+
+
+def daemon_pid(client: Client) -> int:
+    for f in (client.home / "drive").glob("*/drive.json"):
+        return int(json.loads(f.read_text())["pid"])
+    raise AssertionError("no drive registered")
+
+
+def commit_head(client: Client, name: str, layout: dict[bytes, int]) -> None:
+    """Commit a head of sync folder `name` straight through the repository API (fast:
+    no files, no chunking): `layout` maps a directory (b"" = the root) to its number of
+    files; every file is the same small chunk."""
+    home = ClientHome(client.home)
+    cfg = home.config()
+    remote = home.remote()
+    repo = Repository(remote, home.unlock(client.password))
+    state = StateDB(home.state_path)
+    try:
+        body = b"one small chunk shared by every file\n"
+        chunk = repo.save(BlobKind.DATA, body)
+        entries: flat.Flat = {}
+        for d, count in layout.items():
+            if d:
+                entries[d] = TreeEntry(d.rpartition(b"/")[2], EntryType.DIR, 0o755, 0)
+            for i in range(count):
+                fname = b"file-%06d.txt" % i
+                entries[d + b"/" + fname if d else fname] = TreeEntry(
+                    fname, EntryType.FILE, 0o644, 1, len(body), (chunk,), chunk_sizes=(len(body),)
+                )
+        ref = engine.folder_ref(repo, name)
+
+        def make(head: Snapshot | None) -> Commit:
+            return Commit(
+                kind="sync",
+                tree=flat.build(repo, entries),
+                parents=(head.id,) if head else (),
+                ref=ref,
+                counter=head.commit.counter + 1 if head else 1,
+                time_ns=time.time_ns(),
+                device_id=cfg.device_id,
+                device=cfg.device_name,
+                hostname="test",
+                paths=(name,),
+            )
+
+        RefBook(remote, repo, state).advance(ref, make)
+    finally:
+        repo.close()
+        state.close()
+        remote.close()
