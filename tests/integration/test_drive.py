@@ -154,3 +154,28 @@ def test_listing_100k_files_fetches_no_content(
         assert found.returncode == 0 and len(found.stdout.splitlines()) == 100_000
         assert bytes_out(metrics) == before  # every tree was fetched at mount: nothing since
         assert status(device_b, mnt)["fetched_bytes"] == 0
+
+
+def test_a_file_kept_open_while_another_device_changes_it_makes_a_conflict_copy(
+    server: Server, device_a: Client, device_b: Client, tmp_path: Path
+) -> None:
+    folder = tmp_path / "a-docs"
+    folder.mkdir()
+    (folder / "long.txt").write_text("base")
+    _setup(server, device_a, device_b, folder)
+    mnt = tmp_path / "drive"
+    with mounted(device_b, "docs", mnt):
+        head = status(device_b, mnt)["head"]
+        fd = os.open(mnt / "long.txt", os.O_WRONLY | os.O_TRUNC)
+        os.write(fd, b"B, still ")
+        (folder / "long.txt").write_text("changed on A meanwhile")
+        device_a.run("sync", "run")
+        wait_for(lambda: status(device_b, mnt)["head"] > head, what="A's head in the drive")
+        os.write(fd, b"editing")
+        os.close(fd)
+        device_b.run("drive", "flush", str(mnt))
+    device_a.run("sync", "run")
+    copies = [p for p in folder.iterdir() if p.name.startswith("long (conflict from ")]
+    assert len(copies) == 1, sorted(p.name for p in folder.iterdir())
+    versions = {(folder / "long.txt").read_text(), copies[0].read_text()}
+    assert versions == {"changed on A meanwhile", "B, still editing"}

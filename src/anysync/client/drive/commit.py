@@ -168,9 +168,15 @@ def run_pass(
             try:
                 content[p] = chunk_dirty(repo, cache, chunker, dirty_dir / str(c.dirty), c.entry)
             except FileNotFoundError:  # deleted, and killed before its row said so
-                rows = rows | {p: Change(None, None, c.seq)}
-    base = trees.flat(served.tree_id)
-    local = overlay(base, rows, trees.flat, content)
+                rows = rows | {p: Change(None, None, c.seq, c.base)}
+    served_flat = trees.flat(served.tree_id)
+    local = overlay(served_flat, rows, trees.flat, content)
+    base = dict(served_flat)
+    for p, c in rows.items():  # a change made on an older head merges against that head
+        if c.base is None:
+            base.pop(p, None)
+        else:
+            base[p] = c.base
     conflicts: list[tuple[bytes, bytes]] = []
 
     def make(head: Snapshot | None) -> Commit | None:

@@ -23,7 +23,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyfuse3
@@ -343,7 +343,11 @@ class Drive:
             and now[p].seq == c.seq
             and (c.dirty is None or generations.get(c.dirty) == self.generation[c.dirty])
         ]
-        moved = {p: (copy, now[p]) for p, copy in result.conflicts if p in now and p not in held}
+        moved = {  # a conflict copy is new here: it has no base
+            p: (copy, replace(now[p], base=None))
+            for p, copy in result.conflicts
+            if p in now and p not in held
+        }
         if result.committed:
             faults.point("drive.ref-moved")
         self.meta.committed(result.head, held, moved)

@@ -19,7 +19,7 @@ import stat
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyfuse3
 import trio
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from anysync.client.drive.daemon import Drive
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TIMEOUT = 60.0  # seconds the kernel may cache entries and attributes (a head change invalidates)
 
@@ -151,6 +152,14 @@ class DriveOps(pyfuse3.Operations):
             except NeedTree as need:
                 await self.drive.fetch_tree(need.tree_id)
 
+    async def _planned(self, plan: Callable[[], T]) -> T:
+        """A namespace plan, once the trees it looks at are here."""
+        while True:
+            try:
+                return plan()
+            except NeedTree as need:
+                await self.drive.fetch_tree(need.tree_id)
+
     async def existing(self, path: bytes) -> TreeEntry:
         e = await self.entry(path)
         if e is None:
@@ -265,7 +274,7 @@ class DriveOps(pyfuse3.Operations):
         if await self.entry(path) is not None:
             raise pyfuse3.FUSEError(errno.EEXIST)
         e = TreeEntry(name, EntryType.DIR, mode & 0o7777 & ~ctx.umask, time.time_ns())
-        await self._write_rows(self.ns.plan_put(path, e))
+        await self._write_rows(await self._planned(lambda: self.ns.plan_put(path, e)))
         return self.attrs(path, e)
 
     async def symlink(
@@ -275,7 +284,7 @@ class DriveOps(pyfuse3.Operations):
         if await self.entry(path) is not None:
             raise pyfuse3.FUSEError(errno.EEXIST)
         e = TreeEntry(name, EntryType.SYMLINK, 0o777, time.time_ns(), target=target)
-        await self._write_rows(self.ns.plan_put(path, e))
+        await self._write_rows(await self._planned(lambda: self.ns.plan_put(path, e)))
         return self.attrs(path, e)
 
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -288,7 +297,7 @@ class DriveOps(pyfuse3.Operations):
             # The working copy goes first: on a full disk, deleting must make room for
             # the row that records it (a row whose working copy is gone is a delete).
             self.drive.dirty_path(row.dirty).unlink(missing_ok=True)
-        put, drop = self.ns.plan_remove(path)
+        put, drop = await self._planned(lambda: self.ns.plan_remove(path))
         await self._write_rows(put, drop)
         self.inodes.gone(path)
         if row is not None and row.dirty is not None:
@@ -302,7 +311,7 @@ class DriveOps(pyfuse3.Operations):
         listing = await self.listing(path)
         if listing is not None and listing.names:
             raise pyfuse3.FUSEError(errno.ENOTEMPTY)
-        put, drop = self.ns.plan_remove(path)
+        put, drop = await self._planned(lambda: self.ns.plan_remove(path))
         await self._write_rows(put, drop)
         self.inodes.gone(path)
 
@@ -337,7 +346,7 @@ class DriveOps(pyfuse3.Operations):
             elif moving.type is EntryType.DIR:
                 raise pyfuse3.FUSEError(errno.ENOTDIR)
         replaced = self.ns.changes.get(new)
-        put, drop = self.ns.plan_rename(old, new)
+        put, drop = await self._planned(lambda: self.ns.plan_rename(old, new))
         await self._write_rows(put, drop)
         self.inodes.gone(new)
         self.inodes.moved(old, new)
@@ -373,7 +382,9 @@ class DriveOps(pyfuse3.Operations):
                 os.utime(self.drive.dirty_path(working), ns=(mtime, mtime))
             if e.type is not EntryType.SYMLINK:
                 e = replace(e, mode=mode, mtime_ns=mtime)
-                await self._write_rows(self.ns.plan_put(path, e, working))
+                await self._write_rows(
+                    await self._planned(lambda: self.ns.plan_put(path, e, working))
+                )
         return self.attrs(path, e)
 
     # ------------------------------------------------------------------ content
@@ -389,7 +400,7 @@ class DriveOps(pyfuse3.Operations):
             await trio.to_thread.run_sync(self.drive.materialize, dirty, e)
         else:
             self.drive.dirty_path(dirty).touch(mode=0o600)
-        await self._write_rows(self.ns.plan_put(path, e, dirty))
+        await self._write_rows(await self._planned(lambda: self.ns.plan_put(path, e, dirty)))
         return dirty
 
     async def hydrate(self, e: TreeEntry, pid: int) -> None:

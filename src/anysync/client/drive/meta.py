@@ -5,11 +5,13 @@ operation that made it returns), schema version in `PRAGMA user_version`:
 
     head     (one row)  commit_id, counter, tree_id   the ref head the drive shows; NULLs
                                                       while the ref has no commit
-    changes  path PK, entry, dirty, seq               a local change since that head, per
+    changes  path PK, entry, dirty, seq, base         a local change since that head, per
                                                       path: `entry` a one-entry tree (tree
                                                       codec) or NULL for "deleted"; `dirty`
                                                       names the working copy dirty/<dirty>
-                                                      of a file whose content changed
+                                                      of a file whose content changed;
+                                                      `base` the path's entry in the head
+                                                      the change was made on (NULL: none)
     pins     path PK                                  sub-trees kept offline ("" = all)
     counters name PK, value                           the next dirty ID and change seq
 
@@ -37,7 +39,8 @@ _TABLES = """
 CREATE TABLE head (one INTEGER PRIMARY KEY CHECK (one = 1), commit_id BLOB, counter INTEGER,
                    tree_id BLOB);
 INSERT INTO head VALUES (1, NULL, 0, NULL);
-CREATE TABLE changes (path BLOB PRIMARY KEY, entry BLOB, dirty INTEGER, seq INTEGER NOT NULL);
+CREATE TABLE changes (path BLOB PRIMARY KEY, entry BLOB, dirty INTEGER, seq INTEGER NOT NULL,
+                      base BLOB);
 CREATE TABLE pins (path BLOB PRIMARY KEY);
 CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO counters VALUES ('dirty', 1), ('seq', 1);
@@ -54,11 +57,15 @@ class Head:
 @dataclass(frozen=True)
 class Change:
     """A path's local state, overriding the head: `entry` None = deleted. A changed
-    file's content lives in dirty/<dirty> until a commit holds it."""
+    file's content lives in dirty/<dirty> until a commit holds it. `base` is what the
+    path was in the head the change was made on: the merge's base for it, so that a
+    head that moved meanwhile (a file kept open while another device changed it) makes
+    a conflict copy instead of losing the other device's version."""
 
     entry: TreeEntry | None
     dirty: int | None
     seq: int
+    base: TreeEntry | None = None
 
 
 # A directory made in the drive has no tree yet: its row stores this ID instead.
@@ -76,6 +83,14 @@ def decode_entry(raw: bytes) -> TreeEntry:
     if entry.type is EntryType.DIR and entry.subtree == _NO_TREE:
         entry = replace(entry, subtree=None)
     return entry
+
+
+def _raw(entry: TreeEntry | None) -> bytes | None:
+    return encode_entry(entry) if entry is not None else None
+
+
+def _entry(raw: bytes | None) -> TreeEntry | None:
+    return decode_entry(raw) if raw is not None else None
 
 
 class DriveMeta:
@@ -112,10 +127,10 @@ class DriveMeta:
 
     def changes(self) -> dict[bytes, Change]:
         out = {}
-        for path, raw, dirty, seq in self._conn.execute(
-            "SELECT path, entry, dirty, seq FROM changes"
+        for path, raw, dirty, seq, base in self._conn.execute(
+            "SELECT path, entry, dirty, seq, base FROM changes"
         ):
-            out[bytes(path)] = Change(decode_entry(raw) if raw is not None else None, dirty, seq)
+            out[bytes(path)] = Change(_entry(raw), dirty, seq, _entry(base))
         return out
 
     def pins(self) -> set[bytes]:
@@ -140,13 +155,8 @@ class DriveMeta:
             for path in drop:
                 self._conn.execute("DELETE FROM changes WHERE path = ?", (path,))
             for path, change in (put or {}).items():
-                seq = self._bump("seq")
-                raw = encode_entry(change.entry) if change.entry is not None else None
-                self._conn.execute(
-                    "INSERT OR REPLACE INTO changes VALUES (?, ?, ?, ?)",
-                    (path, raw, change.dirty, seq),
-                )
-                stored[path] = Change(change.entry, change.dirty, seq)
+                stored[path] = replace(change, seq=self._bump("seq"))
+                self._put(path, stored[path])
         return stored
 
     def committed(
@@ -167,11 +177,13 @@ class DriveMeta:
                 self._conn.execute("DELETE FROM changes WHERE path = ?", (path,))
             for old, (new, change) in moved.items():
                 self._conn.execute("DELETE FROM changes WHERE path = ?", (old,))
-                raw = encode_entry(change.entry) if change.entry is not None else None
-                self._conn.execute(
-                    "INSERT OR REPLACE INTO changes VALUES (?, ?, ?, ?)",
-                    (new, raw, change.dirty, change.seq),
-                )
+                self._put(new, change)
+
+    def _put(self, path: bytes, c: Change) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO changes VALUES (?, ?, ?, ?, ?)",
+            (path, _raw(c.entry), c.dirty, c.seq, _raw(c.base)),
+        )
 
     def set_pin(self, path: bytes, pinned: bool) -> None:
         with self._transaction():

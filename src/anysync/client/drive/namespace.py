@@ -141,27 +141,47 @@ class Namespace:
     def rows_under(self, top: bytes) -> list[bytes]:
         return [p for p in self.changes if is_under(p, top)]
 
+    def base_of(self, path: bytes) -> TreeEntry | None:
+        """What `path` was in the head its change is made on: the row's base if it has
+        one, else the served head's entry (change rows ignored)."""
+        row = self.changes.get(path)
+        if row is not None:
+            return row.base
+        entries = self._tree(self.head_tree).entries if self.head_tree else {}
+        parts = path.split(b"/")
+        for i, part in enumerate(parts):
+            e = entries.get(part)
+            if e is None or i == len(parts) - 1:
+                return e
+            if e.type is not EntryType.DIR or e.subtree is None:
+                return None
+            entries = self._tree(e.subtree).entries
+        return None
+
     def plan_put(
         self, path: bytes, entry: TreeEntry, dirty: int | None = None
     ) -> dict[bytes, Change]:
-        return {path: Change(replace(entry, name=name_of(path)), dirty, 0)}
+        return {path: Change(replace(entry, name=name_of(path)), dirty, 0, self.base_of(path))}
 
     def plan_remove(self, path: bytes) -> tuple[dict[bytes, Change], list[bytes]]:
         """Delete `path` (and, for a directory, the rows below it)."""
-        return {path: Change(None, None, 0)}, self.rows_under(path)
+        return {path: Change(None, None, 0, self.base_of(path))}, self.rows_under(path)
 
     def plan_rename(self, old: bytes, new: bytes) -> tuple[dict[bytes, Change], list[bytes]]:
-        """Move `old` to `new` (replacing what `new` was): rows only, no content moves."""
+        """Move `old` to `new` (replacing what `new` was): rows only, no content moves.
+        The rows below `old` move along; their base is the head's entry at the new path."""
         entry = self.entry(old)
         assert entry is not None
         old_row = self.changes.get(old)
+        dirty = old_row.dirty if old_row else None
         put = {
-            new: Change(replace(entry, name=name_of(new)), old_row.dirty if old_row else None, 0),
-            old: Change(None, None, 0),
+            new: Change(replace(entry, name=name_of(new)), dirty, 0, self.base_of(new)),
+            old: Change(None, None, 0, self.base_of(old)),
         }
         drop = self.rows_under(new) + self.rows_under(old)
         for p in self.rows_under(old):
-            put[new + p[len(old) :]] = self.changes[p]
+            moved = new + p[len(old) :]
+            put[moved] = replace(self.changes[p], base=self.base_of(moved))
         return put, [p for p in drop if p not in put]
 
 
