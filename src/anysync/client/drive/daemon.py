@@ -51,6 +51,7 @@ MAX_DELAY = 10.0  # ...but a stream of changes is committed at least this often
 POLL_EVERY = 300.0  # a pass even without news (a missed WatchRefs event)
 EVICT_EVERY = 30.0
 RETRY_OFFLINE = 5.0
+PIECE = 4 * 1024 * 1024  # bytes per read-ahead fetch; FETCHES of them run at once
 
 
 @dataclass
@@ -193,13 +194,22 @@ class Drive:
             raise pyfuse3.FUSEError(errno.EIO) from None
 
     def prefetch(self, e: TreeEntry, offset: int) -> None:
-        """Read ahead: the next window of a file, in the background. The first chunk
-        is fetched on its own, so that the first read waits for it alone."""
+        """Read ahead: the next window of a file, in the background, in pieces of
+        about PIECE bytes fetched side by side (network and decryption overlap). The
+        first chunk is a piece of its own, so that the first read waits for it alone."""
         ids = [c for c in self.content.window(e, offset) if not self.cache.has(c)]
-        if ids and self._nursery is not None:
-            self._nursery.start_soon(self._quietly_ensure, ids[:1])
-            if ids[1:]:
-                self._nursery.start_soon(self._quietly_ensure, ids[1:])
+        if not ids or self._nursery is None:
+            return
+        sizes = dict(zip(e.chunks, e.chunk_sizes, strict=True)) if e.chunk_sizes else {}
+        pieces, piece, held = [ids[:1]], list[BlobId](), 0
+        for c in ids[1:]:
+            piece.append(c)
+            held += sizes.get(c, 1 << 20)
+            if held >= PIECE:
+                pieces.append(piece)
+                piece, held = [], 0
+        for p in [*pieces, piece] if piece else pieces:
+            self._nursery.start_soon(self._quietly_ensure, p)
 
     async def _quietly_ensure(self, ids: list[BlobId]) -> None:
         with contextlib.suppress(FetchFailed):  # the read that needs it reports the error

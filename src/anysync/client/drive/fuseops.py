@@ -470,7 +470,7 @@ class DriveOps(pyfuse3.Operations):
             log.warning("cannot read %s: %s", h.entry.display_name, exc.why)
             raise pyfuse3.FUSEError(errno.EIO) from None
         end = off + len(data)
-        if off == h.last_end and end + WINDOW // 2 > h.ahead:  # sequential: keep a window ahead
+        if off == h.last_end and end + WINDOW > h.ahead:  # sequential: keep 1-2 windows ahead
             self.drive.prefetch(h.entry, max(end, h.ahead))
             h.ahead = max(end, h.ahead) + WINDOW
         h.last_end = end
