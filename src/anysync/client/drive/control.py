@@ -72,12 +72,13 @@ def _peer_uid(conn: trio.socket.SocketType) -> int:
     return int(uid)
 
 
-async def serve(drive: Drive, root: Path) -> None:
+async def serve(drive: Drive, root: Path, *, task_status: Any) -> None:
     import trio
 
     listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     await listener.bind(address(root))
     listener.listen(16)
+    task_status.started()
     me = os.getuid()
     async with trio.open_nursery() as nursery:
         while True:

@@ -107,7 +107,6 @@ class Drive:
         self.commits = 0
         self.passes = 0
         self._flushes: list[trio.Event] = []
-        self._pass_done = trio.Event()
         self._pinned_chunks: set[BlobId] = set()
         self._nursery: trio.Nursery | None = None
         self._stop = threading.Event()
@@ -126,7 +125,7 @@ class Drive:
             nursery.start_soon(self._hydrate_pins)
             threading.Thread(target=self._watch, name="watch-refs", daemon=True).start()
             nursery.start_soon(self._on_signals)
-            nursery.start_soon(control.serve, self, self.root)
+            await nursery.start(control.serve, self, self.root)  # listening before ready()
             ready()
             await pyfuse3.main()  # returns once unmounted (fusermount3 -u) or terminated
             self.unmounted = not self._terminated
@@ -176,15 +175,16 @@ class Drive:
             self.dirty_path(dirty).unlink(missing_ok=True)
 
     def materialize(self, dirty: int, e: TreeEntry) -> None:
-        """A working copy with the file's content (its chunks are cached)."""
+        """A working copy with the file's content (its chunks are cached), on disk
+        before its row: a crash must not leave a row naming a torn copy, which the
+        next pass would commit as the file's new content."""
         path = self.dirty_path(dirty)
         with path.open("wb") as f:
             path.chmod(0o600)
             for c in e.chunks:
-                size = self.cache.size_of(c)
-                if size is None:
-                    raise FetchFailed(f"chunk {c.short()} left the cache")
-                f.write(self.cache.read(c, 0, size))
+                f.write(self.cache.read(c, 0, self.cache.size_of(c) or 0))
+            f.flush()
+            os.fsync(f.fileno())
 
     async def fetch_tree(self, tree_id: BlobId) -> None:
         try:
@@ -352,6 +352,7 @@ class Drive:
             if p in now
             and now[p].seq == c.seq
             and (c.dirty is None or generations.get(c.dirty) == self.generation[c.dirty])
+            and (c.dirty is None or not self.writers[c.dirty])  # opened for write since
         ]
         moved = {  # a conflict copy is new here: it has no base
             p: (copy, replace(now[p], base=None))

@@ -135,6 +135,7 @@ class DriveOps(pyfuse3.Operations):
         self._next_fh = 1
         self.uid, self.gid = os.getuid(), os.getgid()
         self.scanners_seen: set[str] = set()
+        self._making: dict[bytes, trio.Lock] = {}  # paths whose working copy is being made
 
     # ------------------------------------------------------------------ helpers
 
@@ -390,14 +391,29 @@ class DriveOps(pyfuse3.Operations):
     # ------------------------------------------------------------------ content
 
     async def make_dirty(self, path: bytes, e: TreeEntry, keep: bool, pid: int) -> int:
-        """The file's working copy (made now: a copy of its content, or empty)."""
+        """The file's working copy (made now: a copy of its content, or empty). One at
+        a time per path: two opens racing would make two copies, and one would lose
+        its writes."""
+        lock = self._making.setdefault(path, trio.Lock())
+        try:
+            async with lock:
+                return await self._make_dirty(path, e, keep, pid)
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._making.pop(path, None)
+
+    async def _make_dirty(self, path: bytes, e: TreeEntry, keep: bool, pid: int) -> int:
         row = self.ns.changes.get(path)
         if row is not None and row.dirty is not None:
             return row.dirty
         dirty = self.drive.new_dirty()
         if keep and e.chunks:
-            await self.hydrate(e, pid)
-            await trio.to_thread.run_sync(self.drive.materialize, dirty, e)
+            self.drive.content.open_chunks.update(e.chunks)  # not evicted meanwhile
+            try:
+                await self.hydrate(e, pid)
+                await trio.to_thread.run_sync(self.drive.materialize, dirty, e)
+            finally:
+                self.drive.content.open_chunks.subtract(e.chunks)
         else:
             self.drive.dirty_path(dirty).touch(mode=0o600)
         await self._write_rows(await self._planned(lambda: self.ns.plan_put(path, e, dirty)))
