@@ -8,19 +8,20 @@ import re
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from anysync.client.drive import control
 from anysync.client.home import ClientHome
+from anysync.client.repo import tree
 from anysync.client.repo.commit import Commit
 from anysync.client.repo.refs import RefBook, Snapshot
 from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType, TreeEntry
 from anysync.client.statedb import StateDB
 from anysync.client.sync import engine, flat
-from anysync.types import BlobKind
+from anysync.types import BlobId, BlobKind
 from tests.integration.harness import Client
 
 
@@ -83,16 +84,22 @@ def daemon_pid(client: Client) -> int:
     raise AssertionError("no drive registered")
 
 
+def publish_raw_root(client: Client, name: str, hostile: bytes) -> None:
+    """Play a malicious writer with the account's keys: a new head of sync folder `name`
+    whose root tree (validly encrypted) holds one file named `hostile`."""
+    placeholder = b"P" * len(hostile)
+    raw = tree.encode([TreeEntry(placeholder, EntryType.FILE, 0o644, 0, 0)])
+    _commit_root(
+        client, name, lambda repo: repo.save(BlobKind.TREE, raw.replace(placeholder, hostile))
+    )
+
+
 def commit_head(client: Client, name: str, layout: dict[bytes, int]) -> None:
     """Commit a head of sync folder `name` straight through the repository API (fast:
     no files, no chunking): `layout` maps a directory (b"" = the root) to its number of
     files; every file is the same small chunk."""
-    home = ClientHome(client.home)
-    cfg = home.config()
-    remote = home.remote()
-    repo = Repository(remote, home.unlock(client.password))
-    state = StateDB(home.state_path)
-    try:
+
+    def root(repo: Repository) -> BlobId:
         body = b"one small chunk shared by every file\n"
         chunk = repo.save(BlobKind.DATA, body)
         entries: flat.Flat = {}
@@ -104,12 +111,26 @@ def commit_head(client: Client, name: str, layout: dict[bytes, int]) -> None:
                 entries[d + b"/" + fname if d else fname] = TreeEntry(
                     fname, EntryType.FILE, 0o644, 1, len(body), (chunk,), chunk_sizes=(len(body),)
                 )
+        return flat.build(repo, entries)
+
+    _commit_root(client, name, root)
+
+
+def _commit_root(client: Client, name: str, root: Callable[[Repository], BlobId]) -> None:
+    """A new head of sync folder `name` on device `client`, its tree made by `root`."""
+    home = ClientHome(client.home)
+    cfg = home.config()
+    remote = home.remote()
+    repo = Repository(remote, home.unlock(client.password))
+    state = StateDB(home.state_path)
+    try:
+        tree_id = root(repo)
         ref = engine.folder_ref(repo, name)
 
         def make(head: Snapshot | None) -> Commit:
             return Commit(
                 kind="sync",
-                tree=flat.build(repo, entries),
+                tree=tree_id,
                 parents=(head.id,) if head else (),
                 ref=ref,
                 counter=head.commit.counter + 1 if head else 1,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from anysync.faults import ENV as FAULT_ENV
-from tests.integration.drive import daemon_pid, mounted, state, status, wait_for
+from tests.integration.drive import daemon_pid, mounted, publish_raw_root, state, status, wait_for
 from tests.integration.fusetools import requires_fuse
 from tests.integration.harness import Client, Server
 from tests.integration.test_bad_input import tmpfs
@@ -236,3 +236,23 @@ def test_disk_full_in_the_cache_fails_cleanly_and_loses_nothing(
     assert (folder / "after.txt").read_text() == "written after the disk was full"
     assert (folder / "small.txt").read_text() == "fits"
     assert not (folder / "written.bin").exists()
+
+
+def test_a_hostile_name_in_a_new_head_is_refused_and_the_old_head_served(
+    server: Server, device_a: Client, device_b: Client, tmp_path: Path
+) -> None:
+    folder = tmp_path / "a-docs"
+    folder.mkdir()
+    (folder / "fine.txt").write_text("fine")
+    _setup(server, device_a, device_b, folder)
+    mnt = tmp_path / "drive"
+    with mounted(device_b, "docs", mnt):
+        assert (mnt / "fine.txt").read_text() == "fine"
+        # A writer with the account's keys (a compromised device) publishes a head
+        # whose root holds an entry named "..".
+        publish_raw_root(device_a, "docs", b"..")
+        device_b.run("drive", "flush", str(mnt), check=False)
+        wait_for(lambda: "hostile" in str(status(device_b, mnt)["last_error"]), what="refusal")
+        assert sorted(os.listdir(mnt)) == ["fine.txt"]
+        assert (mnt / "fine.txt").read_text() == "fine"
+        assert not (tmp_path / "fine.txt").exists()
