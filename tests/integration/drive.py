@@ -22,7 +22,18 @@ from anysync.client.repo.tree import EntryType, TreeEntry
 from anysync.client.statedb import StateDB
 from anysync.client.sync import engine, flat
 from anysync.types import BlobId, BlobKind
-from tests.integration.harness import Client
+from tests.integration.harness import Client, Server
+
+EMAIL = "drive@example.com"
+
+
+def share_folder(server: Server, a: Client, b: Client, folder: Path) -> None:
+    """Device A signs up and syncs `folder` as the sync folder "docs"; device B logs in
+    to the same account (and mounts "docs" as a drive in the tests)."""
+    a.signup(server, EMAIL)
+    b.login(server, EMAIL)
+    a.run("sync", "add", str(folder), "--name", "docs")
+    a.run("sync", "run")
 
 
 def bytes_out(metrics_url: str) -> int:

@@ -11,21 +11,22 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.drive import bytes_out, commit_head, mounted, state, status, wait_for
+from tests.integration.drive import (
+    EMAIL,
+    bytes_out,
+    commit_head,
+    mounted,
+    share_folder,
+    state,
+    status,
+    wait_for,
+)
 from tests.integration.fusetools import requires_fuse
 from tests.integration.harness import Client, Server
 
 pytestmark = requires_fuse
 
 MiB = 1 << 20
-
-
-def _setup(server: Server, a: Client, b: Client, folder: Path) -> None:
-    """Device A syncs `folder` as the sync folder "docs"; device B joins the account."""
-    a.signup(server, "drive@example.com")
-    b.login(server, "drive@example.com")
-    a.run("sync", "add", str(folder), "--name", "docs")
-    a.run("sync", "run")
 
 
 def _digest(path: Path) -> str:
@@ -40,7 +41,7 @@ def test_open_downloads_only_that_file_and_listing_downloads_nothing(
     (folder / "report.odt").write_bytes(os.urandom(3 * MiB))
     (folder / "sub" / "big.bin").write_bytes(os.urandom(12 * MiB))
     (folder / "sub" / "note.txt").write_text("hello")
-    _setup(server, device_a, device_b, folder)
+    share_folder(server, device_a, device_b, folder)
     metrics = server.with_metrics()
     mnt = tmp_path / "drive"
     with mounted(device_b, "docs", mnt):
@@ -72,7 +73,7 @@ def test_writes_reach_the_other_device_and_its_changes_appear(
     folder = tmp_path / "a-docs"
     folder.mkdir()
     (folder / "old.txt").write_text("old")
-    _setup(server, device_a, device_b, folder)
+    share_folder(server, device_a, device_b, folder)
     mnt = tmp_path / "drive"
     with mounted(device_b, "docs", mnt):
         (mnt / "new.txt").write_text("written in the drive")
@@ -103,9 +104,9 @@ def test_both_devices_edit_one_file_conflict_copy(
     folder = tmp_path / "a-docs"
     folder.mkdir()
     (folder / "shared.txt").write_text("base")
-    _setup(server, device_a, device_b, folder)
+    share_folder(server, device_a, device_b, folder)
     device_c = Client(tmp_path / "device-c")
-    device_c.login(server, "drive@example.com")
+    device_c.login(server, EMAIL)
     with contextlib.ExitStack() as stack:
         mnt_b = stack.enter_context(mounted(device_b, "docs", tmp_path / "drive-b"))
         assert (mnt_b / "shared.txt").read_text() == "base"
@@ -162,7 +163,7 @@ def test_a_file_kept_open_while_another_device_changes_it_makes_a_conflict_copy(
     folder = tmp_path / "a-docs"
     folder.mkdir()
     (folder / "long.txt").write_text("base")
-    _setup(server, device_a, device_b, folder)
+    share_folder(server, device_a, device_b, folder)
     mnt = tmp_path / "drive"
     with mounted(device_b, "docs", mnt):
         head = status(device_b, mnt)["head"]

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from tests.integration.drive import mounted
+from tests.integration.drive import mounted, share_folder
 from tests.integration.fusetools import requires_fuse
 from tests.integration.harness import Client, Server
 
@@ -20,10 +20,7 @@ def test_list_status_and_mistakes(
     folder = tmp_path / "a-docs"
     (folder / "sub").mkdir(parents=True)
     (folder / "sub" / "a.txt").write_text("a")
-    device_a.signup(server, "cli@example.com")
-    device_b.login(server, "cli@example.com")
-    device_a.run("sync", "add", str(folder), "--name", "docs")
-    device_a.run("sync", "run")
+    share_folder(server, device_a, device_b, folder)
     assert "no drives" in device_b.run("drive", "list").stdout
 
     busy = tmp_path / "busy"

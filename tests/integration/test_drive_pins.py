@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.integration.drive import mounted, state, status, wait_for
+from tests.integration.drive import mounted, share_folder, state, status, wait_for
 from tests.integration.fusetools import requires_fuse
 from tests.integration.harness import Client, Server
 
@@ -29,10 +29,7 @@ def test_cache_stays_bounded_and_pinned_dirty_open_files_survive(
     for name, data in kept.items():
         (folder / name).write_bytes(data)
     (folder / "held.bin").write_bytes(os.urandom(2 * MiB))
-    device_a.signup(server, "pins@example.com")
-    device_b.login(server, "pins@example.com")
-    device_a.run("sync", "add", str(folder), "--name", "docs")
-    device_a.run("sync", "run")
+    share_folder(server, device_a, device_b, folder)
     mnt = tmp_path / "drive"
     limit = 12 * MiB
     with mounted(device_b, "docs", mnt, "--cache-size", str(limit), "--min-free", "0"):
@@ -84,10 +81,7 @@ def test_indexers_get_eio_for_uncached_files_only(
     folder.mkdir()
     (folder / "cached.txt").write_text("read by a person first")
     (folder / "remote.txt").write_text("never opened")
-    device_a.signup(server, "index@example.com")
-    device_b.login(server, "index@example.com")
-    device_a.run("sync", "add", str(folder), "--name", "docs")
-    device_a.run("sync", "run")
+    share_folder(server, device_a, device_b, folder)
     indexer = tmp_path / "tracker-extract-3"
     shutil.copy("/bin/cat", indexer)
     mnt = tmp_path / "drive"
@@ -107,10 +101,7 @@ def test_backup_does_not_descend_into_a_drive(
     folder = tmp_path / "a-docs"
     folder.mkdir()
     (folder / "remote.bin").write_bytes(os.urandom(MiB))
-    device_a.signup(server, "nodescend@example.com")
-    device_b.login(server, "nodescend@example.com")
-    device_a.run("sync", "add", str(folder), "--name", "docs")
-    device_a.run("sync", "run")
+    share_folder(server, device_a, device_b, folder)
     home = tmp_path / "home-b"
     (home / "notes").mkdir(parents=True)
     (home / "notes" / "todo.txt").write_text("local file")

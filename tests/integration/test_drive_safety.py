@@ -15,7 +15,15 @@ from pathlib import Path
 import pytest
 
 from anysync.faults import ENV as FAULT_ENV
-from tests.integration.drive import daemon_pid, mounted, publish_raw_root, state, status, wait_for
+from tests.integration.drive import (
+    daemon_pid,
+    mounted,
+    publish_raw_root,
+    share_folder,
+    state,
+    status,
+    wait_for,
+)
 from tests.integration.fusetools import requires_fuse
 from tests.integration.harness import Client, Server
 from tests.integration.test_bad_input import tmpfs
@@ -23,13 +31,6 @@ from tests.integration.test_bad_input import tmpfs
 pytestmark = requires_fuse
 
 MiB = 1 << 20
-
-
-def _setup(server: Server, a: Client, b: Client, folder: Path) -> None:
-    a.signup(server, "safety@example.com")
-    b.login(server, "safety@example.com")
-    a.run("sync", "add", str(folder), "--name", "docs")
-    a.run("sync", "run")
 
 
 def _killed(client: Client, mnt: Path) -> None:
@@ -44,7 +45,7 @@ def test_kill_9_mid_write_keeps_what_was_fsynced(
     folder = tmp_path / "a-docs"
     folder.mkdir()
     (folder / "keep.txt").write_text("kept")
-    _setup(server, device_a, device_b, folder)
+    share_folder(server, device_a, device_b, folder)
     mnt = tmp_path / "drive"
     synced = os.urandom(6 * MiB)
     with mounted(device_b, "docs", mnt):
@@ -74,7 +75,7 @@ def test_killed_after_the_ref_moved_commits_once(
 ) -> None:
     folder = tmp_path / "a-docs"
     folder.mkdir()
-    _setup(server, device_a, device_b, folder)
+    share_folder(server, device_a, device_b, folder)
     mnt = tmp_path / "drive"
     db = sqlite3.connect(server.home / "metadata.db")
 
@@ -110,7 +111,7 @@ def test_offline_browse_cached_reads_and_queued_writes(
     (folder / "sub").mkdir(parents=True)
     (folder / "cached.txt").write_text("read before going offline")
     (folder / "sub" / "remote.bin").write_bytes(os.urandom(MiB))
-    _setup(server, device_a, device_b, folder)
+    share_folder(server, device_a, device_b, folder)
     mnt = tmp_path / "drive"
     with mounted(device_b, "docs", mnt, "--offline-timeout", "2"):
         assert (mnt / "cached.txt").read_text() == "read before going offline"
@@ -144,7 +145,7 @@ def test_remote_change_while_a_file_is_open(
     folder.mkdir()
     old = os.urandom(2 * MiB)
     (folder / "doc.bin").write_bytes(old)
-    _setup(server, device_a, device_b, folder)
+    share_folder(server, device_a, device_b, folder)
     mnt = tmp_path / "drive"
     with mounted(device_b, "docs", mnt):
         with (mnt / "doc.bin").open("rb") as reader:
@@ -163,7 +164,7 @@ def test_a_rollback_served_by_the_server_is_refused(
     folder = tmp_path / "a-docs"
     folder.mkdir()
     (folder / "one.txt").write_text("1")
-    _setup(server, device_a, device_b, folder)
+    share_folder(server, device_a, device_b, folder)
     db = sqlite3.connect(server.home / "metadata.db")
     old = db.execute("SELECT name, commit_id FROM refs").fetchone()
     (folder / "two.txt").write_text("2")
@@ -188,7 +189,7 @@ def test_umount_with_uncommitted_changes_refuses_offline_and_keeps_them(
 ) -> None:
     folder = tmp_path / "a-docs"
     folder.mkdir()
-    _setup(server, device_a, device_b, folder)
+    share_folder(server, device_a, device_b, folder)
     mnt = tmp_path / "drive"
     device_b.run("drive", "mount", "docs", str(mnt), "--offline-timeout", "1")
     server.stop()
@@ -212,7 +213,7 @@ def test_disk_full_in_the_cache_fails_cleanly_and_loses_nothing(
     folder.mkdir()
     (folder / "huge.bin").write_bytes(os.urandom(12 * MiB))
     (folder / "small.txt").write_text("fits")
-    _setup(server, device_a, device_b, folder)
+    share_folder(server, device_a, device_b, folder)
     mnt = tmp_path / "drive"
     # The drive's state and cache on a file system with room for 6 MiB.
     with tmpfs(device_b.home / "drive", "size=6m"):
@@ -244,7 +245,7 @@ def test_a_hostile_name_in_a_new_head_is_refused_and_the_old_head_served(
     folder = tmp_path / "a-docs"
     folder.mkdir()
     (folder / "fine.txt").write_text("fine")
-    _setup(server, device_a, device_b, folder)
+    share_folder(server, device_a, device_b, folder)
     mnt = tmp_path / "drive"
     with mounted(device_b, "docs", mnt):
         assert (mnt / "fine.txt").read_text() == "fine"

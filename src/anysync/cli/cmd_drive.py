@@ -211,7 +211,7 @@ def _last_line(path: Path) -> str:
 
 
 def _mount(args: argparse.Namespace) -> int:
-    from anysync.client.drive import commit, daemon
+    from anysync.client.drive import daemon
     from anysync.client.repo.repository import Repository
     from anysync.client.sync import engine
 
@@ -239,7 +239,7 @@ def _mount(args: argparse.Namespace) -> int:
             min_free=args.min_free if args.min_free is not None else _default_min_free(root),
             offline_timeout=args.offline_timeout,
         )
-        device = commit.Device(s.config.device_id, s.config.device_name, socket.gethostname())
+        device = engine.Device(s.config.device_id, s.config.device_name, socket.gethostname())
         reader = Repository(s.remote, s.keys)
         try:
             drive = daemon.Drive(root, settings, reader, s.repo, s.refs, s.remote, device)

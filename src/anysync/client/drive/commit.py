@@ -25,17 +25,11 @@ from anysync.client.repo.refs import RefBook, Snapshot
 from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType, TreeEntry
 from anysync.client.sync import flat
+from anysync.client.sync.engine import Device, same_state
 from anysync.client.sync.merge import merge
 from anysync.types import BlobId, BlobKind
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Device:
-    id: int
-    name: str
-    hostname: str
 
 
 @dataclass
@@ -184,7 +178,7 @@ def run_pass(
         remote = trees.flat(head.commit.tree) if head else {}
         m = merge(base, local, remote, device.name)
         conflicts = m.conflicts
-        if _same_state(m.merged, remote):
+        if same_state(m.merged, remote):
             return None
         return Commit(
             kind="sync",
@@ -217,7 +211,3 @@ def _settled(
     trees.prefetch(head.tree_id)
     changed = trees.changed(served.tree_id, head.tree_id)
     return PassResult(head, committed, conflicts, changed)
-
-
-def _same_state(a: Flat, b: Flat) -> bool:
-    return a.keys() == b.keys() and all(flat.same(a[p], b[p]) for p in a)

@@ -40,6 +40,7 @@ from anysync.client.drive.namespace import Namespace, TreeCache, is_under, join
 from anysync.client.repo.refs import RefBook
 from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType, TreeEntry
+from anysync.client.sync import engine
 from anysync.client.sync.watch import RefSource
 from anysync.errors import AnySyncError, ServerUnreachable
 from anysync.types import BlobId
@@ -74,7 +75,7 @@ class Drive:
         writer: Repository,
         book: RefBook,
         remote: RefSource,
-        device: commit.Device,
+        device: engine.Device,
     ) -> None:
         self.root = root
         self.settings = settings

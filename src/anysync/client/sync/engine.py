@@ -136,7 +136,7 @@ def _run_pass(
                 local[path] = base[path] = remote[path] if path in remote else base[path]
         m = merge(base, local, remote, device.name)
         merged, conflicts = m.merged, m.conflicts
-        if head is not None and _same_state(merged, remote):
+        if head is not None and same_state(merged, remote):
             return None
         return Commit(
             kind="sync",
@@ -216,5 +216,6 @@ def _name_max(root_fd: int) -> int:
         return 255
 
 
-def _same_state(a: flat.Flat, b: flat.Flat) -> bool:
+def same_state(a: flat.Flat, b: flat.Flat) -> bool:
+    """The same paths with the same entries for sync (flat.same): nothing to commit."""
     return a.keys() == b.keys() and all(flat.same(a[p], b[p]) for p in a)
