@@ -24,6 +24,9 @@ class Repo:
     def __init__(self) -> None:
         self.asked: list[list[BlobId]] = []
 
+    def blob_id(self, data: bytes) -> BlobId:
+        return next((i for i, c in CHUNKS.items() if c == data), BlobId(bytes(32)))
+
     def load_many(self, kind: BlobKind, ids: Sequence[BlobId]) -> dict[BlobId, Any]:
         self.asked.append(list(ids))
         return {i: CHUNKS[i] for i in ids}
@@ -84,3 +87,19 @@ def test_concurrent_readers_share_one_fetch(tmp_path: Path) -> None:
     trio.run(main)
     assert results == [DATA] * 5
     assert sorted([c for ask in repo.asked for c in ask]) == sorted(CHUNKS)
+
+
+def test_a_chunk_torn_by_a_crash_is_fetched_again(tmp_path: Path) -> None:
+    first = list(CHUNKS)[2]
+    earlier = ChunkCache(tmp_path / "chunks", durable=False)  # a run that crashed
+    earlier.put(first, bytes(len(CHUNKS[first])))  # the right size, zeros inside
+    content, repo = reader(tmp_path)
+    e = entry(with_sizes=True)
+    assert content.cache.has(first)
+
+    async def main() -> None:
+        assert await content.read(e, 107, 250) == CHUNKS[first]
+        assert await content.read(e, 107, 250) == CHUNKS[first]
+
+    trio.run(main)
+    assert repo.asked == [[first]]  # checked once, fetched again once

@@ -49,6 +49,9 @@ class Content:
         self._limiter = trio.CapacityLimiter(FETCHES)
         self._sizes: dict[BlobId, int] = {}  # learnt from chunks of entries without sizes
         self._starts: OrderedDict[int, tuple[TreeEntry, list[int]]] = OrderedDict()
+        # Chunks known whole: fetched (authenticated) by this process. A chunk a previous
+        # run left is checked against its ID once before use (the cache skips fsync).
+        self.verified: set[BlobId] = set()
         self.on_fetched: Callable[[], None] | None = None  # the cache grew: check its budget
         self.on_full: Callable[[], Awaitable[object]] | None = None  # the disk is full: evict
 
@@ -141,6 +144,7 @@ class Content:
         await self.ensure([c for c, _, _ in parts])
         out = []
         for c, lo, n in parts:
+            await self.check(c)
             try:
                 out.append(self.cache.read(c, lo, n))
             except FileNotFoundError:  # evicted between the fetch and now
@@ -149,6 +153,30 @@ class Content:
             if len(out[-1]) != n:  # the tree's chunk size is not the chunk's: refuse
                 raise FetchFailed(f"chunk {c.short()} is shorter than its tree entry says")
         return b"".join(out)
+
+    async def whole(self, c: BlobId) -> bytes:
+        """A cached chunk's content, checked."""
+        await self.check(c)
+        return self.cache.read(c, 0, self.cache.size_of(c) or 0)
+
+    async def check(self, c: BlobId) -> None:
+        """A chunk from an earlier run must still be what its ID says (a crash may have
+        torn it: the cache does not fsync); if not, it is fetched again."""
+        if c in self.verified:
+            return
+        good = await trio.to_thread.run_sync(self._intact, c)
+        if not good:
+            log.warning("cached chunk %s was damaged; fetching it again", c.short())
+            self.cache.remove(c)
+            await self.ensure([c])
+        self.verified.add(c)
+
+    def _intact(self, c: BlobId) -> bool:
+        try:
+            data = self.cache.read(c, 0, self.cache.size_of(c) or 0)
+        except FileNotFoundError:
+            return True  # evicted: the next read fetches it
+        return self.repo.blob_id(data) == c
 
     async def ensure(self, ids: Sequence[BlobId]) -> None:
         """Every chunk of `ids` in the cache; raises FetchFailed."""
@@ -206,6 +234,7 @@ class Content:
         blobs = self.repo.load_many(BlobKind.DATA, ids)
         good = {c: b for c, b in blobs.items() if not isinstance(b, Exception)}
         self.cache.put_many(good)
+        self.verified.update(good)
         for _c, b in blobs.items():
             if isinstance(b, Exception):
                 raise b

@@ -82,7 +82,7 @@ class Drive:
         self.scanner_patterns = settings.scanner_patterns
         self.writer, self.book, self.remote, self.device = writer, book, remote, device
         self.meta = DriveMeta(root / "meta.db")
-        self.cache = ChunkCache(root / "chunks")
+        self.cache = ChunkCache(root / "chunks", durable=False)  # checked at use instead
         self.trees = TreeCache(root / "trees")
         self.dirty_dir = root / "dirty"
         self.dirty_dir.mkdir(mode=0o700, exist_ok=True)
@@ -175,17 +175,19 @@ class Drive:
         if not self.writers[dirty] and not any(c.dirty == dirty for c in self.ns.changes.values()):
             self.dirty_path(dirty).unlink(missing_ok=True)
 
-    def materialize(self, dirty: int, e: TreeEntry) -> None:
+    async def materialize(self, dirty: int, e: TreeEntry) -> None:
         """A working copy with the file's content (its chunks are cached), on disk
         before its row: a crash must not leave a row naming a torn copy, which the
         next pass would commit as the file's new content."""
         path = self.dirty_path(dirty)
-        with path.open("wb") as f:
-            path.chmod(0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
             for c in e.chunks:
-                f.write(self.cache.read(c, 0, self.cache.size_of(c) or 0))
-            f.flush()
-            os.fsync(f.fileno())
+                data = await self.content.whole(c)
+                await trio.to_thread.run_sync(_write_all, fd, data)
+            await trio.to_thread.run_sync(os.fsync, fd)
+        finally:
+            os.close(fd)
 
     async def fetch_tree(self, tree_id: BlobId) -> None:
         try:
@@ -194,25 +196,36 @@ class Drive:
             log.warning("cannot list a directory: %s", exc.message)
             raise pyfuse3.FUSEError(errno.EIO) from None
 
-    def prefetch(self, e: TreeEntry, offset: int) -> None:
+    def prefetch(self, e: TreeEntry, offset: int, first_alone: bool = False) -> None:
         """Read ahead: the next window of a file, in the background, in pieces of
-        about PIECE bytes fetched side by side (network and decryption overlap). The
-        first chunk is a piece of its own, so that the first read waits for it alone."""
+        about PIECE bytes fetched side by side (network and decryption overlap). At
+        open, the first chunk goes alone and first: the first read waits for it only."""
         ids = [c for c in self.content.window(e, offset) if not self.cache.has(c)]
         if not ids or self._nursery is None:
             return
+        first, ids = (ids[:1], ids[1:]) if first_alone else ([], ids)
         sizes = dict(zip(e.chunks, e.chunk_sizes, strict=True)) if e.chunk_sizes else {}
-        pieces, piece, held = [ids[:1]], list[BlobId](), 0
-        for c in ids[1:]:
+        pieces, piece, held = [], list[BlobId](), 0
+        for c in ids:
             piece.append(c)
             held += sizes.get(c, 1 << 20)
             if held >= PIECE:
                 pieces.append(piece)
                 piece, held = [], 0
-        for p in [*pieces, piece] if piece else pieces:
+        self._nursery.start_soon(self._read_ahead, first, [*pieces, piece] if piece else pieces)
+
+    async def _read_ahead(self, first: list[BlobId], pieces: list[list[BlobId]]) -> None:
+        await self._quietly_ensure(first)
+        rest = [c for p in pieces for c in p]
+        with contextlib.suppress(AnySyncError):  # one FindBlobs for the window; else per piece
+            await trio.to_thread.run_sync(self.content.repo.locate, rest)
+        for p in pieces:
+            assert self._nursery is not None
             self._nursery.start_soon(self._quietly_ensure, p)
 
     async def _quietly_ensure(self, ids: list[BlobId]) -> None:
+        if not ids:
+            return
         with contextlib.suppress(FetchFailed):  # the read that needs it reports the error
             await self.content.ensure(ids)
 
@@ -502,6 +515,12 @@ class Drive:
             return 0  # a pinned directory could not be listed: evict nothing rather than guess
         finally:
             self._evicting = False
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _free_bytes(path: Path) -> int:

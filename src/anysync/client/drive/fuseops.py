@@ -411,7 +411,7 @@ class DriveOps(pyfuse3.Operations):
             self.drive.content.open_chunks.update(e.chunks)  # not evicted meanwhile
             try:
                 await self.hydrate(e, pid)
-                await trio.to_thread.run_sync(self.drive.materialize, dirty, e)
+                await self.drive.materialize(dirty, e)
             finally:
                 self.drive.content.open_chunks.subtract(e.chunks)
         else:
@@ -459,7 +459,7 @@ class DriveOps(pyfuse3.Operations):
             return pyfuse3.FileInfo(fh=self._fh(Handle(path, e, row.dirty, fd)))
         if e.chunks and not all(self.drive.cache.has(c) for c in e.chunks):
             self.refuse_scanner(ctx.pid)
-            self.drive.prefetch(e, 0)
+            self.drive.prefetch(e, 0, first_alone=True)
         self.drive.content.open_chunks.update(e.chunks)
         return pyfuse3.FileInfo(fh=self._fh(Handle(path, e)), keep_cache=True)
 
