@@ -169,7 +169,7 @@ class Server:
         while not (found := re.findall(r"metrics at (http://\S+/metrics)", self.log.read_text())):
             assert time.monotonic() < deadline, self.log.read_text()
             time.sleep(0.05)  # the endpoint starts just after the gRPC listener
-        return found[-1]
+        return str(found[-1])
 
     def fingerprint(self) -> str:
         return tls.fingerprint((self.home / "tls" / "server.crt").read_bytes())
