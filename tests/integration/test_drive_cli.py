@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from tests.integration.drive import mounted, share_folder
+from tests.integration.drive import daemon_pid, mounted, share_folder
 from tests.integration.fusetools import requires_fuse
 from tests.integration.harness import Client, Server
 
@@ -39,6 +39,11 @@ def test_list_status_and_mistakes(
 
     mnt = tmp_path / "drive"
     with mounted(device_b, "docs", mnt):
+        daemon = Path(f"/proc/{daemon_pid(device_b)}")
+        exposed = b"".join((daemon / f).read_bytes() for f in ("cmdline", "environ"))
+        assert device_b.password.encode() not in exposed  # handed over through a pipe
+        log = (device_b.home / "drive" / "daemon.log").read_bytes()
+        assert device_b.password.encode() not in log
         listed = device_b.run("drive", "list").stdout
         assert "docs" in listed and str(mnt) in listed and "online" in listed
         again = device_b.run("drive", "mount", "docs", str(mnt), check=False)

@@ -171,7 +171,8 @@ def _check_mountpoint(mountpoint: Path) -> Path:
 
 def _mount_in_background(args: argparse.Namespace) -> int:
     """Start `drive mount --foreground` detached, hand it the password through a pipe
-    (never argv or a file), and return once it serves (or with its error)."""
+    (never argv, its environment or a file), and return once it serves (or with its
+    error)."""
     where = _check_mountpoint(args.mountpoint)
     password = common.read_password(args)
     log_dir = common.home().root / "drive"
@@ -191,6 +192,8 @@ def _mount_in_background(args: argparse.Namespace) -> int:
             stdout=subprocess.PIPE,
             stderr=log_file,
             start_new_session=True,
+            # The daemon lives for days: the password is not left in its environment.
+            env={k: v for k, v in os.environ.items() if k != "ANYSYNC_PASSWORD"},
         )
     assert child.stdin is not None and child.stdout is not None
     child.stdin.write(password.encode() + b"\n")

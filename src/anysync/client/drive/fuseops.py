@@ -2,9 +2,10 @@
 the content reader and the working copies. The only module (with daemon.py) that
 knows FUSE.
 
-Inode numbers are given per path and kept while the daemon runs (a head change keeps
-them: `find` and `du` see no churn). A change is a durable row in meta.db before the
-operation returns; the committer (daemon.py) turns rows into commits.
+Inode numbers are given per path and kept while the daemon runs, except that a file a
+new head changed gets a new one (`renumber`: the kernel caches pages per inode, and an
+open handle keeps reading the version it opened). A change is a durable row in meta.db
+before the operation returns; the committer (daemon.py) turns rows into commits.
 """
 
 from __future__ import annotations
