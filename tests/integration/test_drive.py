@@ -180,3 +180,27 @@ def test_a_file_kept_open_while_another_device_changes_it_makes_a_conflict_copy(
     assert len(copies) == 1, sorted(p.name for p in folder.iterdir())
     versions = {(folder / "long.txt").read_text(), copies[0].read_text()}
     assert versions == {"changed on A meanwhile", "B, still editing"}
+
+
+def test_an_open_file_outlives_its_name(
+    server: Server, device_a: Client, device_b: Client, tmp_path: Path
+) -> None:
+    """`tail -f` of a file someone deletes: the open handle still reads and stats."""
+    folder = tmp_path / "a-docs"
+    folder.mkdir()
+    (folder / "log.txt").write_text("first lines\n")
+    share_folder(server, device_a, device_b, folder)
+    mnt = tmp_path / "drive"
+    with mounted(device_b, "docs", mnt):
+        with (mnt / "log.txt").open("rb") as old, (mnt / "new.txt").open("wb") as new:
+            new.write(b"being written")
+            new.flush()
+            os.unlink(mnt / "log.txt")
+            os.unlink(mnt / "new.txt")
+            assert os.fstat(old.fileno()).st_size == len("first lines\n")
+            assert old.read() == b"first lines\n"
+            assert os.fstat(new.fileno()).st_size == len("being written")
+        assert sorted(os.listdir(mnt)) == []
+        device_b.run("drive", "flush", str(mnt))
+    device_a.run("sync", "run")
+    assert sorted(os.listdir(folder)) == []

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+GONE = b"\0gone"  # the path of an inode whose name was deleted or replaced
 TIMEOUT = 60.0  # seconds the kernel may cache entries and attributes (a head change invalidates)
 
 
@@ -78,7 +79,7 @@ class Inodes:
     def gone(self, path: bytes) -> None:
         ino = self.ino_of.pop(path, None)
         if ino is not None:
-            self.path_of[ino] = b"\0gone"  # an open file's inode outlives its name
+            self.path_of[ino] = GONE  # an open file's inode outlives its name
 
 
 @dataclass
@@ -90,6 +91,7 @@ class Handle:
     writable: bool = False
     last_end: int = 0  # sequential reads start where the last one ended
     ahead: int = WINDOW  # read-ahead was asked for up to here (open asks for the first window)
+    ino: int = 0  # the inode it was opened by
 
 
 HANDLERS = (
@@ -168,9 +170,13 @@ class DriveOps(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOENT)
         return e
 
-    def attrs(self, path: bytes, e: TreeEntry) -> pyfuse3.EntryAttributes:
+    def attrs(
+        self, path: bytes, e: TreeEntry, handle: Handle | None = None
+    ) -> pyfuse3.EntryAttributes:
+        """A path's attributes; with `handle`, those of an open file whose name is gone
+        (deleted or replaced while open: fstat must still answer)."""
         a = pyfuse3.EntryAttributes()
-        a.st_ino = self.inodes.of(path)
+        a.st_ino = handle.ino if handle is not None else self.inodes.of(path)
         a.entry_timeout = a.attr_timeout = TIMEOUT
         size, mtime = e.size, e.mtime_ns
         if e.type is EntryType.DIR:
@@ -182,10 +188,14 @@ class DriveOps(pyfuse3.Operations):
             a.st_nlink = 1
         else:
             a.st_mode = stat.S_IFREG | (e.mode & 0o7777)
-            a.st_nlink = 1
-            row = self.ns.changes.get(path)
-            if row is not None and row.dirty is not None:
+            a.st_nlink = 0 if handle is not None else 1
+            row = self.ns.changes.get(path) if handle is None else None
+            st = None
+            if handle is not None and handle.fd is not None:
+                st = os.fstat(handle.fd)
+            elif row is not None and row.dirty is not None:
                 st = os.stat(self.drive.dirty_path(row.dirty))
+            if st is not None:
                 size, mtime = st.st_size, st.st_mtime_ns
         a.st_size = size
         a.st_blksize = 128 * 1024
@@ -222,6 +232,11 @@ class DriveOps(pyfuse3.Operations):
 
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         path = self.inodes.path(inode)
+        if path == GONE:
+            h = next((h for h in self.handles.values() if h.ino == inode), None)
+            if h is None:
+                raise pyfuse3.FUSEError(errno.ENOENT)
+            return self.attrs(h.path, h.entry, handle=h)
         return self.attrs(path, await self.existing(path))
 
     async def forget(self, inode_list: object) -> None:
@@ -454,15 +469,15 @@ class DriveOps(pyfuse3.Operations):
                 os.ftruncate(fd, 0)
                 self.drive.wrote(dirty)
             self.drive.opened_for_write(dirty, +1)
-            return pyfuse3.FileInfo(fh=self._fh(Handle(path, e, dirty, fd, writable=True)))
+            return pyfuse3.FileInfo(fh=self._fh(Handle(path, e, dirty, fd, True, ino=inode)))
         if row is not None and row.dirty is not None:
             fd = os.open(self.drive.dirty_path(row.dirty), os.O_RDONLY)
-            return pyfuse3.FileInfo(fh=self._fh(Handle(path, e, row.dirty, fd)))
+            return pyfuse3.FileInfo(fh=self._fh(Handle(path, e, row.dirty, fd, ino=inode)))
         if e.chunks and not all(self.drive.cache.has(c) for c in e.chunks):
             self.refuse_scanner(ctx.pid)
             self.drive.prefetch(e, 0, first_alone=True)
         self.drive.content.open_chunks.update(e.chunks)
-        return pyfuse3.FileInfo(fh=self._fh(Handle(path, e)), keep_cache=True)
+        return pyfuse3.FileInfo(fh=self._fh(Handle(path, e, ino=inode)), keep_cache=True)
 
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
@@ -474,7 +489,7 @@ class DriveOps(pyfuse3.Operations):
         dirty = await self.make_dirty(path, e, keep=False, pid=ctx.pid)
         fd = os.open(self.drive.dirty_path(dirty), os.O_RDWR)
         self.drive.opened_for_write(dirty, +1)
-        fh = self._fh(Handle(path, e, dirty, fd, writable=True))
+        fh = self._fh(Handle(path, e, dirty, fd, True, ino=self.inodes.of(path)))
         return pyfuse3.FileInfo(fh=fh), self.attrs(path, e)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
