@@ -90,6 +90,7 @@ def test_indexers_get_eio_for_uncached_files_only(
         refused = subprocess.run([indexer, mnt / "remote.txt"], capture_output=True, text=True)
         assert refused.returncode != 0 and "Input/output error" in refused.stderr
         assert state(device_b, mnt / "remote.txt") == "online"
+        assert status(device_b, mnt)["refused_indexers"] == ["tracker-extract-3"]
         served = subprocess.run([indexer, mnt / "cached.txt"], capture_output=True, text=True)
         assert served.stdout == "read by a person first"
         assert (mnt / "remote.txt").read_text() == "never opened"  # a person still can

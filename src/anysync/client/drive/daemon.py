@@ -278,6 +278,8 @@ class Drive:
             "commits": self.commits,
             "passes": self.passes,
             "last_error": self.last_error,
+            # Indexers refused uncached content (README: keep them out of the drive).
+            "refused_indexers": sorted(self.ops.scanners_seen),
         }
 
     # ------------------------------------------------------------------ committing
