@@ -206,7 +206,9 @@ class Content:
         full = False
         while True:
             try:
-                got = await trio.to_thread.run_sync(self._load, ids, limiter=self._limiter)
+                got = await trio.to_thread.run_sync(
+                    self._load, ids, limiter=self._limiter, abandon_on_cancel=True
+                )
                 self.offline_since = None
                 break
             except ServerUnreachable as exc:

@@ -325,7 +325,10 @@ class Drive:
             self.first_change = None
         served = self.head
         try:
-            result = await trio.to_thread.run_sync(self._pass, served, rows)
+            # Abandoned when the daemon stops (unmounted): a pass cut short anywhere is
+            # safe (rows leave only after the ref moved), and stopping must not wait on
+            # a server that does not answer.
+            result = await trio.to_thread.run_sync(self._pass, served, rows, abandon_on_cancel=True)
         except ServerUnreachable as exc:
             self.online = False
             self.last_error = exc.message
