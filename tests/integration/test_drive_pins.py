@@ -11,6 +11,7 @@ from pathlib import Path
 from tests.integration.drive import mounted, share_folder, state, status, wait_for
 from tests.integration.fusetools import requires_fuse
 from tests.integration.harness import Client, Server
+from tests.integration.test_bad_input import tmpfs
 
 pytestmark = requires_fuse
 
@@ -111,3 +112,28 @@ def test_backup_does_not_descend_into_a_drive(
         assert state(device_b, home / "AnySync" / "remote.bin") == "online"  # nothing hydrated
         listing = device_b.run("ls", "latest", "-r").stdout
         assert "todo.txt" in listing and "remote.bin" not in listing
+
+
+def test_min_free_keeps_the_disk_from_filling(
+    server: Server, device_a: Client, device_b: Client, tmp_path: Path
+) -> None:
+    folder = tmp_path / "a-docs"
+    folder.mkdir()
+    files = {f"f{i}.bin": os.urandom(4 * MiB) for i in range(6)}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    share_folder(server, device_a, device_b, folder)
+    mnt = tmp_path / "drive"
+    state_dir = device_b.home / "drive"
+    # A 32 MiB disk for the drive's state, a cache limit far above it, 16 MiB kept free.
+    with tmpfs(state_dir, "size=32m"):
+        with mounted(device_b, "docs", mnt, "--cache-size", "1G", "--min-free", "16M"):
+            for name, data in files.items():
+                assert (mnt / name).read_bytes() == data
+
+                def enough_free() -> bool:
+                    st = os.statvfs(state_dir)
+                    return st.f_bavail * st.f_frsize >= 16 * MiB
+
+                wait_for(enough_free, what="eviction down to --min-free")
+            assert any(state(device_b, mnt / n) == "online" for n in files)
