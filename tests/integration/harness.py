@@ -163,13 +163,22 @@ class Server:
         (self.home / "server.toml").write_text(
             config.replace('listen = "127.0.0.1:9465"', 'listen = "127.0.0.1:0"')
         )
+        # Only this start's lines: an earlier start announced the default port, and the new
+        # line comes just after "listening" (reading the whole log raced it, now and then).
+        log = self.home.parent / f"{self.home.name}-server.log"
+        offset = log.stat().st_size if log.exists() else 0
         self.start()
-        assert self.log is not None
         deadline = time.monotonic() + 60
-        while not (found := re.findall(r"metrics at (http://\S+/metrics)", self.log.read_text())):
+        while not (
+            found := re.findall(r"metrics at (http://\S+/metrics)", self._log_since(offset))
+        ):
             assert time.monotonic() < deadline, self.log.read_text()
-            time.sleep(0.05)  # the endpoint starts just after the gRPC listener
+            time.sleep(0.05)
         return str(found[-1])
+
+    def _log_since(self, offset: int) -> str:
+        assert self.log is not None
+        return self.log.read_bytes()[offset:].decode(errors="replace")
 
     def fingerprint(self) -> str:
         return tls.fingerprint((self.home / "tls" / "server.crt").read_bytes())
