@@ -81,19 +81,11 @@ class Trees:
             ]
         self._prefetched = root
 
+    def load_tree(self, tree_id: BlobId) -> list[TreeEntry]:
+        return list(self.listing(tree_id).entries.values())
+
     def flat(self, root: BlobId | None) -> Flat:
-        out: Flat = {}
-
-        def walk(tid: BlobId, prefix: bytes) -> None:
-            for name, e in self.listing(tid).entries.items():
-                path = join(prefix, name)
-                out[path] = e
-                if e.type is EntryType.DIR and e.subtree is not None:
-                    walk(e.subtree, path)
-
-        if root is not None:
-            walk(root, b"")
-        return out
+        return flat.load(self, root) if root is not None else {}
 
     def changed(self, old: BlobId | None, new: BlobId | None, prefix: bytes = b"") -> list[bytes]:
         """Paths whose entries differ between two trees (descending only into

@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import replace
 
 from anysync.client.repo.repository import Repository
-from anysync.client.repo.tree import EntryType, TreeEntry, trail
+from anysync.client.repo.tree import EntryType, TreeEntry, TreeLoader, trail
 from anysync.types import BlobId
 
 Flat = dict[bytes, TreeEntry]
@@ -21,7 +21,7 @@ def parent_of(path: bytes) -> bytes:
     return path.rpartition(b"/")[0]
 
 
-def load(repo: Repository, tree_id: BlobId, cache: dict[BlobId, Flat] | None = None) -> Flat:
+def load(repo: TreeLoader, tree_id: BlobId, cache: dict[BlobId, Flat] | None = None) -> Flat:
     """Every entry under a tree. Trees are decoded (names checked) before anything else
     happens, so a hostile tree is refused before a single local file is touched."""
     out: Flat = {}
