@@ -121,8 +121,11 @@ class Server:
             timeout=60,
         )
 
+    def _log_path(self) -> Path:
+        return self.home.parent / f"{self.home.name}-server.log"
+
     def start(self) -> None:
-        self.log = self.home.parent / f"{self.home.name}-server.log"
+        self.log = self._log_path()
         offset = self.log.stat().st_size if self.log.exists() else 0  # earlier runs' lines
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
@@ -165,7 +168,7 @@ class Server:
         )
         # Only this start's lines: an earlier start announced the default port, and the new
         # line comes just after "listening" (reading the whole log raced it, now and then).
-        log = self.home.parent / f"{self.home.name}-server.log"
+        log = self._log_path()
         offset = log.stat().st_size if log.exists() else 0
         self.start()
         deadline = time.monotonic() + 60
