@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
+from anysync import faults
 from anysync.errors import IntegrityError, UsageError
 from anysync.types import KdfParams
 
@@ -60,6 +61,9 @@ def check_kdf_params(params: KdfParams) -> None:
 
 
 def scrypt(secret: bytes, params: KdfParams, length: int = KEY_SIZE) -> bytes:
+    # Only signup, login, passwd and a passphrase-protected device.keys get here; a
+    # test proves it by making this point fatal for every other command.
+    faults.point("crypto.scrypt")
     n = 1 << params.log_n
     maxmem = 128 * params.r * n * params.p + (64 << 20)
     return hashlib.scrypt(

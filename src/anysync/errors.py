@@ -41,6 +41,12 @@ class WrongPassword(AnySyncError):
         super().__init__(message)
 
 
+class KeysLocked(AnySyncError):
+    """This device's keys are protected (desktop keyring) and cannot be opened now."""
+
+    exit_code = 3
+
+
 class ServerUnreachable(AnySyncError):
     exit_code = 4
 

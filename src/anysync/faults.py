@@ -63,6 +63,10 @@ drive.ref-moved
     meta.db records it: the served head and the change rows are the previous ones, so
     the restarted daemon's merge finds its changes already in the head (no second
     commit).
+crypto.scrypt
+    crypto.py scrypt, before the key derivation. Not a crash test: a command that must
+    never run scrypt (all but signup, login, passwd, `keys protect --from-password` and a
+    passphrase-protected device.keys) dies here if it does.
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ POINTS = frozenset(
         "restore.file-written",
         "drive.commit-stored",
         "drive.ref-moved",
+        "crypto.scrypt",
     }
 )
 

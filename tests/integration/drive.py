@@ -79,13 +79,15 @@ def wait_for(check: object, timeout: float = 20.0, what: str = "") -> None:
 
 
 @contextlib.contextmanager
-def mounted(client: Client, name: str, mountpoint: Path, *extra: str) -> Iterator[Path]:
+def mounted(
+    client: Client, name: str, mountpoint: Path, *extra: str, env: dict[str, str] | None = None
+) -> Iterator[Path]:
     """`anysync drive mount` (in the background, as a user runs it); unmounted after."""
-    client.run("drive", "mount", name, str(mountpoint), *extra)
+    client.run("drive", "mount", name, str(mountpoint), *extra, env=env)
     try:
         yield mountpoint
     finally:
-        client.run("drive", "umount", str(mountpoint), "--force", check=False)
+        client.run("drive", "umount", str(mountpoint), "--force", check=False, env=env)
         subprocess.run(["fusermount3", "-uz", str(mountpoint)], capture_output=True)
 
 
@@ -132,7 +134,7 @@ def _commit_root(client: Client, name: str, root: Callable[[Repository], BlobId]
     home = ClientHome(client.home)
     cfg = home.config()
     remote = home.remote()
-    repo = Repository(remote, home.unlock(client.password))
+    repo = Repository(remote, home.unlock_with_password(client.password))
     state = StateDB(home.state_path)
     try:
         tree_id = root(repo)

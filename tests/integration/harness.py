@@ -190,6 +190,10 @@ class Server:
         return self.admin("invite", "create").stdout.strip()
 
 
+# The commands that take the account password (and run scrypt on it).
+PASSWORD_COMMANDS = frozenset({"signup", "login", "passwd", "keys"})
+
+
 @dataclass
 class Client:
     """One device: its own ANYSYNC_HOME, driving the real CLI."""
@@ -204,10 +208,13 @@ class Client:
         password: str | None = None,
         env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        full_env = base_env() | {
-            "ANYSYNC_HOME": str(self.home),
-            "ANYSYNC_PASSWORD": password or self.password,
-        }
+        full_env = base_env() | {"ANYSYNC_HOME": str(self.home)}
+        if (args and args[0] in PASSWORD_COMMANDS) or password is not None:
+            full_env["ANYSYNC_PASSWORD"] = password or self.password
+        else:
+            # Every other command opens device.keys: no password, and a scrypt would
+            # kill it (docs/design.md §3, "The device key file").
+            full_env["ANYSYNC_TESTONLY_FAULT"] = "crypto.scrypt"
         full_env |= env or {}
         proc = subprocess.run(
             [CLIENT, *args],

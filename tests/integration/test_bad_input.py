@@ -67,7 +67,8 @@ def test_wrong_password_login_writes_nothing(
 
 def test_wrong_password_locally(server: Server, device_a: Client, tmp_path: Path) -> None:
     simple_backup(device_a, server, tmp_path, "pw2@example.org")
-    proc = device_a.run("snapshots", password="nope", check=False)
+    # Only passwd asks for the password now (other commands open device.keys).
+    proc = device_a.run("passwd", password="nope", check=False, env={"ANYSYNC_NEW_PASSWORD": "x"})
     assert proc.returncode == 3 and proc.stderr.strip() == "anysync: error: wrong password"
 
 
@@ -190,7 +191,7 @@ def test_restore_never_writes_through_an_existing_symlink(
 def _publish_hostile_tree(client: Client, name: bytes) -> None:
     """Play a malicious writer: a validly encrypted tree whose entry name is hostile."""
     home = ClientHome(client.home)
-    keys: MasterKeys = home.unlock(client.password)
+    keys: MasterKeys = home.unlock_with_password(client.password)
     remote: Remote = home.remote()
     repo = Repository(remote, keys)
     state = StateDB(home.state_path)

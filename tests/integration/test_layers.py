@@ -105,7 +105,12 @@ def in_process() -> Iterator[Callable[[Client], InProcess]]:
 
     def open_(client: Client) -> InProcess:
         home = ClientHome(client.home)
-        s = InProcess(home, home.unlock(client.password), home.remote(), StateDB(home.state_path))
+        s = InProcess(
+            home,
+            home.unlock_with_password(client.password),
+            home.remote(),
+            StateDB(home.state_path),
+        )
         opened.append(s)
         return s
 

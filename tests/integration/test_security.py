@@ -26,7 +26,7 @@ def server(any_server: Server) -> Server:
 
 
 def unlock(client: Client) -> keys_mod.MasterKeys:
-    return ClientHome(client.home).unlock(client.password)
+    return ClientHome(client.home).unlock_with_password(client.password)
 
 
 def remote_of(client: Client) -> Remote:

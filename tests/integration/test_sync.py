@@ -362,7 +362,7 @@ def publish_tree(client: Client, tmp_path: Path, extra: list[tuple[bytes, bytes]
     unchecked, through a validly encrypted commit."""
     home = ClientHome(client.home)
     remote = home.remote()
-    repo = Repository(remote, home.unlock(client.password))
+    repo = Repository(remote, home.unlock_with_password(client.password))
     state = StateDB(tmp_path / f"writer-{time.monotonic_ns()}.db")
     try:
         ref = folder_ref(repo, "Shared")

@@ -147,7 +147,7 @@ def all_versions(client: Client, tmp_path: Path) -> set[bytes]:
     """Blob IDs of every file content in every commit of the folder."""
     home = ClientHome(client.home)
     remote = home.remote()
-    repo = Repository(remote, home.unlock(client.password))
+    repo = Repository(remote, home.unlock_with_password(client.password))
     state = StateDB(tmp_path / "inspect.db")
     try:
         _, head = RefBook(remote, repo, state).head(folder_ref(repo, "Shared"))
@@ -235,7 +235,7 @@ def test_random_operations_converge_and_lose_nothing(
     }  # fmt: skip
     steps = "\n".join(trace)
     assert not back, f"deleted files came back: {sorted(back)}; steps:\n{steps}"
-    key = ClientHome(devices[0][0].home).unlock(devices[0][0].password).id_key
+    key = ClientHome(devices[0][0].home).unlock_with_password(devices[0][0].password).id_key
     stored = all_versions(devices[0][0], tmp_path)
     lost = [c[:20] for c in must_survive if envelope.blob_id(key, c).raw not in stored]
     assert not lost, f"{len(lost)} contents are in no version (kills at {landed})"

@@ -55,7 +55,7 @@ def test_small_files_of_50_sizes_are_stored_with_at_most_2_lengths(
     files = small_random_files(tmp_path / "Small", 50, seed=6)
     device_a.signup(server, "sizes@example.org")
     device_a.run("backup", str(tmp_path / "Small"))
-    id_key = ClientHome(device_a.home).unlock(device_a.password).id_key
+    id_key = ClientHome(device_a.home).unlock_with_password(device_a.password).id_key
     stored = blob_lengths(server)
     ids = [envelope.blob_id(id_key, content).raw for content in files.values()]
     assert all(i in stored for i in ids)  # each file is one chunk, one blob
@@ -84,7 +84,7 @@ def backup_as_a_version_1_client(client: Client, src: Path, monkeypatch: pytest.
     included) sealed in the version-1 layout. Returns the snapshot ID."""
     home = ClientHome(client.home)
     cfg = home.config()
-    keys = home.unlock(client.password)
+    keys = home.unlock_with_password(client.password)
     remote = home.remote()
     repo = Repository(remote, keys)
     state = StateDB(home.state_path)
@@ -117,7 +117,7 @@ def test_a_repository_written_with_version_1_still_restores(
     before = snapshot_of(src)
 
     # The blobs on the server really are version 1: plaintext + 51 bytes, first byte 0x01.
-    id_key = ClientHome(device_a.home).unlock(device_a.password).id_key
+    id_key = ClientHome(device_a.home).unlock_with_password(device_a.password).id_key
     stored = blob_lengths(server)
     v1_ids = [envelope.blob_id(id_key, content).raw for content in files.values()]
     assert [stored[i] for i in v1_ids] == [len(c) + 51 for c in files.values()]

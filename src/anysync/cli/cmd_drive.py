@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     m.add_argument("--min-free", type=_size, help="keep this much disk free (default: 5%%)")
     m.add_argument("--offline-timeout", type=float, default=10.0, help=argparse.SUPPRESS)
     m.add_argument("--foreground", action="store_true", help="stay attached (for systemd)")
-    m.add_argument("--password-stdin", action="store_true", help=argparse.SUPPRESS)
+    m.add_argument("--secret-stdin", action="store_true", help=argparse.SUPPRESS)
     common.add_password_option(m)
     u = dsub.add_parser("umount", help="commit pending changes and unmount")
     u.add_argument("mountpoint", type=Path)
@@ -170,16 +170,16 @@ def _check_mountpoint(mountpoint: Path) -> Path:
 
 
 def _mount_in_background(args: argparse.Namespace) -> int:
-    """Start `drive mount --foreground` detached, hand it the password through a pipe
-    (never argv, its environment or a file), and return once it serves (or with its
-    error)."""
+    """Start `drive mount --foreground` detached, hand it the device passphrase (if
+    device.keys has one) through a pipe (never argv, its environment or a file), and
+    return once it serves (or with its error)."""
     where = _check_mountpoint(args.mountpoint)
-    password = common.read_password(args)
+    secret = common.secret_for_child(args)
     log_dir = common.home().root / "drive"
     log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = log_dir / "daemon.log"
     argv = [sys.executable, "-m", "anysync.cli.main", "drive", "mount", args.name, str(where)]
-    argv += ["--foreground", "--password-stdin", "--offline-timeout", str(args.offline_timeout)]
+    argv += ["--foreground", "--secret-stdin", "--offline-timeout", str(args.offline_timeout)]
     if args.cache_size is not None:
         argv += ["--cache-size", str(args.cache_size)]
     if args.min_free is not None:
@@ -192,11 +192,11 @@ def _mount_in_background(args: argparse.Namespace) -> int:
             stdout=subprocess.PIPE,
             stderr=log_file,
             start_new_session=True,
-            # The daemon lives for days: the password is not left in its environment.
-            env={k: v for k, v in os.environ.items() if k != "ANYSYNC_PASSWORD"},
+            # The daemon lives for days: no secret is left in its environment.
+            env={k: v for k, v in os.environ.items() if k not in common.SECRET_ENV},
         )
     assert child.stdin is not None and child.stdout is not None
-    child.stdin.write(password.encode() + b"\n")
+    child.stdin.write(secret.encode() + b"\n")
     child.stdin.close()
     line = child.stdout.readline()
     if line.strip() == b"ready":
@@ -219,10 +219,10 @@ def _mount(args: argparse.Namespace) -> int:
     from anysync.client.sync import engine
 
     where = _check_mountpoint(args.mountpoint)
-    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
-    if args.password_stdin:
+    passphrase = sys.stdin.readline().rstrip("\n") if args.secret_stdin else None
+    if args.secret_stdin:
         logging.getLogger().setLevel(logging.INFO)
-    with common.open_session(args, password) as s:
+    with common.open_session(args, passphrase) as s:
         if any(f.name == args.name for f in SyncState(s.state).folders()):
             raise UsageError(
                 f"{args.name!r} is a sync folder on this device; a folder is either synced "
@@ -250,7 +250,7 @@ def _mount(args: argparse.Namespace) -> int:
             (root / DRIVE_JSON).write_text(json.dumps(doc))
 
             def ready() -> None:
-                if args.password_stdin:
+                if args.secret_stdin:
                     sys.stdout.write("ready\n")
                     sys.stdout.flush()
                     devnull = os.open(os.devnull, os.O_WRONLY)

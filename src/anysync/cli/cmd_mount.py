@@ -43,8 +43,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("mountpoint", type=Path, help="an empty directory to mount on")
     p.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C unmounts")
-    # Set by the background start: the password comes on stdin, and once mounted the
-    # child lets go of the parent's pipes.
+    # Set by the background start: the device passphrase (or an empty line) comes on
+    # stdin, and once mounted the child lets go of the parent's pipes.
     p.add_argument("--background-child", action="store_true", help=argparse.SUPPRESS)
     common.add_password_option(p)
     p.set_defaults(run=run)
@@ -89,15 +89,16 @@ def _usable_mountpoint(path: Path) -> Path:
 
 def _start_in_background(args: argparse.Namespace, mountpoint: Path) -> int:
     """Start this command again in a new session with the hidden --background-child,
-    write the password to the child's stdin (never argv or a file), and wait until the
+    write the device passphrase, if device.keys has one, to the child's stdin (never argv
+    or a file), and wait until the
     mount is up; or print the child's one-line error and exit with its code. The child
     lets go of the pipes once mounted."""
-    password = common.read_password(args)
+    secret = common.secret_for_child(args)
     command = [sys.executable, "-m", "anysync.cli.main"]
     if args.verbose:
         command.append("-v")
     command += ["mount", str(mountpoint), "--background-child"]
-    env = {k: v for k, v in os.environ.items() if k != "ANYSYNC_PASSWORD"}
+    env = {k: v for k, v in os.environ.items() if k not in common.SECRET_ENV}
     child = subprocess.Popen(
         command,
         stdin=subprocess.PIPE,
@@ -108,7 +109,7 @@ def _start_in_background(args: argparse.Namespace, mountpoint: Path) -> int:
     )
     assert child.stdin is not None and child.stderr is not None
     try:
-        child.stdin.write(password.encode("utf-8") + b"\n")
+        child.stdin.write(secret.encode("utf-8") + b"\n")
         child.stdin.close()
     except BrokenPipeError:
         pass  # it ended already; its error is on stderr
@@ -171,9 +172,9 @@ class _SessionSource:
 def _serve(args: argparse.Namespace, mountpoint: Path) -> int:
     from anysync.client.drive import snapfs  # needs pyfuse3: see _require_fuse_library
 
-    # A background child reads the password its parent wrote on stdin.
-    password = sys.stdin.readline().removesuffix("\n") if args.background_child else None
-    with common.open_session(args, password=password) as s:
+    # A background child reads the passphrase its parent wrote on stdin ("" if none).
+    passphrase = sys.stdin.readline().removesuffix("\n") if args.background_child else None
+    with common.open_session(args, passphrase) as s:
         on_mounted = _detach if args.background_child else _say_mounted(mountpoint)
         snapfs.serve(_SessionSource(s), mountpoint, on_mounted)
     return 0

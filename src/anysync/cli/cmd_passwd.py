@@ -30,5 +30,8 @@ def run(args: argparse.Namespace) -> int:
         confirm=True,
     )
     session.change_password(common.home(), old, new)
-    print("password changed; other devices pick up the new password on their next unlock")
+    print(
+        "password changed; other devices keep working (their keys are unchanged) and need "
+        "the new password only to log in again or change it"
+    )
     return 0

@@ -96,13 +96,50 @@ class Session:
     refs: RefBook  # the server's refs, checked against what this device has seen
 
 
+# Names of environment variables, not secrets.
+PASSPHRASE_ENV = "ANYSYNC_DEVICE_PASSPHRASE"  # noqa: S105
+NEW_PASSPHRASE_ENV = "ANYSYNC_NEW_DEVICE_PASSPHRASE"  # noqa: S105
+# What a long-lived child must not keep in its environment.
+SECRET_ENV = ("ANYSYNC_PASSWORD", PASSPHRASE_ENV, NEW_PASSPHRASE_ENV)
+
+
+def read_passphrase(
+    prompt: str = "Device passphrase: ", *, env: str = PASSPHRASE_ENV, confirm: bool = False
+) -> str:
+    """The device passphrase (`anysync keys protect passphrase`): from the environment,
+    then the terminal. Never from argv."""
+    value = os.environ.get(env)
+    if value is not None:
+        return value
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"this device's keys are protected by a passphrase: set {env} or run "
+            "the command at a terminal"
+        )
+    first = getpass.getpass(prompt)
+    if confirm and getpass.getpass("Repeat: ") != first:
+        raise UsageError("the passphrases do not match")
+    return first
+
+
 @contextlib.contextmanager
-def open_session(args: argparse.Namespace, password: str | None = None) -> Iterator[Session]:
-    """`password` when the caller has it already (a background child handed it over)."""
+def open_session(args: argparse.Namespace, passphrase: str | None = None) -> Iterator[Session]:
+    """The account opened from this device's keys (no password, no scrypt).
+
+    `passphrase`: the device passphrase when the caller has it already (a background
+    child that its parent handed it to); else it is asked only if the keys need it."""
     h = home()
     cfg = h.config()
-    keys = h.unlock(read_password(args) if password is None else password)
     remote = h.remote()
+    try:
+        keys = h.unlock(
+            remote,
+            passphrase=(lambda: passphrase) if passphrase else read_passphrase,
+            password=lambda: read_password(args),
+        )
+    except BaseException:
+        remote.close()
+        raise
     repo = Repository(remote, keys)
     state = StateDB(h.state_path)
     interrupted = False
@@ -119,6 +156,25 @@ def open_session(args: argparse.Namespace, password: str | None = None) -> Itera
         repo.close(abort=interrupted)
         state.close()
         remote.close()
+
+
+def secret_for_child(args: argparse.Namespace) -> str:
+    """What a background child needs to open this device's keys: the device passphrase,
+    or "" when the keys need none. The keys are opened here, where the user can still
+    be asked (and a home without device.keys gets one), so the child never prompts."""
+    h = home()
+    asked: list[str] = []
+
+    def ask() -> str:
+        asked.append(read_passphrase())
+        return asked[-1]
+
+    remote = h.remote()
+    try:
+        h.unlock(remote, passphrase=ask, password=lambda: read_password(args))
+    finally:
+        remote.close()
+    return asked[-1] if asked else ""
 
 
 def progress(verb: str) -> Progress:

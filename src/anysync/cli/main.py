@@ -20,6 +20,7 @@ from anysync.cli import (
     cmd_devices,
     cmd_drive,
     cmd_forget,
+    cmd_keys,
     cmd_login,
     cmd_ls,
     cmd_mount,
@@ -50,6 +51,7 @@ COMMANDS = [
     cmd_drive,
     cmd_versions,
     cmd_devices,
+    cmd_keys,
     cmd_passwd,
 ]
 

@@ -6,6 +6,8 @@ Client home (ANYSYNC_HOME, default ~/.config/anysync), mode 0700:
                   KDF parameters (to unlock master.keys offline)          0600
     server.crt    the pinned server certificate (PEM)                    0600
     master.keys   the account keys wrapped under the password (keys.py)  0600
+    device.keys   the account keys unwrapped, or protected for this device
+                  by the desktop keyring or a passphrase (devicekeys.py)  0600
     access.keys   this device's access token, JSON                       0600
     state.db      local SQLite state (statedb.py)                        0600
 
@@ -20,13 +22,15 @@ import json
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from anysync import crypto, tls
-from anysync.client import keys
+from anysync.client import devicekeys, keys
+from anysync.client.devicekeys import DeviceKeyFile, Protection
 from anysync.client.keys import MasterKeys
-from anysync.client.remote import Remote
+from anysync.client.remote import AccountInfo, Remote
 from anysync.errors import IntegrityError, LocalStateError, WrongPassword
 from anysync.types import KdfParams
 
@@ -112,7 +116,14 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 # Every file a home may hold; each must be a regular file (or absent).
-HOME_FILES = ("config.json", "server.crt", "master.keys", "access.keys", "state.db")
+HOME_FILES = (
+    "config.json",
+    "server.crt",
+    "master.keys",
+    "device.keys",
+    "access.keys",
+    "state.db",
+)
 
 
 def home_problem(root: Path) -> str | None:
@@ -245,21 +256,57 @@ class ClientHome:
             ) from None
         return local
 
-    def unlock(self, password: str) -> MasterKeys:
-        """The account keys, unwrapped with the password.
+    def unlock(
+        self, remote: Remote, passphrase: Callable[[], str], password: Callable[[], str]
+    ) -> MasterKeys:
+        """The account keys, from device.keys: no password, no scrypt (devicekeys.py).
 
-        The server's copy of master.keys wins when it is newer: after a password change
-        on another device, this device takes the new copy and only the new password
-        works. A copy that is not newer (a replay of the keys the old password opens)
-        is refused before the password is tried (docs/design.md §3).
+        `passphrase` is asked only when the user protected device.keys with one. A home
+        written before device.keys existed is unlocked once with the account password,
+        which writes the file.
+
+        The server's master.keys is still compared with this device's copy: a copy that
+        is not newer is refused (a replay of keys an old password opens, docs/design.md
+        §3); a newer one (the password was changed on another device) is kept for
+        `passwd` and a later log-in. The data keys it wraps are the same, so nothing else
+        changes here.
         """
+        current = remote.whoami()
+        key_file = self.device_key_file()
+        if key_file is None:
+            master = self._unlock_with_password(password(), current)
+            self.save_device_keys(devicekeys.plain_file(master, self.config().user_id))
+            return master
         cfg = self.config()
+        if key_file.user_id != cfg.user_id:
+            raise LocalStateError(
+                f"{self.root / 'device.keys'} belongs to another account; run "
+                "`anysync keys protect none --from-password`"
+            )
         local = self.local_keys()
+        if current.master_keys != local:
+            keys.refuse_stale(local, current.master_keys)
+            self.save_keys(replace(cfg, kdf=current.kdf), current.master_keys)
+        return self.open_device_keys(key_file, passphrase)
+
+    def unlock_with_password(self, password: str) -> MasterKeys:
+        """The account keys, unwrapped with the password (scrypt): for `passwd` and
+        `keys protect --from-password` only."""
         remote = self.remote()
         try:
             current = remote.whoami()
         finally:
             remote.close()
+        return self._unlock_with_password(password, current)
+
+    def _unlock_with_password(self, password: str, current: AccountInfo) -> MasterKeys:
+        """The server's copy of master.keys wins when it is newer: after a password change
+        on another device, only the new password works. A copy that is not newer (a
+        replay of the keys the old password opens) is refused before the password is
+        tried (docs/design.md §3).
+        """
+        cfg = self.config()
+        local = self.local_keys()
         if current.master_keys != local:
             keys.refuse_stale(local, current.master_keys)
             kek, _ = crypto.derive_password_keys(password, current.kdf)
@@ -274,11 +321,45 @@ class ClientHome:
         kek, _ = crypto.derive_password_keys(password, cfg.kdf)
         return keys.unwrap(local, kek, cfg.user_id)
 
-    def save(self, cfg: ClientConfig, cert_pem: bytes, master_keys: bytes, token: bytes) -> None:
+    def device_key_file(self) -> DeviceKeyFile | None:
+        """device.keys as read (not opened), or None if this home has none yet."""
+        path = self.root / "device.keys"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise LocalStateError(f"cannot read {path}: {exc.strerror}") from None
+        return devicekeys.parse(data, path)
+
+    def open_device_keys(
+        self, key_file: DeviceKeyFile, passphrase: Callable[[], str]
+    ) -> MasterKeys:
+        if key_file.protection is Protection.NONE:
+            return devicekeys.open_file(key_file, None)
+        if key_file.protection is Protection.KEYRING:
+            user = devicekeys.keyring_user(key_file.user_id, self.root)
+            return devicekeys.open_file(key_file, devicekeys.keyring_get(user))
+        assert key_file.kdf is not None
+        wrap_key = devicekeys.passphrase_key(passphrase(), key_file.kdf)
+        return devicekeys.open_file(key_file, wrap_key)
+
+    def save_device_keys(self, key_file: DeviceKeyFile) -> None:
+        _write_private(self.root / "device.keys", key_file.to_json())
+
+    def save(
+        self,
+        cfg: ClientConfig,
+        cert_pem: bytes,
+        master_keys: bytes,
+        token: bytes,
+        device_keys: DeviceKeyFile,
+    ) -> None:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.root.chmod(0o700)
         _write_private(self.root / "server.crt", cert_pem)
         _write_private(self.root / "master.keys", master_keys)
+        self.save_device_keys(device_keys)
         _write_private(
             self.root / "access.keys", json.dumps({"version": 1, "token": token.hex()}).encode()
         )

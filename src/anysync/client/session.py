@@ -2,7 +2,9 @@
 
 The home they write is home.py. Nothing is written until the server has accepted the
 signup or login, so a wrong password or an unreachable server leaves the home exactly
-as it was.
+as it was. These flows, and `protect_device_keys --from-password`, are the only ones
+that run scrypt on the account password; every other command opens device.keys
+(devicekeys.py).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from anysync import crypto, tls
-from anysync.client import keys
+from anysync.client import devicekeys, keys
+from anysync.client.devicekeys import Protection
 from anysync.client.home import ClientConfig, ClientHome
 from anysync.client.keys import MasterKeys
 from anysync.client.remote import LoginResult, Remote, fetch_certificate
@@ -61,7 +64,7 @@ def _finish_login(
     kek: bytes,
 ) -> ClientConfig:
     try:
-        keys.unwrap(result.master_keys, kek, result.user_id)
+        master = keys.unwrap(result.master_keys, kek, result.user_id)
     except WrongPassword:
         # The server accepted our login secret, so the password is right: the keys it
         # returned are not the ones we wrapped.
@@ -79,7 +82,9 @@ def _finish_login(
         kdf=result.kdf,
     )
     try:
-        home.save(cfg, cert, result.master_keys, token)
+        home.save(
+            cfg, cert, result.master_keys, token, devicekeys.plain_file(master, result.user_id)
+        )
     except OSError as exc:  # checked before, so a race or a full disk
         raise LocalStateError(
             f"the server accepted this device, but {exc.filename or home.root} could not be "
@@ -156,7 +161,7 @@ def login(
 
 
 def change_password(home: ClientHome, old_password: str, new_password: str) -> None:
-    master = home.unlock(old_password)
+    master = home.unlock_with_password(old_password)
     cfg = home.config()  # after unlock, which may have taken the server's newer KDF salt
     # The copy unlock just opened: its key version is authentic. The new one counts on.
     version = keys.claimed_counter(home.local_keys()) + 1
@@ -182,3 +187,32 @@ def change_password(home: ClientHome, old_password: str, new_password: str) -> N
             f"not be updated ({exc.strerror}); the next command with the new password "
             "takes the server's copy"
         ) from None
+
+
+def protect_device_keys(
+    home: ClientHome, protection: Protection, master: MasterKeys, passphrase: str | None
+) -> None:
+    """Write device.keys anew under `protection`; a keyring entry it no longer needs is
+    deleted. The keyring is written before the file: a crash between the two leaves a
+    file the new entry does not open, which `--from-password` mends."""
+    cfg = home.config()
+    try:
+        before = home.device_key_file()
+    except LocalStateError:  # unreadable: it is being replaced
+        before = None
+    user = devicekeys.keyring_user(cfg.user_id, home.root)
+    if protection is Protection.NONE:
+        key_file = devicekeys.plain_file(master, cfg.user_id)
+    elif protection is Protection.KEYRING:
+        wrap_key = secrets.token_bytes(crypto.KEY_SIZE)
+        devicekeys.keyring_set(user, wrap_key)
+        key_file = devicekeys.sealed_file(master, cfg.user_id, protection, wrap_key)
+    else:
+        assert passphrase is not None
+        kdf = crypto.new_kdf_params()
+        wrap_key = devicekeys.passphrase_key(passphrase, kdf)
+        key_file = devicekeys.sealed_file(master, cfg.user_id, protection, wrap_key, kdf)
+    home.save_device_keys(key_file)
+    was_keyring = before is not None and before.protection is Protection.KEYRING
+    if was_keyring and protection is not Protection.KEYRING:
+        devicekeys.keyring_delete(user)
