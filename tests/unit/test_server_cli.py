@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from anysync import tls
+from anysync.errors import UsageError
 from anysync.server.cli import main
-from anysync.server.home import Home, HomeInUse
+from anysync.server.home import Home, HomeInUse, fingerprint
 from anysync.server.metadata import Metadata, NewAccount, NewDevice
 from anysync.types import KdfParams
 
@@ -54,6 +55,26 @@ def test_fingerprint(
     monkeypatch.setenv("ANYSYNC_SERVER_HOME", str(home.root))
     code, out, _ = _run(capsys, "fingerprint")
     assert (code, out) == (0, tls.fingerprint(home.cert_pem()) + "\n")
+
+
+def test_the_fingerprint_is_the_first_certificate_s(home: Home) -> None:
+    # What a chain file (or one with text around it) gives anysync.tls: its first.
+    cert = home.cert_pem()
+    chain = b"subject=CN = localhost\n" + cert + tls.generate_self_signed(["other"])[1]
+    assert fingerprint(chain) == tls.fingerprint(chain) == tls.fingerprint(cert)
+    with pytest.raises(UsageError):
+        fingerprint(b"not a certificate")
+
+
+def test_serving_does_not_load_x509() -> None:
+    # cryptography.x509 is 2.3 MiB of the server's RSS (issue #15): `run` computes the
+    # fingerprint from the PEM itself (test_fingerprint checks it against anysync.tls).
+    code = (
+        "import sys, anysync.server.cli, anysync.server.app\n"
+        "print([m for m in sys.modules if m.startswith(('cryptography.x509', 'anysync.tls'))])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == "[]\n"
 
 
 def test_invites(home: Home, capsys: pytest.CaptureFixture[str]) -> None:

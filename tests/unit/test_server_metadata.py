@@ -236,6 +236,19 @@ def test_find_blobs_in_large_batches(db: Metadata) -> None:
     assert len(found) == 1200
 
 
+def test_find_blobs_answers_an_id_asked_twice_once(db: Metadata) -> None:
+    # The IDs are looked up sorted, in batches: a repeated ID must not give its
+    # locations once per batch it lands in.
+    user, _ = _account(db, "a@example.org")
+    pack = _pack(db, user, [_blob(1), _blob(2)])
+    asked = [_blob(1)] * 700 + [_blob(i) for i in range(3, 900)] + [_blob(1), _blob(2)]
+    found = _locations(db, user, asked)
+    assert sorted((f.blob_id, f.pack_id, f.offset) for f in found) == [
+        (_blob(1), pack, 0),
+        (_blob(2), pack, 1000),
+    ]
+
+
 def test_quota_is_checked_in_the_transaction(db: Metadata) -> None:
     user, _ = _account(db, "a@example.org")
     _pack(db, user, [_blob(1)], quota=2500)

@@ -22,12 +22,11 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health
 
-from anysync import tls
 from anysync.errors import UsageError
 from anysync.server import service
 from anysync.server.config import ServerConfig, parse_listen
 from anysync.server.gc import ReaperThread
-from anysync.server.home import Home
+from anysync.server.home import Home, fingerprint
 from anysync.server.metadata import Metadata
 from anysync.server.metrics import Metrics, MetricsHttpServer, MetricsInterceptor
 from anysync.server.pool import BlockingPool
@@ -202,7 +201,7 @@ def start(
         config,
         host,
         port,
-        tls.fingerprint(cert_pem),
+        fingerprint(cert_pem),
         reaper,
         scrub,
     )

@@ -18,12 +18,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from anysync import __version__, tls
+from anysync import __version__
 from anysync.errors import AnySyncError, UsageError
 from anysync.server import app, auth, logs, scrub
 from anysync.server.config import format_size, parse_duration, parse_listen, parse_size
 from anysync.server.gc import Reaper
-from anysync.server.home import ENV_HOME, Home, init_home, resolve_home
+from anysync.server.home import ENV_HOME, Home, fingerprint, init_home, resolve_home
 from anysync.server.metadata import Metadata
 from anysync.store import open_store
 
@@ -65,7 +65,7 @@ def _fail(message: str, code: int) -> int:
 def cmd_init(home: Home, args: argparse.Namespace) -> int:
     init_home(home.root)
     print(f"initialised new server home at {home.root}")
-    print(f"TLS certificate fingerprint (SHA-256): {tls.fingerprint(home.cert_pem())}")
+    print(f"TLS certificate fingerprint (SHA-256): {fingerprint(home.cert_pem())}")
     return 0
 
 
@@ -97,7 +97,7 @@ def _duration_arg(text: str | None, option: str) -> int | None:
 
 def cmd_fingerprint(home: Home, args: argparse.Namespace) -> int:
     home.require_initialised()
-    print(tls.fingerprint(home.cert_pem()))
+    print(fingerprint(home.cert_pem()))
     return 0
 
 
@@ -105,6 +105,8 @@ def cmd_health(home: Home, args: argparse.Namespace) -> int:
     # Imported here: only this command is a gRPC client.
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from anysync import tls  # not at the top: `run` must not load cryptography.x509
 
     home.require_initialised()
     address = args.address or _local_address(home.load_config().listen)

@@ -12,14 +12,16 @@
 
 from __future__ import annotations
 
+import base64
 import fcntl
+import hashlib
 import os
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from anysync import tls
 from anysync.errors import AnySyncError, UsageError
 from anysync.server import config as config_mod
 from anysync.server.config import ServerConfig
@@ -141,6 +143,21 @@ def resolve_home(arg: str | None) -> Home:
     return Home(Path(raw).expanduser().absolute())
 
 
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+)-----END CERTIFICATE-----"
+)
+
+
+def fingerprint(cert_pem: bytes) -> str:
+    """anysync.tls.fingerprint (SHA-256 of the first certificate's DER) without
+    cryptography: a PEM certificate is its DER in base64. The serving process never
+    imports anysync.tls, whose cryptography.x509 took 2.3 MiB of its RSS (issue #15)."""
+    found = _PEM_CERTIFICATE.search(cert_pem)
+    if found is None:
+        raise UsageError("the server's TLS certificate is not a PEM certificate")
+    return hashlib.sha256(base64.b64decode(b"".join(found.group(1).split()))).hexdigest()
+
+
 def init_home(root: Path) -> Home:
     """Create a new home with fresh secrets. An existing empty directory is accepted
     (a container volume is created empty); anything else that exists is refused."""
@@ -150,6 +167,8 @@ def init_home(root: Path) -> Home:
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     root.chmod(0o700)
     (root / "tls").mkdir(mode=0o700)
+    from anysync import tls  # here: see fingerprint()
+
     key_pem, cert_pem = tls.generate_self_signed(["localhost", "127.0.0.1", socket.gethostname()])
     _write_new(home.tls_key, key_pem, 0o600)
     _write_new(home.tls_cert, cert_pem, 0o644)
