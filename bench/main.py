@@ -185,18 +185,24 @@ class Bench:
             self.d3 = self.data.apply_d3()
             d3_applied = True
             self.step(rnd, order, "backup_d3", lambda t: [t.backup(d1), t.backup(d2)])
-            expected = manifest(d2)
+            # D1 as its latest snapshot has it (D3 applied); taken before any timed step.
+            expected = {"restore_d2_full": manifest(d2), "restore_d1_full": manifest(d1)}
             targets = root / "restore"
 
             def restore_d2(t: Tool) -> dict[str, Any]:
                 base = t.restore(d2, targets / f"{t.name}-d2")
                 return {"verified_entries": None, "restored": str(base / d2.name)}
 
+            def restore_d1(t: Tool) -> dict[str, Any]:
+                base = t.restore(d1, targets / f"{t.name}-d1-full")
+                return {"verified_entries": None, "restored": str(base / d1.name)}
+
             def restore_file(t: Tool) -> dict[str, Any]:
                 base = t.restore(d1, targets / f"{t.name}-d1", self.data.info.one_file)
                 return {"restored": str(base / self.data.info.one_file)}
 
             self.step(rnd, order, "restore_d2_full", restore_d2)
+            self.step(rnd, order, "restore_d1_full", restore_d1)
             self.step(rnd, order, "restore_d1_file", restore_file)
             # Verification happens outside the timed steps.
             for rec in self.results:
@@ -204,8 +210,10 @@ class Bench:
                     continue
                 restored = Path(rec["reported"]["restored"])
                 what = f"round {rnd} {rec['tool']} {rec['step']}"
-                if rec["step"] == "restore_d2_full":
-                    rec["reported"]["verified_entries"] = compare(expected, restored, what)
+                if rec["step"] in expected:
+                    rec["reported"]["verified_entries"] = compare(
+                        expected[rec["step"]], restored, what
+                    )
                 else:
                     compare_file(d1.parent / self.data.info.one_file, restored, what)
                 rec["verified"] = True

@@ -47,13 +47,15 @@ sync.before-records
     sync/execute.py, after every action of the pass is applied and recorded, before the
     final transaction (stuck paths replaced, the intents of failed actions cleared).
 restore.file-partial
-    restore.py _write_file, after each chunk is written to a file's temp file (once per
-    chunk): that file exists only as a partial `.anysync-tmp-*` file beside its final
-    name; files restored before it are complete under their final names.
+    restore.py, after each chunk is written to a file's temp file (once per chunk): that
+    file exists only as a partial `.anysync-tmp-*` file beside its final name; files of
+    earlier batches are complete under their final names, earlier files of this batch
+    are complete temp files.
 restore.file-written
-    restore.py _write_file, after each file is renamed to its final name (once per file):
-    that file and those before it are complete; later ones do not exist yet; directory
-    modes and mtimes are not applied yet.
+    restore.py, after each file is renamed to its final name (once per file): its batch
+    was written and synced; that file and those renamed before it are complete under
+    their final names, the batch's later files complete temp files, later batches do not
+    exist yet; directory modes and mtimes are not applied yet.
 drive.commit-stored
     drive/commit.py (RefBook.advance), a drive's pass: its working copies are chunked
     and stored, the merged tree and commit too; the ref is unchanged; meta.db still

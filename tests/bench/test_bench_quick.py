@@ -18,6 +18,7 @@ STEPS = {
     "backup_d1_nochange",
     "backup_d3",
     "restore_d2_full",
+    "restore_d1_full",
     "restore_d1_file",
 }
 TOOLS = {"anysync", "restic", "borg14"}

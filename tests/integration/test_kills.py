@@ -126,13 +126,16 @@ def test_restore_killed_after_some_files_then_rerun(
     killed_at(device_a, "restore.file-written:3", "restore", "latest", "--target", str(target))
 
     files = [p for p in target.rglob("*") if p.is_file() and not p.is_symlink()]
-    assert not [p for p in files if p.name.startswith(TMP)]
-    # Exactly the three files written before the crash, each complete.
-    assert len(files) == 3
-    for p in files:
+    named = [p for p in files if not p.name.startswith(TMP)]
+    # Exactly the three files renamed before the crash, each complete; the other five
+    # of their batch were written (and synced) under temp names.
+    assert len(named) == 3
+    for p in named:
         assert p.read_bytes() == (src / p.relative_to(target / "data")).read_bytes()
+    assert len(files) == 8
 
     assert_restores_to(device_a, src, target)
+    assert not [p for p in target.rglob(TMP + "*")]
 
 
 def test_restore_killed_inside_a_file_leaves_no_partial_file_under_its_name(
@@ -150,13 +153,14 @@ def test_restore_killed_inside_a_file_leaves_no_partial_file_under_its_name(
     # a1.txt and a2.txt are one chunk each; the third chunk written is big.bin's first.
     killed_at(device_a, "restore.file-partial:3", "restore", "latest", "--target", str(target))
 
+    # The three files are one batch, renamed only once all are written and synced: none
+    # has its final name yet; the first two are complete temp files, big.bin a partial.
     restored = target / "data"
-    assert (restored / "a1.txt").read_text() == "first\n"
-    assert (restored / "a2.txt").read_text() == "second\n"
-    assert not (restored / "big.bin").exists()
-    temps = [p for p in restored.iterdir() if p.name.startswith(TMP)]
-    assert len(temps) == 1
-    partial = temps[0].read_bytes()
+    temps = sorted(p.read_bytes() for p in restored.iterdir() if p.name.startswith(TMP))
+    assert not [p for p in restored.iterdir() if not p.name.startswith(TMP)]
+    assert len(temps) == 3
+    assert b"first\n" in temps and b"second\n" in temps
+    partial = next(t for t in temps if t not in (b"first\n", b"second\n"))
     assert 0 < len(partial) < len(big) and big.startswith(partial)
 
     # The rerun removes the killed run's temp file (the one engine temp prefix) and

@@ -7,19 +7,22 @@ removed, its current stat is compared with the stat the caller expects; a mismat
 someone changed it meanwhile, and nothing is touched (`ChangedMeanwhile`).
 
 Writes are atomic: a temp file named `TEMP_PREFIX` + random hex in the same directory,
-fsync, rename over the target, fsync of the directory. A process killed mid-write leaves
-at most a temp file, which `remove_temps` deletes.
+fsync, rename over the target, fsync of the directory (`write_file`). A restore writes
+thousands of files, so it uses the parts: `write_temp` without fsync, one
+`sync_filesystem` for a batch, then `commit_temp` for each. A process killed mid-write
+leaves at most temp files, which `remove_temps` / `remove_temps_in` delete.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import secrets
 import stat
 from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, NamedTuple, cast
 
 from anysync import faults
 from anysync.errors import IntegrityError
@@ -123,48 +126,97 @@ def write_file(
     mtime_ns: int,
     expected: StatKey | None,
     partial_fault: str = "",
-    fsync_dir: bool = True,
 ) -> StatKey:
     """Temp file, fsync, rename over the old file if it still looks as expected, fsync
-    of the directory (unless the caller syncs it once for many files: restore).
-    `partial_fault` names a fault point reached after each chunk."""
+    of the directory. `partial_fault` names a fault point reached after each chunk."""
     with parent_dir(root_fd, path, create=True) as (dir_fd, name):
-        tmp = temp_name()
-        fd = os.open(
-            tmp,
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-            0o600,
-            dir_fd=dir_fd,
-        )
-        try:
-            written = 0
-            with os.fdopen(fd, "wb", closefd=False) as f:
-                for data in chunks:
-                    f.write(data)
-                    written += len(data)
-                    if partial_fault:
-                        f.flush()
-                        faults.point(partial_fault)
-            if written != size:
-                raise IntegrityError(
-                    f"content of {os.fsdecode(path)} has {written} bytes, not {size}"
-                )
-            os.fchmod(fd, mode & 0o7777)
-            os.utime(fd, ns=(mtime_ns, mtime_ns))
-            os.fsync(fd)
-            os.close(fd)
-            fd = -1
-            _check(dir_fd, name, expected)
-            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except BaseException:
-            if fd >= 0:
-                os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dir_fd)
-            raise
-        if fsync_dir:
-            os.fsync(dir_fd)
+        tmp = write_temp(dir_fd, chunks, size, mode, mtime_ns, os.fsdecode(path), partial_fault)
+        commit_temp(dir_fd, tmp, name, expected)
+        os.fsync(dir_fd)
         return stat_key(os.stat(name, dir_fd=dir_fd, follow_symlinks=False))
+
+
+def write_temp(
+    dir_fd: int,
+    chunks: Iterable[bytes],
+    size: int,
+    mode: int,
+    mtime_ns: int,
+    shown: str,
+    partial_fault: str = "",
+    fsync: bool = True,
+) -> bytes:
+    """A new temp file in `dir_fd` holding exactly `size` bytes of `chunks`, with its
+    mode and mtime; returns its name. Without `fsync`, the caller must make it durable
+    (`sync_filesystem`) before `commit_temp`, or a power cut can leave the final name
+    pointing at an empty or partial file. On any error the temp file is removed."""
+    tmp = temp_name()
+    fd = os.open(
+        tmp,
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o600,
+        dir_fd=dir_fd,
+    )
+    try:
+        written = 0
+        for data in chunks:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            written += len(data)
+            if partial_fault:
+                faults.point(partial_fault)
+        if written != size:
+            raise IntegrityError(f"content of {shown} has {written} bytes, not {size}")
+        os.fchmod(fd, mode & 0o7777)
+        os.utime(fd, ns=(mtime_ns, mtime_ns))
+        if fsync:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
+    os.close(fd)
+    return tmp
+
+
+def commit_temp(dir_fd: int, tmp: bytes, name: bytes, expected: StatKey | None) -> None:
+    """Rename a finished temp file over `name` if that still looks as expected; else
+    (or on any error) the temp file is removed. The directory is not fsynced."""
+    try:
+        _check(dir_fd, name, expected)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
+
+
+def sync_filesystem(fd: int) -> None:
+    """Write every dirty page and inode of the filesystem holding `fd` to disk: one
+    journal commit for thousands of files, where an fsync each costs one per file.
+    Linux's syncfs(2); elsewhere sync(2), which also covers that filesystem."""
+    if _syncfs is None:
+        os.sync()
+        return
+    if _syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return cast(Callable[[int], int], fn)
+
+
+_syncfs = _load_syncfs()
 
 
 def write_symlink(
