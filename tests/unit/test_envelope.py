@@ -439,3 +439,30 @@ def test_a_corrupt_frame_inside_an_authentic_blob_is_refused(version: int) -> No
         sealed = v2_by_the_spec(_id(data), _inner(body, flags=envelope.FLAG_ZSTD))
     with pytest.raises(IntegrityError, match=rf"^blob {_id(data).short()} does not decompress"):
         open_(sealed, _id(data))
+
+
+def test_a_large_body_whose_start_does_not_compress_is_not_compressed() -> None:
+    """The probe: 64 KiB of noise at the start of a large chunk (a JPEG, a zip) means no
+    zstd pass over the rest, even though the zeros after it would have compressed."""
+    data = os.urandom(envelope.PROBE_SIZE) + bytes(envelope.PROBE_MIN)
+    bid, sealed = seal(data)
+    assert open_by_the_spec(sealed, bid)[1] == 0
+    assert len(sealed) == envelope.sealed_size(len(data))
+    assert open_(sealed, bid) == data
+
+
+def test_a_large_body_whose_start_compresses_is_compressed() -> None:
+    data = b"log line 42\n" * (envelope.PROBE_MIN // 10) + os.urandom(1000)
+    bid, sealed = seal(data)
+    flags, body = open_by_the_spec(sealed, bid)[1:]
+    assert flags == envelope.FLAG_ZSTD
+    assert len(body) < len(data) // 10
+    assert open_(sealed, bid) == data
+
+
+def test_small_bodies_are_not_probed() -> None:
+    """Up to PROBE_MIN the whole body is tried: noise first, text after still packs."""
+    data = os.urandom(1000) + b"a" * (envelope.PROBE_MIN - 1000)
+    bid, sealed = seal(data)
+    assert open_by_the_spec(sealed, bid)[1] == envelope.FLAG_ZSTD
+    assert open_(sealed, bid) == data

@@ -26,13 +26,15 @@ import logging
 import os
 import stat
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from anysync import faults
 from anysync.client import localfs
-from anysync.client.chunker import Chunker
+from anysync.client.chunker import MIN_SIZE, Chunker
 from anysync.client.localfs import stat_key
 from anysync.client.mounts import anysync_mounts
 from anysync.client.progress import Reporter
@@ -43,12 +45,19 @@ from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType, TreeEntry
 from anysync.client.statedb import CachedStat, StateDB, local_state_key
 from anysync.errors import GcRaced, UsageError
-from anysync.types import BlobId
+from anysync.types import BlobId, BlobKind
 
 log = logging.getLogger(__name__)
 
 # How many times a backup checks again what the server holds after a prune raced it.
 REVALIDATIONS = 8
+# Files of at most SMALL_FILE bytes (one chunk) are read and hashed on READERS threads,
+# at most READ_AHEAD files ahead of the walk: open, read and fstat release the GIL, so
+# they overlap the walk's Python work and the sealing (D1's 100k small files).
+SMALL_FILE = MIN_SIZE
+READERS = 2
+READ_AHEAD = 32
+READ_AHEAD_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -125,29 +134,44 @@ def run_backup(
     walker = _Walker(repo, state, cache_key, chunker, progress, skip=mounts)
     ref = backup_ref_name(repo, origin.hostname, sources)
     book = RefBook(refs, repo, state)
+    try:
+        snap = _walk_and_commit(repo, walker, book, ref, sources, names, origin, message)
+    finally:
+        walker.close()
+    if walker.damaged:
+        walker.warn(
+            f"dropped {walker.damaged} damaged entries of the local stat cache; "
+            "read those files again"
+        )
+    state.put_stats(walker.fresh.items(), cache_key)  # only after the commit is referenced
+    progress.done()
+    return BackupResult(snap, walker.stats)
+
+
+def _walk_and_commit(
+    repo: Repository,
+    walker: _Walker,
+    book: RefBook,
+    ref: str,
+    sources: list[Path],
+    names: list[bytes],
+    origin: Origin,
+    message: str,
+) -> history.Snapshot:
+    """Walk, store the packs and commit; again after a prune raced the backup."""
     for _ in range(REVALIDATIONS + 1):
         root = _walk_confirmed(walker, sources, names)
         repo.finish()
         faults.point("backup.packs-done")
         if not repo.stale:
             try:
-                snap = history.advance(
+                return history.advance(
                     book, ref, _commit_maker(repo, walker, root, origin, ref, sources, message)
                 )
-                break
             except GcRaced:
                 log.info("packs were condemned during the backup; checking what is left")
         walker.drop_lost(repo.revalidate())
-    else:
-        raise GcRaced("the account was pruned again and again during this backup; try again")
-    if walker.damaged:
-        walker.warn(
-            f"dropped {walker.damaged} damaged entries of the local stat cache; "
-            "read those files again"
-        )
-    state.put_stats(list(walker.fresh.items()), cache_key)  # only after the commit is referenced
-    progress.done()
-    return BackupResult(snap, walker.stats)
+    raise GcRaced("the account was pruned again and again during this backup; try again")
 
 
 def mounts_to_skip(sources: list[Path], mounts: Sequence[Path]) -> frozenset[bytes]:
@@ -249,6 +273,10 @@ class _Walker:
         # Reused from the stat cache by the last walk, by path: to be confirmed with
         # the server before the commit.
         self.reused: dict[bytes, tuple[BlobId, ...]] = {}
+        self.readers = ThreadPoolExecutor(READERS, thread_name_prefix="read")
+
+    def close(self) -> None:
+        self.readers.shutdown(wait=True, cancel_futures=True)
 
     def walk(self, sources: list[Path], names: list[bytes]) -> BlobId:
         """Walk every source into trees; returns the root tree's ID. What a walk counts
@@ -300,27 +328,28 @@ class _Walker:
         log.info("skipping %s: %s", os.fsdecode(path), exc.strerror)
         self.stats.skipped.append(Skipped(os.fsdecode(path), exc.strerror or str(exc)))
 
-    def child(
-        self,
-        dir_fd: int,
-        directory: bytes,
-        name: bytes,
-        cache: dict[bytes, CachedStat] | None = None,
-    ) -> TreeEntry | None:
+    def child(self, dir_fd: int, directory: bytes, name: bytes) -> TreeEntry | None:
         """The entry `name` of the open directory at `directory` (None: skipped)."""
+        found = self._lstat(dir_fd, directory, name)
+        if found is None:
+            return None
+        path, st = found
+        return self.entry(dir_fd, path, name, st, self.cached_in(directory).get(name))
+
+    def _lstat(
+        self, dir_fd: int, directory: bytes, name: bytes
+    ) -> tuple[bytes, os.stat_result] | None:
+        """The path and lstat of `name` in the open directory (None: skipped)."""
         path = os.path.join(directory, name)
         if path in self.skip_mounts:
             log.info("skipping AnySync mount %s", os.fsdecode(path))
             self.stats.skipped.append(Skipped(os.fsdecode(path), "AnySync mount", special=True))
             return None
         try:
-            st = localfs.lstat_in(dir_fd, name)
+            return path, localfs.lstat_in(dir_fd, name)
         except OSError as exc:
             self.skip(path, exc)
             return None
-        if cache is None:
-            cache = self.cached_in(directory)
-        return self.entry(dir_fd, path, name, st, cache.get(name))
 
     def entry(
         self,
@@ -329,13 +358,14 @@ class _Walker:
         name: bytes,
         st: os.stat_result,
         cached: CachedStat | None = None,
+        ahead: _ReadAhead | None = None,
     ) -> TreeEntry | None:
         """The tree entry of `name` in the open directory `dir_fd`, as `st` says it is."""
         mode = st.st_mode
         if stat.S_ISDIR(mode):
             return self._dir(dir_fd, path, name, st)
         if stat.S_ISREG(mode):
-            return self._file(dir_fd, path, name, st, cached)
+            return self._file(dir_fd, path, name, st, cached, ahead)
         if stat.S_ISLNK(mode):
             try:
                 target = localfs.read_link(dir_fd, name)
@@ -367,15 +397,44 @@ class _Walker:
                 self.skip(path, exc)
                 return None
             cache = self.cached_in(path)
-            entries = [e for n in names if (e := self.child(fd, path, n, cache)) is not None]
+            found = [(n, f) for n in names if (f := self._lstat(fd, path, n)) is not None]
+            small = [
+                (n, st.st_size)
+                for n, (p, st) in found
+                if stat.S_ISREG(st.st_mode)
+                and st.st_size <= SMALL_FILE
+                and self._must_read(p, st, cache.get(n))
+            ]
+            ahead = _ReadAhead(self.readers, self.repo, fd, small)
+            try:
+                entries = [
+                    e
+                    for n, (p, st) in found
+                    if (e := self.entry(fd, p, n, st, cache.get(n), ahead)) is not None
+                ]
+            finally:
+                ahead.close()  # before the descriptor it reads through is closed
         finally:
             os.close(fd)
         self.stats.dirs += 1
         subtree = self.repo.save_tree(entries)
         return TreeEntry(name, EntryType.DIR, st.st_mode, st.st_mtime_ns, subtree=subtree)
 
+    def _must_read(self, path: bytes, st: os.stat_result, cached: CachedStat | None) -> bool:
+        """Neither read by an earlier walk of this run nor cached, as _file decides."""
+        fresh = self.fresh.get(path)
+        if fresh is not None and _unchanged(fresh, st):
+            return False
+        return cached is None or not _unchanged(cached, st)
+
     def _file(
-        self, dir_fd: int, path: bytes, name: bytes, st: os.stat_result, cached: CachedStat | None
+        self,
+        dir_fd: int,
+        path: bytes,
+        name: bytes,
+        st: os.stat_result,
+        cached: CachedStat | None,
+        ahead: _ReadAhead | None = None,
     ) -> TreeEntry | None:
         fresh = self.fresh.get(path)
         if fresh is not None and _unchanged(fresh, st):
@@ -387,7 +446,7 @@ class _Walker:
             self.reused[path] = cached.chunks
         else:
             try:
-                content = self._read(dir_fd, path, name, st)
+                content = self._read(dir_fd, path, name, st, ahead)
             except OSError as exc:
                 self.skip(path, exc)
                 return None
@@ -405,15 +464,28 @@ class _Walker:
             chunk_sizes=content.chunk_sizes,
         )
 
-    def _read(self, dir_fd: int, path: bytes, name: bytes, st: os.stat_result) -> CachedStat:
+    def _read(
+        self,
+        dir_fd: int,
+        path: bytes,
+        name: bytes,
+        st: os.stat_result,
+        ahead: _ReadAhead | None = None,
+    ) -> CachedStat:
         """Chunk and queue a file's content. Returns what was read as a stat-cache row:
         the stat the file had before, the bytes read as its size, chunks and their sizes.
         The row is cached only if the file did not change while it was read."""
-        with localfs.open_file(dir_fd, name) as f:
-            # read(), not mmap: a file truncated while we read it cannot crash the
-            # process with SIGBUS.
-            chunks, sizes = self.repo.save_data(self.chunker.file_chunks(f, st.st_size))
-            after = os.fstat(f.fileno())
+        small = ahead.take(name) if ahead is not None else None
+        if small is not None:  # one chunk (or none), read and hashed by a reader thread
+            data, after, bid = small
+            chunks: tuple[BlobId, ...] = (self.repo.save(BlobKind.DATA, data, bid),) if data else ()
+            sizes: tuple[int, ...] = (len(data),) if data else ()
+        else:
+            with localfs.open_file(dir_fd, name) as f:
+                # read(), not mmap: a file truncated while we read it cannot crash the
+                # process with SIGBUS.
+                chunks, sizes = self.repo.save_data(self.chunker.file_chunks(f, st.st_size))
+                after = os.fstat(f.fileno())
         size = sum(sizes)
         self.stats.files_read += 1
         self.stats.bytes_read += size
@@ -423,6 +495,65 @@ class _Walker:
         else:
             self.warn(f"{os.fsdecode(path)} changed while it was read; backed up as read")
         return read
+
+
+_Small = tuple[bytes, os.stat_result, BlobId]  # content, fstat after the read, chunk ID
+
+
+class _ReadAhead:
+    """The small files of one open directory, read and hashed on the reader threads in
+    the walk's order, at most READ_AHEAD files and READ_AHEAD_BYTES ahead of it.
+
+    close() waits for the reads in flight: the directory's descriptor must outlive them
+    (a number reused by another open would be read as this directory)."""
+
+    def __init__(
+        self,
+        pool: ThreadPoolExecutor,
+        repo: Repository,
+        dir_fd: int,
+        files: list[tuple[bytes, int]],  # (name, size by lstat), in walk order
+    ) -> None:
+        self._pool = pool
+        self._repo = repo
+        self._dir_fd = dir_fd
+        self._todo = deque(files)
+        self._reads: dict[bytes, tuple[Future[_Small | None], int]] = {}
+        self._bytes = 0
+        self._fill()
+
+    def take(self, name: bytes) -> _Small | None:
+        """What the reader read of `name`; None if it was not read ahead or grew past
+        SMALL_FILE (the walk reads it itself). Raises the read's OSError."""
+        read = self._reads.pop(name, None)
+        if read is None:
+            return None
+        self._bytes -= read[1]
+        self._fill()
+        return read[0].result()
+
+    def close(self) -> None:
+        self._todo.clear()
+        for read, _ in self._reads.values():
+            read.cancel()
+        wait([read for read, _ in self._reads.values()])
+        self._reads.clear()
+
+    def _fill(self) -> None:
+        while self._todo and len(self._reads) < READ_AHEAD and self._bytes < READ_AHEAD_BYTES:
+            name, size = self._todo.popleft()
+            read = self._pool.submit(_read_small, self._repo, self._dir_fd, name)
+            self._reads[name] = (read, size)
+            self._bytes += size
+
+
+def _read_small(repo: Repository, dir_fd: int, name: bytes) -> _Small | None:
+    with localfs.open_file(dir_fd, name) as f:
+        data = f.read(SMALL_FILE + 1)
+        after = os.fstat(f.fileno())
+    if len(data) > SMALL_FILE:
+        return None
+    return data, after, repo.blob_id(data)
 
 
 def _unchanged(cached: CachedStat, st: os.stat_result) -> bool:

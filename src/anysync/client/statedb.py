@@ -171,21 +171,23 @@ class StateDB:
         )
         return good, len(bad)
 
-    def put_stats(self, rows: list[tuple[bytes, CachedStat]], key: bytes) -> None:
-        records = []
-        for path, s in rows:
-            directory, name = os.path.split(path)
-            chunks = b"".join(c.raw for c in s.chunks)
-            sizes = pack_sizes(s.chunk_sizes)
-            mac = _row_mac(key, directory, name, s)
-            records.append(
-                (directory, name, s.ino, s.size, s.mtime_ns, s.ctime_ns, chunks, sizes, mac)
-            )
+    def put_stats(self, rows: Iterable[tuple[bytes, CachedStat]], key: bytes) -> None:
+        """Cache these rows. They are encoded one by one as SQLite takes them: a list of
+        100k encoded rows was the peak of a first backup's memory."""
+
+        def records() -> Iterator[tuple[object, ...]]:
+            for path, s in rows:
+                directory, name = os.path.split(path)
+                chunks = b"".join(c.raw for c in s.chunks)
+                sizes = pack_sizes(s.chunk_sizes)
+                mac = _row_mac(key, directory, name, s)
+                yield (directory, name, s.ino, s.size, s.mtime_ns, s.ctime_ns, chunks, sizes, mac)
+
         with self.transaction():
             self._conn.executemany(
                 "INSERT OR REPLACE INTO stat_cache (dir, name, ino, size, mtime_ns, ctime_ns,"
                 " chunks, chunk_sizes, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                records,
+                records(),
             )
 
     def forget_stats(self, paths: list[bytes]) -> None:

@@ -60,6 +60,12 @@ MIN_INNER = 512
 # directories a few tens of MiB.
 MAX_PLAINTEXT = 128 * 1024 * 1024
 ZSTD_LEVEL = 3
+# A body longer than PROBE_MIN is compressed only if its first PROBE_SIZE bytes shrink by
+# at least PROBE_GAIN at level 1: media and archives then cost AES alone, not a zstd-3
+# pass that is thrown away (the D2 benchmark's incompressible half).
+PROBE_MIN = 256 * 1024
+PROBE_SIZE = 64 * 1024
+PROBE_GAIN = 0.10
 
 _local = threading.local()
 
@@ -70,6 +76,13 @@ def _compressor() -> zstandard.ZstdCompressor:
     if c is None:
         c = _local.c = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True)
     return c
+
+
+def _prober() -> zstandard.ZstdCompressor:
+    p: zstandard.ZstdCompressor | None = getattr(_local, "p", None)
+    if p is None:
+        p = _local.p = zstandard.ZstdCompressor(level=1)
+    return p
 
 
 def _decompressor() -> zstandard.ZstdDecompressor:
@@ -106,7 +119,11 @@ def _key_nonce(data_key: bytes, salt: bytes, info: bytes = _INFO_V1) -> tuple[by
 def _body_and_flags(
     plaintext: bytes | memoryview, compress: bool
 ) -> tuple[bytes | memoryview, int]:
-    """zstd output if asked for and it saves more than 3 %, else the plaintext."""
+    """zstd output if asked for and it saves more than 3 %, else the plaintext. A large
+    body whose start does not compress (PROBE_GAIN) is not tried."""
+    if compress and len(plaintext) > PROBE_MIN:
+        head = plaintext[:PROBE_SIZE]
+        compress = len(_prober().compress(head)) <= len(head) * (1 - PROBE_GAIN)
     if compress and len(plaintext) > 64:
         packed = _compressor().compress(plaintext)
         if len(packed) < len(plaintext) * 0.97:

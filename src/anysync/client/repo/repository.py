@@ -44,6 +44,10 @@ FIND_BATCH = 10_000
 # Flush the write queue when it holds this much plaintext or this many blobs.
 QUEUE_BYTES = 16 * 1024 * 1024
 QUEUE_BLOBS = 5_000
+# The write queue is sealed on the pool in runs of about this much plaintext or this
+# many blobs (see _batches).
+SEAL_BATCH_BYTES = 1024 * 1024
+SEAL_BATCH_BLOBS = 256
 # Read ranges of one pack are merged when the gap between them is small.
 COALESCE_GAP = 256 * 1024
 MAX_READ = 32 * 1024 * 1024
@@ -213,9 +217,7 @@ class Repository:
         self.stats.blobs_known += len(self._queue) - len(todo)
         self._queue.clear()
         self._queue_bytes = 0
-        sealed = self._pool.map(
-            lambda item: envelope.seal(self.keys.data_key, item[1], item[0], item[2]), todo
-        )
+        sealed = (c for batch in self._pool.map(self._seal_batch, _batches(todo)) for c in batch)
         for (bid, kind, data), ciphertext in zip(todo, sealed, strict=True):
             self._packer.add(bid, kind, ciphertext)
             self._known.add(bid)
@@ -223,6 +225,9 @@ class Repository:
             self.stats.bytes_plain_new += len(data)
             if self._packer.full():
                 self._upload()
+
+    def _seal_batch(self, batch: list[tuple[BlobId, BlobKind, bytes | memoryview]]) -> list[bytes]:
+        return [envelope.seal(self.keys.data_key, kind, bid, data) for bid, kind, data in batch]
 
     def finish(self) -> None:
         """Flush, upload the last pack and wait until every pack is stored."""
@@ -416,6 +421,24 @@ class Repository:
 
     def load_commit(self, bid: BlobId) -> commit_codec.Commit:
         return commit_codec.decode(self.load(BlobKind.COMMIT, bid))
+
+
+def _batches(
+    todo: list[tuple[BlobId, BlobKind, bytes | memoryview]],
+) -> Iterator[list[tuple[BlobId, BlobKind, bytes | memoryview]]]:
+    """`todo` in order, cut into runs of about SEAL_BATCH_BYTES (a big blob is a run by
+    itself): one pool task per run rather than per blob, since a task's Future and its
+    locks cost as much as sealing a small file."""
+    batch: list[tuple[BlobId, BlobKind, bytes | memoryview]] = []
+    size = 0
+    for item in todo:
+        batch.append(item)
+        size += len(item[2])
+        if size >= SEAL_BATCH_BYTES or len(batch) >= SEAL_BATCH_BLOBS:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 def chunks_of(
