@@ -12,12 +12,15 @@ dedups by accident. Incompressible bytes come from a seeded AES-CTR keystream.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import random
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -365,3 +368,188 @@ def _rewrite(path: Path, prefix: bytes, skip: int) -> None:
         src.seek(skip)
         shutil.copyfileobj(src, dst, 8 * MiB)
     tmp.replace(path)
+
+
+# ---------------------------------------------------------------------- D4
+
+# D4 "a million files" (#15): many small files in a tree shaped like a home directory
+# with projects, for the client's memory and per-file cost at scale. Separate from D1/D2
+# (which it does not touch): its own seed, its own version, cheap synthetic content
+# (no /usr corpus), so that a million files are made in minutes.
+D4_VERSION = 1
+D4_SEED = SEED + 400
+D4_FILES = (100_000, 300_000, 1_000_000)
+D4_QUICK_FILES = 20_000
+D4_BUFFER = 32 * MiB  # each of the text and random buffers that contents are cut from
+D4_MAX_DEPTH = 10
+D4_VOCAB = (  # split into words when the text buffer is made
+    "the of and to in is for that with on as by this be are from at or an it not "
+    "file data value return self int char struct if else while def import class "
+    "error buffer size count index list map key name path node time user config test "
+    "build src lib include static const void case break new object string number"
+)
+
+
+@dataclass(frozen=True)
+class D4Dir:
+    """One directory of D4: its path, and the files [first, first + count) it holds."""
+
+    index: int
+    rel: str
+    first: int
+    count: int
+
+
+def d4_plan(files: int) -> list[D4Dir]:
+    """D4's directories for `files` files, in creation order.
+
+    Each directory draws its parent, name and file count from its own seed, so the tree
+    for N files is a prefix of the tree for any larger N (only the last directory of the
+    smaller tree holds fewer files): 100k, 300k and 1M are the same shape, growing.
+    """
+    tops = ["Documents", "Downloads", "Pictures", "Music", "src", ".config", ".cache", "projects"]
+    rels = list(tops)
+    depth = [1] * len(tops)
+    plan = [D4Dir(i, rel, 0, 0) for i, rel in enumerate(tops)]
+    total = 0
+    d = len(tops)
+    while total < files:
+        rnd = random.Random(D4_SEED * 1_000_003 + d)
+        # Mostly near recent directories (a project's directories are made together).
+        parent = rnd.randrange(max(0, d - 64), d) if rnd.random() < 0.7 else rnd.randrange(d)
+        if depth[parent] >= D4_MAX_DEPTH:
+            parent = rnd.randrange(len(tops))
+        rel = f"{rels[parent]}/{rnd.choice(WORDS)}-{d:06d}"
+        r = rnd.random()
+        # 15% hold only directories; a few are huge (a mail folder, node_modules/.bin).
+        count = (
+            0
+            if r < 0.15
+            else rnd.randint(2_000, 8_000)
+            if r > 0.999
+            else int(math.exp(rnd.uniform(0, math.log(400))))
+        )
+        count = min(count, files - total)
+        rels.append(rel)
+        depth.append(depth[parent] + 1)
+        plan.append(D4Dir(d, rel, total, count))
+        total += count
+        d += 1
+    return plan
+
+
+def _d4_size(rnd: random.Random) -> int:
+    """Most files 100 B - 8 KiB, a few up to 1 MiB; mean ~3 KiB."""
+    r = rnd.random()
+    if r < 0.01:
+        return 0
+    lo, hi = (100, 8 * KiB) if r < 0.97 else (8 * KiB, 64 * KiB) if r < 0.999 else (64 * KiB, MiB)
+    return int(math.exp(rnd.uniform(math.log(lo), math.log(hi))))
+
+
+def _d4_buffers() -> tuple[bytes, bytes]:
+    """Seeded pseudo-text (compresses ~3x) and a seeded AES-CTR keystream."""
+    rnd = random.Random(D4_SEED)
+    words = rnd.choices(D4_VOCAB.split(), k=D4_BUFFER // 5)
+    text = " ".join(words).encode()
+    lines = bytearray(text[:D4_BUFFER])
+    for at in range(0, len(lines), 73):  # lines of ~72 characters
+        lines[at] = 0x0A
+    return bytes(lines), keystream(rnd.randbytes(32), D4_BUFFER)
+
+
+_D4_BUFS: tuple[bytes, bytes] | None = None
+
+
+def _d4_write_dirs(root: str, dirs: list[D4Dir]) -> tuple[int, int]:
+    """Write the files of `dirs` under root; returns (files, bytes). Runs in a worker."""
+    global _D4_BUFS
+    if _D4_BUFS is None:
+        _D4_BUFS = _d4_buffers()
+    text, noise = _D4_BUFS
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    n = size_total = 0
+    for d in dirs:
+        rnd = random.Random(D4_SEED * 7_000_003 + d.index)
+        base = f"{root}/{d.rel}/"
+        for i in range(d.first, d.first + d.count):
+            kind = 0 if rnd.random() < 0.7 else 1
+            size = _d4_size(rnd)
+            ext = rnd.choice(EXT["text"] if kind == 0 else EXT["binary"] + EXT["media"])
+            name = f"{rnd.choice(WORDS)}-{i:07d}.{ext}"
+            src = text if kind == 0 else noise
+            # A unique first line: no two files dedup, even if their slices collide.
+            head = b"%d\n" % i
+            body = max(0, size - len(head))
+            start = rnd.randrange(len(src) - body + 1)
+            fd = os.open(base + name, flags, 0o644)
+            try:
+                if size:
+                    os.write(fd, (head + src[start : start + body])[:size])
+            finally:
+                os.close(fd)
+            n += 1
+            size_total += size
+    return n, size_total
+
+
+@dataclass
+class D4Info:
+    """What the D4 generator made; saved as meta.json beside the tree."""
+
+    files: int
+    seed: int = D4_SEED
+    version: int = D4_VERSION
+    dirs: int = 0
+    bytes: int = 0
+    seconds: float = 0.0  # generation time
+    workers: int = 0
+
+
+def make_d4(root: Path, files: int, workers: int = 2) -> tuple[Path, D4Info, bool]:
+    """D4 with `files` files under root/D4 (reused if an identical one exists).
+
+    Returns the tree, what it holds, and whether it was generated now. The files are
+    written by `workers` processes; each takes whole directories, so the output does not
+    depend on their number.
+    """
+    tree, meta = root / "D4", root / "meta.json"
+    try:
+        old = D4Info(**json.loads(meta.read_text()))
+        if (old.files, old.seed, old.version) == (files, D4_SEED, D4_VERSION) and tree.is_dir():
+            return tree, old, False
+    except (OSError, ValueError, TypeError):
+        pass
+    t0 = time.perf_counter()
+    if root.exists():
+        shutil.rmtree(root)
+    plan = d4_plan(files)
+    tree.mkdir(parents=True)
+    for d in plan:  # a parent comes before its children in the plan
+        os.mkdir(f"{tree}/{d.rel}")
+    # Batches of whole directories, ~5,000 files each, interleaved between workers.
+    batches: list[list[D4Dir]] = [[]]
+    filled = 0
+    for d in plan:
+        if d.count == 0:
+            continue
+        batches[-1].append(d)
+        filled += d.count
+        if filled >= 5_000:
+            batches.append([])
+            filled = 0
+    info = D4Info(files=files, dirs=len(plan), workers=workers)
+    global _D4_BUFS
+    if _D4_BUFS is None:  # made once here, inherited by the forked workers
+        _D4_BUFS = _d4_buffers()
+    ctx = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        written = 0
+        for n, size in pool.map(_d4_write_dirs, [str(tree)] * len(batches), batches):
+            written += n
+            info.bytes += size
+    if written != files:
+        raise RuntimeError(f"D4: wrote {written} files, planned {files}")
+    info.seconds = time.perf_counter() - t0
+    meta.write_text(json.dumps(asdict(info)))
+    return tree, info, True
