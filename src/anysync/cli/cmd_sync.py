@@ -74,12 +74,13 @@ def run_sync(args: argparse.Namespace) -> int:
         state = SyncState(s.state)
         device = engine.Device(s.config.device_id, s.config.device_name, socket.gethostname())
 
-        def one_pass(folders: list[Folder]) -> int:
+        def one_pass(folders: list[Folder], watcher: Watcher | None = None) -> int:
             failures = 0
             with pass_lock(s.home.root):
                 for f in folders:
+                    changed = watcher.take_changes(f.path) if watcher else None
                     try:
-                        r = engine.run_pass(s.repo, s.remote, s.state, f, device)
+                        r = engine.run_pass(s.repo, s.remote, s.state, f, device, changed)
                     except AnySyncError as exc:
                         state.finished(f.name, time.time_ns(), exc.message)
                         print(f"{f.name}: error: {exc.message}", file=sys.stderr)
@@ -137,7 +138,7 @@ def run_sync(args: argparse.Namespace) -> int:
         watcher = Watcher([f.path for f in folders], s.remote, [f.ref for f in folders])
         _stop_on_signals(watcher)
         with contextlib.suppress(KeyboardInterrupt):
-            watcher.run(lambda: _ignore(one_pass(folders)))
+            watcher.run(lambda: _ignore(one_pass(folders, watcher)))
         return 0
 
 

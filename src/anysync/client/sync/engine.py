@@ -35,7 +35,7 @@ from anysync.client.repo.tree import EntryType, TreeEntry
 from anysync.client.statedb import StateDB
 from anysync.client.sync import flat
 from anysync.client.sync.execute import Executor, settle
-from anysync.client.sync.ignore import IgnoreRules
+from anysync.client.sync.ignore import IGNORE_FILE, IgnoreRules
 from anysync.client.sync.merge import merge
 from anysync.client.sync.plan import plan
 from anysync.client.sync.scan import Scan, scan
@@ -74,8 +74,19 @@ def folder_ref(repo: Repository, name: str) -> str:
 
 
 def run_pass(
-    repo: Repository, refs: RefStore, db: StateDB, folder: Folder, device: Device
+    repo: Repository,
+    refs: RefStore,
+    db: StateDB,
+    folder: Folder,
+    device: Device,
+    changed: frozenset[bytes] | None = None,
 ) -> PassResult:
+    """One pass. `changed`: the paths that may have changed on disk since the last pass
+    of this Folder object (watch mode's inotify events); only they are read when that
+    pass settled everything. None: every path is looked at."""
+    if not folder.memo.settled:
+        changed = None  # the paths taken from the watcher are the only trace of a change
+    folder.memo.settled = False  # until this pass ends well
     if not folder.path.is_dir():
         raise NotFound(f"sync folder {folder.path} is missing; create it or remove it from sync")
     root_fd = localfs.open_root(folder.path)
@@ -85,7 +96,8 @@ def run_pass(
                 lost = repo.revalidate()
                 log.info("%d blob(s) were pruned meanwhile; scanning again", len(lost))
             try:
-                return _run_pass(repo, RefBook(refs, repo, db), db, folder, device, root_fd)
+                book = RefBook(refs, repo, db)
+                return _run_pass(repo, book, db, folder, device, root_fd, changed)
             except GcRaced:
                 continue
         raise GcRaced(
@@ -96,14 +108,27 @@ def run_pass(
 
 
 def _run_pass(
-    repo: Repository, book: RefBook, db: StateDB, folder: Folder, device: Device, root_fd: int
+    repo: Repository,
+    book: RefBook,
+    db: StateDB,
+    folder: Folder,
+    device: Device,
+    root_fd: int,
+    changed: frozenset[bytes] | None,
 ) -> PassResult:
     state = SyncState(db)
     root = folder.path
     rules = IgnoreRules.load(root)
     excluded = state.excludes(folder.name)
-    records = state.records(folder.name)
-    disk = scan(root_fd, rules, excluded, records, repo, Chunker(repo.keys.chunker_seed()))
+    memo = folder.memo
+    records = state.records(folder.name, memo.rows)
+    if memo.rows is None:
+        memo.rows = {}
+    if memo.excluded != excluded or IGNORE_FILE.encode() in (changed or ()):
+        changed = None  # other rules: what was not synced may be now
+    memo.excluded = frozenset(excluded)
+    chunker = Chunker(repo.keys.chunker_seed())
+    disk = scan(root_fd, rules, excluded, records, repo, chunker, changed=changed)
     for temp in disk.temps:  # a killed write's; the pass lock says none is in progress
         with contextlib.suppress(OSError, AnySyncError):
             localfs.remove(root_fd, temp, localfs.current_at(root_fd, temp), is_dir=False)
@@ -124,7 +149,7 @@ def _run_pass(
         """The merge of the disk with `head`, as the commit on top of it (None: the
         head already holds it). Called again with the new head after a lost race."""
         nonlocal merged, conflicts
-        remote = flat.load(repo, head.commit.tree) if head else {}
+        remote = memo.trees.load(repo, head.commit.tree) if head else {}
         base = {p: r.entry for p, r in records.items()}
         local = dict(disk.entries)
         for path in remote.keys() | base.keys():
@@ -140,7 +165,7 @@ def _run_pass(
             return None
         return Commit(
             kind="sync",
-            tree=flat.build(repo, merged),
+            tree=flat.build(repo, merged, memo.trees if head else None),
             parents=(head.id,) if head else (),
             ref=folder.ref,
             counter=head.commit.counter + 1 if head else 1,
@@ -172,6 +197,9 @@ def _run_pass(
     result.skipped += done.skipped
     result.warnings += done.warnings
     result.stuck = {os.fsdecode(p): why for p, why in sorted(done.stuck.items())}
+    memo.settled = not (
+        result.skipped or result.stuck or result.warnings or disk.unreadable or disk.temps
+    )
     return result
 
 

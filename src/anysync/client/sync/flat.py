@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import replace
 
+from anysync.client.repo import tree as tree_codec
 from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType, TreeEntry, TreeLoader, trail
-from anysync.types import BlobId
+from anysync.types import BlobId, BlobKind
 
 Flat = dict[bytes, TreeEntry]
 
@@ -41,10 +42,62 @@ def load(repo: TreeLoader, tree_id: BlobId, cache: dict[BlobId, Flat] | None = N
     return out
 
 
-def build(repo: Repository, flat: Flat) -> BlobId:
+class Trees:
+    """The decoded trees of the head a sync folder last loaded, kept between passes.
+
+    A tree's ID names its content, so a later head that shares a subtree needs neither
+    its download nor its decode: loading a head costs the directories that changed, and
+    `build` finds a directory whose entries are unchanged without encoding it again.
+    Holds the trees of one head only (the last one loaded)."""
+
+    def __init__(self) -> None:
+        self._trees: dict[BlobId, list[TreeEntry]] = {}
+        self._at: dict[bytes, BlobId] = {}  # directory path (b"": the root) → its tree
+        self.loaded = 0  # trees downloaded and decoded by the last load (for tests)
+
+    def load(self, repo: Repository, tree_id: BlobId) -> Flat:
+        """Every entry under the tree, as `load` gives them; the trees missing here are
+        fetched a level at a time (one batched read per level, not one per directory)
+        and all decoded (names checked) before this returns."""
+        out: Flat = {}
+        trees: dict[BlobId, list[TreeEntry]] = {}
+        at: dict[bytes, BlobId] = {}
+        self.loaded = 0
+        level = [(tree_id, b"")]
+        while level:
+            wanted = list(dict.fromkeys(t for t, _ in level if t not in self._trees))
+            blobs = repo.load_many(BlobKind.TREE, wanted) if wanted else {}
+            for tid in wanted:
+                data = blobs[tid]
+                if isinstance(data, Exception):
+                    raise data
+                trees[tid] = tree_codec.decode(data)
+            self.loaded += len(wanted)
+            below = []
+            for tid, path in level:
+                entries = trees[tid] if tid in trees else self._trees[tid]
+                trees[tid] = entries
+                at[path.rstrip(b"/")] = tid
+                for e in entries:
+                    out[path + e.name] = e
+                    if e.type is EntryType.DIR and e.subtree is not None:
+                        below.append((e.subtree, path + e.name + b"/"))
+            level = below
+        self._trees, self._at = trees, at
+        return out
+
+    def at(self, path: bytes) -> tuple[BlobId, list[TreeEntry]] | None:
+        """The tree of the directory `path` in the last head loaded, with its entries."""
+        tid = self._at.get(path)
+        return None if tid is None else (tid, self._trees[tid])
+
+
+def build(repo: Repository, flat: Flat, known: Trees | None = None) -> BlobId:
     """Save the trees of a flat map (deepest first); returns the root tree ID.
 
     Unchanged directories encode to the same bytes, so their blobs are never re-uploaded.
+    With `known` (holding the head this state was merged with), a directory whose
+    entries equal its tree's in that head takes that tree's ID without being encoded.
     """
     children: dict[bytes, list[bytes]] = defaultdict(list)
     for path in flat:
@@ -53,12 +106,17 @@ def build(repo: Repository, flat: Flat) -> BlobId:
     for d in sorted(
         {p for p, e in flat.items() if e.type is EntryType.DIR}, key=lambda p: -p.count(b"/")
     ):
-        subtree[d] = _save_dir(repo, flat, children.get(d, []), subtree)
-    return _save_dir(repo, flat, children.get(b"", []), subtree)
+        subtree[d] = _save_dir(repo, flat, d, children.get(d, []), subtree, known)
+    return _save_dir(repo, flat, b"", children.get(b"", []), subtree, known)
 
 
 def _save_dir(
-    repo: Repository, flat: Flat, paths: list[bytes], subtree: dict[bytes, BlobId]
+    repo: Repository,
+    flat: Flat,
+    path: bytes,
+    paths: list[bytes],
+    subtree: dict[bytes, BlobId],
+    known: Trees | None,
 ) -> BlobId:
     entries = []
     for p in paths:
@@ -66,11 +124,19 @@ def _save_dir(
         if e.type is EntryType.DIR:
             e = replace(e, subtree=subtree[p], mtime_ns=0)  # dir mtimes churn; not synced
         entries.append(e)
+    same_as = known.at(path) if known is not None else None
+    if same_as is not None:
+        # Equal entries encode to the same bytes, hence the same ID (trees are sorted).
+        entries.sort(key=lambda e: e.name)
+        if entries == same_as[1]:
+            return same_as[0]
     return repo.save_tree(entries)
 
 
 def same(a: TreeEntry | None, b: TreeEntry | None) -> bool:
     """Equal for sync purposes: type, content and permission bits (not mtimes)."""
+    if a is b:
+        return True
     if a is None or b is None:
         return a is b
     if a.type is not b.type or (a.mode & 0o777) != (b.mode & 0o777):

@@ -79,11 +79,12 @@ def plan(
     name_max: int = NAME_MAX,
 ) -> Plan:
     out = Plan()
-    wanted = {p: e for p, e in merged.items() if managed(p, e) and not same(disk.get(p), e)}
+    # `managed` (ignore rules) is the dear test: asked last, of the paths that differ.
+    wanted = {p: e for p, e in merged.items() if not same(disk.get(p), e) and managed(p, e)}
     for p, e in merged.items():
-        if p in disk and p not in wanted and managed(p, e):
+        if p in disk and p not in wanted:
             row = Record(e, stats[p])
-            if records.get(p) != row:
+            if records.get(p) != row and managed(p, e):
                 out.keep[p] = row
     out.drop = {p for p in records if p not in merged}
     for p in [p for p in wanted if _too_long(p, name_max)]:
@@ -163,10 +164,10 @@ def _plan_moves(
     """Local files whose content is wanted at another path are renamed, not downloaded.
     Returns the paths moved away."""
     sources: dict[object, list[bytes]] = defaultdict(list)
-    for p, e in sorted(disk.items()):
-        # Only an entry that must leave its path (gone, or replaced there) is a source.
-        if _content(e) is not None and (p in wanted or p not in merged):
-            sources[_content(e)].append(p)
+    # Only an entry that must leave its path (gone, or replaced there) is a source.
+    for p in sorted(p for p in disk if p in wanted or p not in merged):
+        if _content(disk[p]) is not None:
+            sources[_content(disk[p])].append(p)
     used: set[bytes] = set()
     pending: dict[bytes, bytes] = {}  # dst → src
     for p in sorted(wanted):

@@ -67,11 +67,16 @@ def scan(
     repo: Repository,
     chunker: Chunker,
     mounts: frozenset[bytes] | None = None,
+    changed: frozenset[bytes] | None = None,
 ) -> Scan:
     """The folder as it is now, every chunk it names held by the server or queued.
 
     `mounts`: the AnySync mounts not to enter, as mounts_in() gives them (None: the
-    ones mounted now)."""
+    ones mounted now). `changed`: the only paths that may differ from their records
+    (from inotify, in watch mode); only they, and what is under them, are read. None
+    (and a set holding the folder itself, b""): every path."""
+    if changed is not None and b"" in changed:
+        changed = None
     if mounts is None:
         mounts = _mounts_at(root_fd)
     if b"" in mounts:
@@ -82,7 +87,7 @@ def scan(
     warnings: list[str] = []
     files_read = 0
     while True:
-        out = _scan_once(root_fd, rules, excluded, trusted, repo, chunker, mounts)
+        out = _scan_once(root_fd, rules, excluded, trusted, repo, chunker, mounts, changed)
         files_read += out.files_read
         lost = repo.missing(c for chunks in out.reused.values() for c in chunks)
         if not lost:
@@ -102,6 +107,7 @@ def scan(
             if e.type is EntryType.FILE and p not in out.reused
         }
         trusted = {p: r for p, r in trusted.items() if not lost.intersection(r.entry.chunks)} | read
+        changed = None  # a path whose record is no longer trusted must be looked at
 
 
 def mounts_in(root: Path, mounts: Sequence[Path]) -> frozenset[bytes]:
@@ -136,54 +142,129 @@ def _scan_once(
     repo: Repository,
     chunker: Chunker,
     mounts: frozenset[bytes],
+    changed: frozenset[bytes] | None = None,
 ) -> Scan:
-    out = Scan()
-    # A file inside a renamed or moved directory keeps its whole stat (inode, size, mtime
-    # and ctime): reuse its chunk list instead of reading it again. A file renamed itself
-    # gets a new ctime and is read again: a same-size edit that restores the mtime also
-    # changes only the ctime, so matching without it would keep stale chunks (#20.6).
-    by_stat = {r.stat: r for r in records.values() if r.entry.type is EntryType.FILE}
+    walker = _Walker(rules, excluded, records, repo, chunker, mounts)
+    if changed is None:
+        walker.walk(root_fd, b"")
+    else:
+        walker.some(root_fd, changed)
+    return walker.out
 
-    def walk(dir_fd: int, prefix: bytes) -> None:
+
+class _Walker:
+    """One scan: `walk` lists a directory and visits each name in it; `some` visits only
+    the given paths (and what is under them) and takes every other one from its record."""
+
+    def __init__(
+        self,
+        rules: IgnoreRules,
+        excluded: set[bytes],
+        records: dict[bytes, Record],
+        repo: Repository,
+        chunker: Chunker,
+        mounts: frozenset[bytes],
+    ) -> None:
+        self.rules, self.excluded, self.records = rules, excluded, records
+        self.repo, self.chunker, self.mounts = repo, chunker, mounts
+        self.out = Scan()
+        self._by_stat: dict[StatKey, Record] | None = None
+
+    def by_stat(self, key: StatKey) -> Record | None:
+        # A file inside a renamed or moved directory keeps its whole stat (inode, size,
+        # mtime and ctime): reuse its chunk list instead of reading it again. A file
+        # renamed itself gets a new ctime and is read again: a same-size edit that
+        # restores the mtime also changes only the ctime, so matching without it would
+        # keep stale chunks (#20.6). Built at the first new path only.
+        if self._by_stat is None:
+            self._by_stat = {
+                r.stat: r for r in self.records.values() if r.entry.type is EntryType.FILE
+            }
+        return self._by_stat.get(key)
+
+    def walk(self, dir_fd: int, prefix: bytes) -> None:
         try:
             names = localfs.children(dir_fd)
         except OSError as exc:
-            out.cannot_read(prefix[:-1], exc)
+            self.out.cannot_read(prefix[:-1], exc)
             return
         for name in names:
-            rel = prefix + name
-            if rel in mounts:  # not even stat-ed: a hung mount would hang the scan
-                if not (under(rel, excluded) or rules.ignored(rel, True)):
-                    out.not_entered(rel)
-                continue
-            if is_temp(name):
-                out.temps.append(rel)
-                continue
-            try:
-                check_name(name)
-                st = localfs.lstat_in(dir_fd, name)
-            except FileNotFoundError:
-                continue  # deleted since the listing: a deletion like any other
-            except OSError as exc:
-                out.cannot_read(rel, exc)
-                continue
-            except Exception as exc:  # a name we cannot store
-                out.warnings.append(f"skipping {os.fsdecode(rel)}: {exc}")
-                continue
-            is_dir = stat.S_ISDIR(st.st_mode)
-            if under(rel, excluded) or rules.ignored(rel, is_dir):
-                continue
-            record = records.get(rel) or by_stat.get(stat_key(st))
-            entry = _entry(dir_fd, rel, st, record, repo, chunker, out)
-            if entry is None:
-                continue
-            out.entries[rel] = entry
-            out.stats[rel] = stat_key(st)
-            if is_dir:
-                _descend(dir_fd, name, rel, out, walk)
+            self.visit(dir_fd, prefix, name)
 
-    walk(root_fd, b"")
-    return out
+    def visit(self, dir_fd: int, prefix: bytes, name: bytes) -> None:
+        out, rel = self.out, prefix + name
+        if rel in self.mounts:  # not even stat-ed: a hung mount would hang the scan
+            if not (under(rel, self.excluded) or self.rules.ignored(rel, True)):
+                out.not_entered(rel)
+            return
+        if is_temp(name):
+            out.temps.append(rel)
+            return
+        try:
+            check_name(name)
+            st = localfs.lstat_in(dir_fd, name)
+        except FileNotFoundError:
+            return  # deleted since the listing: a deletion like any other
+        except OSError as exc:
+            out.cannot_read(rel, exc)
+            return
+        except Exception as exc:  # a name we cannot store
+            out.warnings.append(f"skipping {os.fsdecode(rel)}: {exc}")
+            return
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if under(rel, self.excluded) or self.rules.ignored(rel, is_dir):
+            return
+        record = self.records.get(rel) or self.by_stat(stat_key(st))
+        entry = _entry(dir_fd, rel, st, record, self.repo, self.chunker, out)
+        if entry is None:
+            return
+        out.entries[rel] = entry
+        out.stats[rel] = stat_key(st)
+        if is_dir:
+            _descend(dir_fd, name, rel, out, self.walk)
+
+    def some(self, root_fd: int, changed: frozenset[bytes]) -> None:
+        """Visit the paths in `changed`; every other path is as its record says (watch
+        mode: inotify named what changed). A path whose directory has no record (made
+        since the last pass) widens to that directory."""
+        tops: set[bytes] = set()
+        for path in changed:
+            parent = path.rpartition(b"/")[0]
+            while parent and not self._dir_recorded(parent):
+                path, parent = parent, parent.rpartition(b"/")[0]
+            tops.add(path)
+        tops = {p for p in tops if not under(p.rpartition(b"/")[0], tops)}
+        for p, r in self.records.items():
+            if not under(p, tops):
+                self.out.entries[p] = r.entry
+                self.out.stats[p] = r.stat
+                if r.entry.type is EntryType.FILE:
+                    self.out.reused[p] = r.entry.chunks
+        for path in sorted(tops):
+            self._visit_path(root_fd, path)
+
+    def _dir_recorded(self, path: bytes) -> bool:
+        r = self.records.get(path)
+        return r is not None and r.entry.type is EntryType.DIR
+
+    def _visit_path(self, root_fd: int, path: bytes) -> None:
+        """Visit one path, its directory opened component by component (no symlink
+        followed); absent if that directory is gone."""
+        parent, _, name = path.rpartition(b"/")
+        fds: list[int] = []
+        try:
+            fd = root_fd
+            for part in parent.split(b"/") if parent else []:
+                fd = localfs.open_child_dir(fd, part, None)
+                fds.append(fd)
+            self.visit(fd, parent + b"/" if parent else b"", name)
+        except (FileNotFoundError, localfs.NotADir):
+            pass  # its directory is gone or replaced: that change has its own event
+        except OSError as exc:
+            self.out.cannot_read(parent, exc)
+        finally:
+            for fd in fds:
+                os.close(fd)
 
 
 def _descend(
@@ -229,7 +310,10 @@ def _entry(
     if record is not None and record.stat == stat_key(st) and record.entry.type is EntryType.FILE:
         # A chmod or rename changes no content: keep the chunks, take name and mode anew.
         out.reused[rel] = record.entry.chunks
-        return replace(record.entry, name=name, mode=st.st_mode & 0o7777)
+        mode = st.st_mode & 0o7777
+        if record.entry.name == name and record.entry.mode == mode:
+            return record.entry  # the usual case: no copy
+        return replace(record.entry, name=name, mode=mode)
     try:
         with localfs.open_file(dir_fd, name) as f:
             chunks, sizes = repo.save_data(chunker.file_chunks(f, st.st_size))

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from anysync.client.localfs import StatKey, stat_key
 from anysync.client.repo.tree import EntryType, TreeEntry, sizes_problem
 from anysync.client.statedb import StateDB, pack_sizes, unpack_sizes
+from anysync.client.sync.flat import Trees
 from anysync.errors import AlreadyExists, NotFound
 from anysync.types import BLOB_ID_SIZE, BlobId
 
-__all__ = ["Folder", "Record", "StatKey", "SyncState", "stat_key", "under"]
+# A records row as read, and the record decoded from it, by path (SyncState.records).
+Rows = dict[bytes, tuple[tuple[Any, ...], "Record"]]
+
+__all__ = ["Folder", "Memo", "Record", "StatKey", "SyncState", "stat_key", "under"]
 
 
 def _entry(path: bytes, kind: int, mode: int, mtime: int, size: int, chunks: bytes,
@@ -36,6 +41,10 @@ def _columns(e: TreeEntry) -> tuple[int, int, int, int, bytes, bytes, bytes]:
     )  # fmt: skip
 
 
+def _record(row: tuple[Any, ...]) -> Record:
+    return Record(_entry(*row[:8]), StatKey(*row[8:12]))
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """What this device last agreed on for a path, and how the disk looked then."""
@@ -51,6 +60,23 @@ class Folder:
     ref: str
     last_sync_ns: int | None
     last_error: str | None
+    # Kept while this object lives: `sync run --watch` passes the same Folder to every pass.
+    memo: Memo = field(default_factory=lambda: Memo(), compare=False, repr=False)
+
+
+@dataclass
+class Memo:
+    """What a pass leaves to the next pass of the same folder in this process."""
+
+    trees: Trees = field(default_factory=Trees)  # the head's: only changed trees load again
+    # The records' rows, so that only changed ones decode; kept from a Folder's second
+    # pass on (a one-shot `sync run` would only pay their memory).
+    rows: Rows | None = None
+    # The last pass finished with every path as it merged (nothing skipped, stuck,
+    # unreadable or left over) under these exclusions: the next may read only the paths
+    # inotify names. Otherwise it reads every path.
+    settled: bool = False
+    excluded: frozenset[bytes] = frozenset()
 
 
 class SyncState:
@@ -98,13 +124,27 @@ class SyncState:
 
     # ------------------------------------------------------------------ files
 
-    def records(self, folder: str) -> dict[bytes, Record]:
-        rows = self._db.execute(
+    def records(self, folder: str, rows: Rows | None = None) -> dict[bytes, Record]:
+        """The folder's records. `rows`: the rows and records of an earlier call, kept by
+        the caller; a row read again unchanged gives its record back without decoding it
+        (the dearest part of a pass in a large folder). Updated to this call's."""
+        found = self._db.execute(
             "SELECT path, type, mode, mtime_ns, size, chunks, target, chunk_sizes,"
             " ino, disk_size, disk_mtime_ns, ctime_ns FROM sync_files WHERE folder = ?",
             (folder,),
         )
-        return {r[0]: Record(_entry(*r[:8]), StatKey(*r[8:12])) for r in rows}
+        if rows is None:
+            return {r[0]: _record(r) for r in found}
+        out: dict[bytes, Record] = {}
+        kept: Rows = {}
+        for r in found:
+            old = rows.get(r[0])
+            record = old[1] if old is not None and old[0] == r else _record(r)
+            out[r[0]] = record
+            kept[r[0]] = (r, record)
+        rows.clear()
+        rows.update(kept)
+        return out
 
     def save_records(
         self,

@@ -4,11 +4,17 @@ Local events are debounced (a pass starts after a short quiet period, so a file 
 saved in several writes is read once it is complete); a periodic full pass is the safety
 net for missed events (inotify queue overflow). Remote updates arrive over the
 WatchRefs stream, so a change made elsewhere reaches this device in about a second.
+
+The watcher also keeps, per folder, the paths its events named (`take_changes`): a pass
+given them reads only those (engine.run_pass `changed`), so it costs the change, not the
+folder. The first pass, one after an event that cannot be placed, and one at least every
+RESCAN_EVERY seconds read every path.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -41,18 +47,36 @@ class RefSource(Protocol):
 
 
 class _Trigger(FileSystemEventHandler):
-    def __init__(self, wake: Callable[[], None]) -> None:
+    def __init__(self, root: Path, wake: Callable[[Path, list[bytes] | None], None]) -> None:
+        self.root = os.fsencode(root)
         self.wake = wake
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        path = (
-            event.src_path
-            if isinstance(event.src_path, str)
-            else event.src_path.decode(errors="replace")
-        )
-        if ".anysync-tmp-" in path or event.event_type in ("opened", "closed_no_write"):
+        path = os.fsencode(event.src_path)
+        if b".anysync-tmp-" in path or event.event_type in ("opened", "closed_no_write"):
             return  # our own temp files, and reads
-        self.wake()
+        paths = [path, os.fsencode(event.dest_path)] if event.dest_path else [path]
+        rels: list[bytes] | None = []
+        for p in paths:
+            if p == self.root:
+                continue  # the folder's own entry: its content has events of its own
+            if rels is not None and p.startswith(self.root + b"/"):
+                rels.append(p[len(self.root) + 1 :])
+            else:
+                rels = None  # a path we cannot place: look at every path
+        self.wake(Path(os.fsdecode(self.root)), rels)
+
+
+class _Overflow(logging.Handler):
+    """watchdog tells of an inotify queue overflow (events lost) only in its log."""
+
+    def __init__(self, lost: Callable[[], None]) -> None:
+        super().__init__(logging.WARNING)
+        self.lost = lost
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self.lost()
 
 
 class Watcher:
@@ -62,11 +86,45 @@ class Watcher:
         self._last_event = 0.0
         self._stop = False
         self._observer = Observer()
+        # Per folder, the paths changed since its last pass; None: unknown (the first
+        # pass, the periodic one, an event we could not place), so every path is read.
+        self._changed: dict[Path, set[bytes] | None] = {}
+        self._full_due: dict[Path, float] = {}  # when a folder's next full pass is due
         for root in roots:
-            self._observer.schedule(_Trigger(self._wake), str(root), recursive=True)
+            self._changed[root] = None
+            self._observer.schedule(_Trigger(root, self._local), str(root), recursive=True)
+        self._overflow = _Overflow(self._lost)
         self._remote = remote
         self._refs = refs
         self._stream: RefStream | None = None
+
+    def _lost(self) -> None:
+        """Events were lost: the next pass of every folder reads every path."""
+        with self._cond:
+            self._changed = dict.fromkeys(self._changed)
+        self._wake()
+
+    def _local(self, root: Path, paths: list[bytes] | None) -> None:
+        with self._cond:
+            known = self._changed.get(root)
+            if paths is None or root not in self._changed:
+                self._changed[root] = None
+            elif known is not None:
+                known.update(paths)
+        self._wake()
+
+    def take_changes(self, root: Path) -> frozenset[bytes] | None:
+        """The paths of the folder `root` changed since the last call (relative), for
+        its next pass (engine.run_pass's `changed`); None: read every path."""
+        with self._cond:
+            found = self._changed.get(root)
+            self._changed[root] = set()
+            now = time.monotonic()
+            if self._full_due.get(root, now) <= now:  # the safety net for lost events
+                found = None
+            if found is None:
+                self._full_due[root] = now + RESCAN_EVERY
+        return None if found is None else frozenset(found)
 
     def _wake(self, at_once: bool = False) -> None:
         """A local event (debounced) or, with at_once, a finished remote change."""
@@ -102,6 +160,7 @@ class Watcher:
 
     def run(self, sync_pass: Callable[[], None]) -> None:
         """Run passes as events arrive, until stop() (or KeyboardInterrupt)."""
+        logging.getLogger("watchdog").addHandler(self._overflow)
         self._observer.start()
         listener = threading.Thread(target=self._listen, name="watch-refs", daemon=True)
         listener.start()
@@ -131,6 +190,7 @@ class Watcher:
             self._cond.notify_all()
         if not first:
             return
+        logging.getLogger("watchdog").removeHandler(self._overflow)
         if self._stream is not None:
             self._stream.cancel()
         if self._observer.is_alive():
