@@ -451,3 +451,49 @@ def test_a_reused_chunk_the_server_lost_is_read_again(tmp_path: Path) -> None:
         assert run().stats.files_read == 0  # every row sound and confirmed again
     finally:
         db.close()
+
+
+# ---------------------------------------------------------------- staged rows (#15)
+
+
+def back_up(remote: MemoryRemote, state: StateDB, root: Path) -> backup.BackupResult:
+    repo = Repository(remote, KEYS)
+    try:
+        progress = Progress("b", io.StringIO(), enabled=False)
+        origin = backup.Origin(1, "dev", "host")
+        return backup.run_backup(repo, remote, state, [root], origin, progress)
+    finally:
+        repo.close()
+
+
+def test_a_walk_stages_its_rows_in_state_db_not_in_memory(
+    repo: Repository, state: StateDB, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory must not grow with the number of files read (issue #15)."""
+    monkeypatch.setattr(backup, "STAGE_BATCH", 2)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(5):
+        (src / f"f{i}").write_bytes(b"content %d" % i)
+    w = walker(repo, state)
+    w.walk([src], [b"src"])
+    assert w.staged == []  # every row went to state.db
+    staged, _ = state.stats_in(os.fsencode(src), KEY, table="pending_stats")
+    assert sorted(staged) == [b"f%d" % i for i in range(5)]
+    assert state.stats_in(os.fsencode(src), KEY) == ({}, 0)  # not cached before the commit
+
+
+def test_rows_staged_by_a_crashed_backup_are_never_cached(
+    remote: MemoryRemote, state: StateDB, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"real content")
+    lie = CachedStat(*localfs.stat_key(os.lstat(src / "f")), ids(9), (12,))
+    state.put_stats([(os.fsencode(src / "f"), lie)], KEY, table="pending_stats")
+    result = back_up(remote, state, src)
+    assert result.stats.files_read == 1  # the crashed run's row was not reused
+    cached, _ = state.stats_in(os.fsencode(src), KEY)
+    assert cached[b"f"].chunks != ids(9)
+    assert state.stats_in(os.fsencode(src), KEY, table="pending_stats") == ({}, 0)
+    assert back_up(remote, state, src).stats.files_read == 0  # promoted after the commit

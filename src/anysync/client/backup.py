@@ -58,6 +58,9 @@ SMALL_FILE = MIN_SIZE
 READERS = 2
 READ_AHEAD = 32
 READ_AHEAD_BYTES = 4 * 1024 * 1024
+# The rows read are staged in state.db this many at a time (issue #15: memory must not
+# grow with the number of files).
+STAGE_BATCH = 2000
 
 
 @dataclass
@@ -130,6 +133,7 @@ def run_backup(
         except OSError as exc:
             raise UsageError(f"cannot back up {path}: {exc.strerror}") from None
     cache_key = local_state_key(repo.keys.id_key)
+    state.clear_staged()  # what a crashed run read was never referenced
     chunker = Chunker(repo.keys.chunker_seed())
     walker = _Walker(repo, state, cache_key, chunker, progress, skip=mounts)
     ref = backup_ref_name(repo, origin.hostname, sources)
@@ -143,7 +147,7 @@ def run_backup(
             f"dropped {walker.damaged} damaged entries of the local stat cache; "
             "read those files again"
         )
-    state.put_stats(walker.fresh.items(), cache_key)  # only after the commit is referenced
+    state.promote_staged()  # only after the commit is referenced
     progress.done()
     return BackupResult(snap, walker.stats)
 
@@ -267,9 +271,10 @@ class _Walker:
         self.progress = progress
         self.stats = BackupStats()
         self.damaged = 0  # stat-cache rows that failed their MAC (dropped)
-        # Read in this run, by path: the rows to cache after the commit, and what a
-        # second walk reuses. Their chunks are queued or uploaded in this session.
-        self.fresh: dict[bytes, CachedStat] = {}
+        # Read in this run: the rows to cache after the commit, and what a second walk
+        # reuses. Their chunks are queued or uploaded in this session. They are staged in
+        # state.db (pending_stats), a batch at a time, not held: 1M of them took ~1 GiB.
+        self.staged: list[tuple[bytes, CachedStat]] = []
         # Reused from the stat cache by the last walk, by path: to be confirmed with
         # the server before the commit.
         self.reused: dict[bytes, tuple[BlobId, ...]] = {}
@@ -299,23 +304,44 @@ class _Walker:
                 os.close(parent_fd)
             if entry is not None:
                 entries.append(entry)
+        self.flush()  # a second walk looks the rows up there
         return self.repo.save_tree(entries)
+
+    def flush(self) -> None:
+        """Stage the rows read since the last flush in state.db."""
+        self.state.put_stats(self.staged, self.cache_key, table="pending_stats")
+        self.staged = []
+
+    @property
+    def fresh(self) -> dict[bytes, CachedStat]:
+        """Every row read in this run, by path. Loads them all: for tests only."""
+        self.flush()
+        out: dict[bytes, CachedStat] = {}
+        for path, _ in self.state.staged_chunks():
+            directory, name = os.path.split(path)
+            out[path] = self.done_in(directory)[name]
+        return out
 
     def drop_lost(self, lost: set[BlobId]) -> None:
         """Blobs the server no longer holds (pruned during this run): the files naming
         one are read again by the next walk, from disk, not from a cache."""
         if not lost:
             return
-        named = {**{p: row.chunks for p, row in self.fresh.items()}, **self.reused}
-        stale = [p for p, chunks in named.items() if lost.intersection(chunks)]
-        for path in stale:
-            self.fresh.pop(path, None)
-        self.state.forget_stats(stale)
+        self.flush()
+        stale = [p for p, chunks in self.state.staged_chunks() if lost.intersection(chunks)]
+        stale += [p for p, chunks in self.reused.items() if lost.intersection(chunks)]
+        self.state.forget_stats(stale)  # cached and staged rows alike
         again = f"; read {len(stale)} file(s) again" if stale else "; stored them again"
         self.warn(f"{len(lost)} blob(s) were pruned from the server during this backup{again}")
 
     def cached_in(self, directory: bytes) -> dict[bytes, CachedStat]:
         rows, damaged = self.state.stats_in(directory, self.cache_key)
+        self.damaged += damaged
+        return rows
+
+    def done_in(self, directory: bytes) -> dict[bytes, CachedStat]:
+        """The rows an earlier walk of this run read in `directory`, by name."""
+        rows, damaged = self.state.stats_in(directory, self.cache_key, table="pending_stats")
         self.damaged += damaged
         return rows
 
@@ -334,7 +360,8 @@ class _Walker:
         if found is None:
             return None
         path, st = found
-        return self.entry(dir_fd, path, name, st, self.cached_in(directory).get(name))
+        cached = self.cached_in(directory).get(name)
+        return self.entry(dir_fd, path, name, st, cached, done=self.done_in(directory).get(name))
 
     def _lstat(
         self, dir_fd: int, directory: bytes, name: bytes
@@ -359,13 +386,15 @@ class _Walker:
         st: os.stat_result,
         cached: CachedStat | None = None,
         ahead: _ReadAhead | None = None,
+        done: CachedStat | None = None,
     ) -> TreeEntry | None:
-        """The tree entry of `name` in the open directory `dir_fd`, as `st` says it is."""
+        """The tree entry of `name` in the open directory `dir_fd`, as `st` says it is;
+        `done` is what an earlier walk of this run read there."""
         mode = st.st_mode
         if stat.S_ISDIR(mode):
             return self._dir(dir_fd, path, name, st)
         if stat.S_ISREG(mode):
-            return self._file(dir_fd, path, name, st, cached, ahead)
+            return self._file(dir_fd, path, name, st, cached, ahead, done)
         if stat.S_ISLNK(mode):
             try:
                 target = localfs.read_link(dir_fd, name)
@@ -397,20 +426,21 @@ class _Walker:
                 self.skip(path, exc)
                 return None
             cache = self.cached_in(path)
+            done = self.done_in(path)
             found = [(n, f) for n in names if (f := self._lstat(fd, path, n)) is not None]
             small = [
                 (n, st.st_size)
                 for n, (p, st) in found
                 if stat.S_ISREG(st.st_mode)
                 and st.st_size <= SMALL_FILE
-                and self._must_read(p, st, cache.get(n))
+                and self._must_read(st, cache.get(n), done.get(n))
             ]
             ahead = _ReadAhead(self.readers, self.repo, fd, small)
             try:
                 entries = [
                     e
                     for n, (p, st) in found
-                    if (e := self.entry(fd, p, n, st, cache.get(n), ahead)) is not None
+                    if (e := self.entry(fd, p, n, st, cache.get(n), ahead, done.get(n))) is not None
                 ]
             finally:
                 ahead.close()  # before the descriptor it reads through is closed
@@ -420,9 +450,10 @@ class _Walker:
         subtree = self.repo.save_tree(entries)
         return TreeEntry(name, EntryType.DIR, st.st_mode, st.st_mtime_ns, subtree=subtree)
 
-    def _must_read(self, path: bytes, st: os.stat_result, cached: CachedStat | None) -> bool:
+    def _must_read(
+        self, st: os.stat_result, cached: CachedStat | None, fresh: CachedStat | None
+    ) -> bool:
         """Neither read by an earlier walk of this run nor cached, as _file decides."""
-        fresh = self.fresh.get(path)
         if fresh is not None and _unchanged(fresh, st):
             return False
         return cached is None or not _unchanged(cached, st)
@@ -435,8 +466,8 @@ class _Walker:
         st: os.stat_result,
         cached: CachedStat | None,
         ahead: _ReadAhead | None = None,
+        fresh: CachedStat | None = None,
     ) -> TreeEntry | None:
-        fresh = self.fresh.get(path)
         if fresh is not None and _unchanged(fresh, st):
             content = fresh  # read by an earlier walk of this run
         elif cached is not None and _unchanged(cached, st):
@@ -491,7 +522,9 @@ class _Walker:
         self.stats.bytes_read += size
         read = CachedStat(st.st_ino, size, st.st_mtime_ns, st.st_ctime_ns, chunks, sizes)
         if stat_key(st) == stat_key(after) and size == after.st_size:
-            self.fresh[path] = read
+            self.staged.append((path, read))
+            if len(self.staged) >= STAGE_BATCH:
+                self.flush()
         else:
             self.warn(f"{os.fsdecode(path)} changed while it was read; backed up as read")
         return read

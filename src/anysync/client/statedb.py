@@ -16,12 +16,24 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Literal, get_args
 
 from anysync import crypto
 from anysync.errors import LocalStateError
 from anysync.types import BLOB_ID_SIZE, BlobId
 
 log = logging.getLogger(__name__)
+
+# The stat cache, and the rows a running backup staged for it (schema 8).
+StatTable = Literal["stat_cache", "pending_stats"]
+_COLUMNS = "dir, name, ino, size, mtime_ns, ctime_ns, chunks, chunk_sizes, mac"
+
+
+def _on(table: StatTable, sql: str) -> str:
+    """`sql` with {t} as `table`, which is one of two constant names, never input."""
+    if table not in get_args(StatTable):
+        raise ValueError(f"not a stat table: {table!r}")
+    return sql.format(t=table, columns=_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,12 +156,18 @@ class StateDB:
 
     # ----------------------------------------------------------------- stat cache
 
-    def stats_in(self, directory: bytes, key: bytes) -> tuple[dict[bytes, CachedStat], int]:
-        """The cached stats of the files directly inside `directory`, by name, and the
-        number of rows that failed their MAC: those are deleted, so their files are read."""
+    def stats_in(
+        self, directory: bytes, key: bytes, table: StatTable = "stat_cache"
+    ) -> tuple[dict[bytes, CachedStat], int]:
+        """The cached (or staged) stats of the files directly inside `directory`, by name,
+        and the number of rows that failed their MAC: those are deleted, so their files
+        are read."""
         rows = self._conn.execute(
-            "SELECT name, ino, size, mtime_ns, ctime_ns, chunks, chunk_sizes, mac"
-            " FROM stat_cache WHERE dir = ?",
+            _on(
+                table,
+                "SELECT name, ino, size, mtime_ns, ctime_ns, chunks, chunk_sizes, mac"
+                " FROM {t} WHERE dir = ?",
+            ),
             (directory,),
         ).fetchall()
         good: dict[bytes, CachedStat] = {}
@@ -167,12 +185,18 @@ class StateDB:
             else:
                 bad.append(name)
         self._conn.executemany(
-            "DELETE FROM stat_cache WHERE dir = ? AND name = ?", [(directory, n) for n in bad]
+            _on(table, "DELETE FROM {t} WHERE dir = ? AND name = ?"),
+            [(directory, n) for n in bad],
         )
         return good, len(bad)
 
-    def put_stats(self, rows: Iterable[tuple[bytes, CachedStat]], key: bytes) -> None:
-        """Cache these rows. They are encoded one by one as SQLite takes them: a list of
+    def put_stats(
+        self,
+        rows: Iterable[tuple[bytes, CachedStat]],
+        key: bytes,
+        table: StatTable = "stat_cache",
+    ) -> None:
+        """Cache (or stage) these rows. They are encoded one by one as SQLite takes them: a list of
         100k encoded rows was the peak of a first backup's memory."""
 
         def records() -> Iterator[tuple[object, ...]]:
@@ -185,18 +209,44 @@ class StateDB:
 
         with self.transaction():
             self._conn.executemany(
-                "INSERT OR REPLACE INTO stat_cache (dir, name, ino, size, mtime_ns, ctime_ns,"
-                " chunks, chunk_sizes, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _on(
+                    table,
+                    "INSERT OR REPLACE INTO {t} ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ),
                 records(),
             )
 
     def forget_stats(self, paths: list[bytes]) -> None:
-        """Drop the rows of these files: the next walk reads them."""
+        """Drop the rows of these files, cached or staged: the next walk reads them."""
+        where = [os.path.split(p) for p in paths]
         with self.transaction():
-            self._conn.executemany(
-                "DELETE FROM stat_cache WHERE dir = ? AND name = ?",
-                [os.path.split(p) for p in paths],
+            for table in get_args(StatTable):
+                self._conn.executemany(
+                    _on(table, "DELETE FROM {t} WHERE dir = ? AND name = ?"), where
+                )
+
+    def staged_chunks(self) -> Iterator[tuple[bytes, tuple[BlobId, ...]]]:
+        """The chunk IDs of every staged row, by path, read as the caller goes."""
+        for directory, name, raw in self._conn.execute(
+            "SELECT dir, name, chunks FROM pending_stats"
+        ):
+            yield os.path.join(directory, name), _ids(raw)
+
+    def clear_staged(self) -> None:
+        """Drop the rows a backup staged: it crashed or was stopped before its commit."""
+        with self.transaction():
+            self._conn.execute("DELETE FROM pending_stats")
+
+    def promote_staged(self) -> None:
+        """Cache every staged row, in one transaction: the backup's commit is referenced."""
+        with self.transaction():
+            self._conn.execute(
+                _on(
+                    "stat_cache",
+                    "INSERT OR REPLACE INTO {t} ({columns}) SELECT {columns} FROM pending_stats",
+                )
             )
+            self._conn.execute("DELETE FROM pending_stats")
 
     # ----------------------------------------------------------------- rollback floor
 
