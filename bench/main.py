@@ -135,6 +135,26 @@ def make_tools(
     return tools
 
 
+def measured_step(
+    runner: Runner, tool: Tool, step: str, fn: Callable[[Tool], Any]
+) -> dict[str, Any]:
+    """Run one step of `tool` under measurement: the record of it that every bench keeps
+    (the measurement, the repository's size and growth, the tool's cache, its report)."""
+    before = tool.repo_bytes()
+    with runner.measure(tool.watched()) as m:
+        reported = fn(tool)
+    after = tool.repo_bytes()
+    return {
+        "tool": tool.name,
+        "step": step,
+        **dataclasses.asdict(m),
+        "repo_bytes": after,
+        "bytes_added": after - before,
+        "cache_bytes": tool.cache_bytes(),
+        "reported": reported,
+    }
+
+
 class Bench:
     def __init__(
         self, args: argparse.Namespace, runner: Runner, tools: list[Tool], data: DataSets
@@ -148,25 +168,12 @@ class Bench:
 
     def step(self, rnd: int, order: list[Tool], step: str, fn: Callable[[Tool], Any]) -> None:
         for tool in order:
-            before = tool.repo_bytes()
-            with self.runner.measure(tool.watched()) as m:
-                reported = fn(tool)
-            after = tool.repo_bytes()
-            rec = {
-                "round": rnd,
-                "tool": tool.name,
-                "step": step,
-                **dataclasses.asdict(m),
-                "repo_bytes": after,
-                "bytes_added": after - before,
-                "cache_bytes": tool.cache_bytes(),
-                "reported": reported,
-            }
+            rec = {"round": rnd, **measured_step(self.runner, tool, step, fn)}
             self.results.append(rec)
             log(
-                f"round {rnd} {step:<20} {tool.name:<8} {m.wall_s:7.2f} s wall "
-                f"{m.cpu_s:7.2f} s cpu {m.peak_rss / 2**20:7.1f} MiB peak "
-                f"{(after - before) / 2**20:9.1f} MiB added"
+                f"round {rnd} {step:<20} {tool.name:<8} {rec['wall_s']:7.2f} s wall "
+                f"{rec['cpu_s']:7.2f} s cpu {rec['peak_rss'] / 2**20:7.1f} MiB peak "
+                f"{rec['bytes_added'] / 2**20:9.1f} MiB added"
             )
 
     def round(self, rnd: int) -> None:

@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import operator
 import shutil
 import signal
 import sys
@@ -31,7 +32,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.datasets import D4_QUICK_FILES, make_d4
-from bench.main import head_snapshot, log, machine
+from bench.main import head_snapshot, log, machine, measured_step
 from bench.measure import CommandFailed, Runner
 from bench.peers import ensure_peers
 from bench.tools import AnySync, Restic, Tool
@@ -83,27 +84,14 @@ def run_size(
         shutil.rmtree(repo, ignore_errors=True)
         try:
             tool.init_repo(repo)
+            backup = operator.methodcaller("backup", source)  # each tool its own
             for step in STEPS:
-                before = tool.repo_bytes()
-                with runner.measure(tool.watched()) as m:
-                    reported = tool.backup(source)
-                after = tool.repo_bytes()
-                results.append(
-                    {
-                        "files": n,
-                        "tool": tool.name,
-                        "step": step,
-                        **dataclasses.asdict(m),
-                        "repo_bytes": after,
-                        "bytes_added": after - before,
-                        "cache_bytes": tool.cache_bytes(),
-                        "reported": reported,
-                    }
-                )
+                rec = {"files": n, **measured_step(runner, tool, step, backup)}
+                results.append(rec)
                 log(
-                    f"{n:>9,} {step:<16} {tool.name:<8} {m.wall_s:7.2f} s wall "
-                    f"{m.cpu_s:7.2f} s cpu, client {m.client_peak_rss / MiB:6.1f} MiB "
-                    f"server {m.server_peak_rss / MiB:6.1f} MiB"
+                    f"{n:>9,} {step:<16} {tool.name:<8} {rec['wall_s']:7.2f} s wall "
+                    f"{rec['cpu_s']:7.2f} s cpu, client {rec['client_peak_rss'] / MiB:6.1f} MiB "
+                    f"server {rec['server_peak_rss'] / MiB:6.1f} MiB"
                 )
         finally:
             tool.close()

@@ -232,12 +232,11 @@ def write_symlink(
         os.symlink(target, tmp, dir_fd=dir_fd)
         try:
             os.utime(tmp, ns=(mtime_ns, mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
-            _check(dir_fd, name, expected)
-            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=dir_fd)
             raise
+        commit_temp(dir_fd, tmp, name, expected)
         if fsync_dir:
             os.fsync(dir_fd)
         return stat_key(os.stat(name, dir_fd=dir_fd, follow_symlinks=False))
