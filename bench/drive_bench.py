@@ -276,7 +276,7 @@ def fetch_rate(home: Path, name: str, path: bytes) -> float:
 
     h = ClientHome(home)
     remote = h.remote()
-    repo = Repository(remote, h.unlock(PASSWORD))
+    repo = Repository(remote, h.unlock_with_password(PASSWORD))
     state = StateDB(h.state_path)
     try:
         _, head = RefBook(remote, repo, state).head(engine.folder_ref(repo, name))
