@@ -539,10 +539,10 @@ def make_d4(root: Path, files: int, workers: int = 2) -> tuple[Path, D4Info, boo
             batches.append([])
             filled = 0
     info = D4Info(files=files, dirs=len(plan), workers=workers)
-    global _D4_BUFS
-    if _D4_BUFS is None:  # made once here, inherited by the forked workers
-        _D4_BUFS = _d4_buffers()
-    ctx = multiprocessing.get_context("fork")
+    # Spawned, not forked: a fork of a process with threads (pytest under coverage)
+    # can copy a lock held by another thread, and the worker then waits for ever (it
+    # hung CI once). Each worker makes its buffers once (_d4_write_dirs).
+    ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         written = 0
         for n, size in pool.map(_d4_write_dirs, [str(tree)] * len(batches), batches):
