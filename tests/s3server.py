@@ -44,13 +44,17 @@ def start(data: Path) -> S3Server:
     data.mkdir(parents=True, exist_ok=True)
     base = free_port_range(5, twins=10000)
     env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
+    # `weed mini` allows by default one volume per GiB of free disk, and every bucket takes a
+    # volume of its own: a session makes more buckets than a CI machine with little free disk
+    # allows, and the store then answers every put with InternalError. Volumes are sparse
+    # files (no preallocation), so an explicit count costs nothing.
     log = open(data.parent / f"{data.name}.log", "ab")  # noqa: SIM115 - lives with the process
     proc = subprocess.Popen(
         [
             weed_binary(), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-master.port={base}", f"-volume.port={base + 1}", f"-filer.port={base + 2}",
             f"-s3.port={base + 3}", f"-admin.port={base + 4}", "-webdav=false", "-admin.ui=false",
-            "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.max=2000",
         ],
         env=env,
         stdout=log,
