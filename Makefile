@@ -120,7 +120,7 @@ mutation: install
 # Benchmarks against restic and borg (bench/README.md). Not part of `make test`.
 .PHONY: bench bench-quick
 bench: install
-	$(BIN)/python bench/run.py --full
+	$(BIN)/python bench/suite.py
 
 bench-quick: install
 	$(BIN)/python bench/run.py --quick

@@ -165,6 +165,7 @@ class Bench:
         self.data = data
         self.results: list[dict[str, Any]] = []
         self.d3: dict[str, int] = {}
+        self.idle: list[dict[str, Any]] = []  # AnySync's server at rest, per round
 
     def step(self, rnd: int, order: list[Tool], step: str, fn: Callable[[Tool], Any]) -> None:
         for tool in order:
@@ -176,6 +177,20 @@ class Bench:
                 f"{rec['bytes_added'] / 2**20:9.1f} MiB added"
             )
 
+    def idle_figures(self, rnd: int, anysync: AnySync, fresh_rss: int) -> dict[str, Any]:
+        rec = {
+            "round": rnd,
+            "server_rss_fresh": fresh_rss,
+            "server_rss_after": anysync.server_rss(),
+            "snapshots_wall_s": anysync.command_start_s(),
+        }
+        log(
+            f"round {rnd} idle server {fresh_rss / 2**20:.0f} MiB fresh, "
+            f"{rec['server_rss_after'] / 2**20:.0f} MiB after the round; "
+            f"`anysync snapshots` {rec['snapshots_wall_s']:.2f} s"
+        )
+        return rec
+
     def round(self, rnd: int) -> None:
         n = len(self.tools)
         order = self.tools[(rnd - 1) % n :] + self.tools[: (rnd - 1) % n]
@@ -186,6 +201,8 @@ class Bench:
         try:
             for tool in order:
                 tool.init_repo(root / tool.name)
+            anysync = next((t for t in order if isinstance(t, AnySync)), None)
+            fresh_rss = anysync.server_rss() if anysync else 0
             self.step(rnd, order, "backup_d1_first", lambda t: t.backup(d1))
             self.step(rnd, order, "backup_d2_first", lambda t: t.backup(d2))
             self.step(rnd, order, "backup_d1_nochange", lambda t: t.backup(d1))
@@ -211,6 +228,8 @@ class Bench:
             self.step(rnd, order, "restore_d2_full", restore_d2)
             self.step(rnd, order, "restore_d1_full", restore_d1)
             self.step(rnd, order, "restore_d1_file", restore_file)
+            if anysync:
+                self.idle.append(self.idle_figures(rnd, anysync, fresh_rss))
             # Verification happens outside the timed steps.
             for rec in self.results:
                 if rec["round"] != rnd or not rec["step"].startswith("restore"):
@@ -245,7 +264,7 @@ def rerender(path: Path) -> int:
     """Rewrite the Markdown report next to a JSON result (after changing report.py)."""
     doc = json.loads(path.read_text())
     doc["summary"] = report.summarize(doc["results"], doc["tools"])
-    doc["targets"] = report.targets(doc["summary"], doc["tools"])
+    doc["targets"] = report.targets(doc["summary"], doc["tools"], doc.get("idle", {}))
     path.write_text(json.dumps(doc, indent=1) + "\n")
     path.with_suffix(".md").write_text(report.markdown(doc))
     return 0
@@ -305,6 +324,7 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(args.work_dir / "floor", ignore_errors=True)
     tool_names = [t.name for t in tools]
     summary = report.summarize(bench.results, tool_names)
+    idle = report.summarize_idle(bench.idle)
     info = dataclasses.asdict(data.info)
     del info["d1_regular"]
     doc: dict[str, Any] = {
@@ -320,7 +340,8 @@ def run(args: argparse.Namespace) -> int:
         },
         "data": info | {"d2_files": {k: v[1] for k, v in scale.d2_files.items()}, "d3": bench.d3},
         "summary": summary,
-        "targets": report.targets(summary, tool_names),
+        "idle": idle,
+        "targets": report.targets(summary, tool_names, idle),
         "limits": lim,
         "floor": floor,
         "results": bench.results,

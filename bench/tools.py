@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -184,6 +185,22 @@ class AnySync(Tool):
         argv = [self.client_exe, "restore", self.snapshots[source], "--target", str(target)]
         self._run([*argv, "--include", include] if include else argv, self.client_env)
         return target
+
+    def server_rss(self) -> int:
+        """The running server's resident memory now, after a moment's rest."""
+        assert self.proc is not None, "init_repo first"
+        time.sleep(2)
+        return int(psutil.Process(self.proc.pid).memory_info().rss)
+
+    def command_start_s(self, runs: int = 10) -> float:
+        """Median wall time of `anysync snapshots` against this idle server (the cost of
+        starting a command: imports, the key file, TLS, one listing)."""
+        walls = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            self._run([self.client_exe, "snapshots"], self.client_env)
+            walls.append(time.perf_counter() - t0)
+        return statistics.median(walls)
 
     def repo_bytes(self) -> int:
         db = self.server_home / "metadata.db"

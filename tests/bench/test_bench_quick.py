@@ -52,4 +52,8 @@ def test_bench_quick_runs_and_verifies(tmp_path: Path) -> None:
             assert r["bytes_added"] > 0, r
     assert all(s in doc["summary"] for s in STEPS)
     assert len(doc["targets"]) >= 5
+    # The server at rest and the command start (issue #15), measured every round.
+    assert doc["idle"]["server_rss_fresh"] > 0 and doc["idle"]["server_rss_after"] > 0
+    assert 0 < doc["idle"]["snapshots_wall_s"] < 60
+    assert any("snapshots" in t["target"] for t in doc["targets"])
     assert (results / "quick-latest.md").read_text().startswith("# AnySync benchmark")
