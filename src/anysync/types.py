@@ -96,3 +96,15 @@ class KdfParams:
     log_n: int
     r: int
     p: int
+
+
+MAX_DEVICE_NAME = 64
+
+
+def device_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a device, or None. Other devices print it: 1-64
+    characters, none a control character (a terminal would obey it). The server enforces
+    it; the client checks first to say so before asking."""
+    if 0 < len(name) <= MAX_DEVICE_NAME and name.isprintable():
+        return None
+    return f"a device name has 1-{MAX_DEVICE_NAME} printable characters, not {name[:80]!r}"

@@ -7,6 +7,7 @@ import argparse
 import time
 
 from anysync.cli import common
+from anysync.errors import UsageError
 
 RIGHTS = ("append", "write", "manage")
 
@@ -17,6 +18,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dsub = p.add_subparsers(dest="devices_cmd")
     r = dsub.add_parser("revoke", help="revoke a device: its token stops working at once")
     r.add_argument("device_id", type=int)
+    r.add_argument("--yes", action="store_true", help="revoke this very device without asking")
+    n = dsub.add_parser("rename", help="give a device a new name (shown in `snapshots`)")
+    n.add_argument("device_id", type=int)
+    n.add_argument("name", type=common.device_name)
     s = dsub.add_parser(
         "set-rights",
         help="set what a device may do: append (add only), write (add and move refs back), "
@@ -38,12 +43,36 @@ def _when(ts: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "never"
 
 
+def _confirm_revoking_self(args: argparse.Namespace, me: int) -> None:
+    """Revoking the device you type on logs it out: asked, or said with --yes."""
+    if args.device_id != me or args.yes:
+        return
+    ask = common.interactive_confirm()
+    if ask is None:
+        raise UsageError(
+            f"device #{me} is this device: revoking it logs it out of the server; "
+            "add --yes, or run `anysync logout`"
+        )
+    if not ask(f"Device #{me} is this device. Revoke it and log it out of the server?"):
+        raise UsageError("nothing was revoked")
+
+
 def run(args: argparse.Namespace) -> int:
-    remote = common.home().remote()
+    h = common.home()
+    me = h.config().device_id
+    if args.devices_cmd == "revoke":
+        _confirm_revoking_self(args, me)
+    remote = h.remote()
     try:
         if args.devices_cmd == "revoke":
             remote.revoke_device(args.device_id)
             print(f"device #{args.device_id} revoked")
+            if args.device_id == me:
+                print("this device is logged out of the server: `anysync login` to use it again")
+            return 0
+        if args.devices_cmd == "rename":
+            remote.rename_device(args.device_id, args.name)
+            print(f"device #{args.device_id} is now called {args.name!r}")
             return 0
         if args.devices_cmd in ("set-rights", "add-rights", "append-only"):
             rights = "append" if args.devices_cmd == "append-only" else args.rights

@@ -10,10 +10,10 @@ from anysync.client import session
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("signup", help="create an account on a server")
-    p.add_argument("--server", required=True, help="HOST:PORT of anysync-server (port 65065)")
+    common.add_server_option(p)
     p.add_argument("--email", required=True)
     p.add_argument("--invite", default="", help="invite code from `anysync-server invite create`")
-    p.add_argument("--device-name", default=None, help="name of this device (default: host name)")
+    common.add_device_name_option(p)
     add_trust_options(p)
     common.add_password_option(p)
     p.set_defaults(run=run)

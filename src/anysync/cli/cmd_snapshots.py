@@ -25,6 +25,8 @@ def run(args: argparse.Namespace) -> int:
     with common.open_session(args) as s:
         counting = CountingEdits(s.remote)
         snaps = history.snapshots(s.refs, warn=common.print_warning, counting=counting)
+        # Today's names: a device renamed since its backups is shown by its new name.
+        names = {d.id: d.name for d in s.remote.list_devices()} if not args.json else {}
     if args.json:
         common.print_json(
             [
@@ -32,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
                     "id": sn.id.hex(),
                     "time": sn.commit.time_ns / 1e9,
                     "hostname": sn.commit.hostname,
+                    "device_id": sn.commit.device_id,
                     "device": sn.commit.device,
                     "paths": list(sn.commit.paths),
                     "parents": [p.hex() for p in sn.commit.parents],
@@ -46,12 +49,12 @@ def run(args: argparse.Namespace) -> int:
         [
             sn.id.short(),
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(sn.commit.time_ns / 1e9)),
-            sn.commit.hostname,
+            names.get(sn.commit.device_id, sn.commit.device),
             human_bytes(sn.commit.stats.get("bytes", 0)),
             ", ".join(sn.commit.paths),
         ]
         for sn in snaps
     ]
-    common.print_table(["ID", "TIME", "HOST", "SIZE", "PATHS"], rows)
+    common.print_table(["ID", "TIME", "DEVICE", "SIZE", "PATHS"], rows)
     print(f"{len(snaps)} snapshots")
     return 0

@@ -24,6 +24,69 @@ from anysync.client.repo.refs import RefBook
 from anysync.client.repo.repository import Repository
 from anysync.client.statedb import StateDB
 from anysync.errors import UsageError
+from anysync.types import MAX_DEVICE_NAME, device_name_problem
+
+DEFAULT_PORT = 65065
+
+
+def server_address(text: str) -> str:
+    """HOST:PORT from what a user may type: HOST, HOST:PORT, [IPv6]:PORT, or a URL
+    https://HOST[:PORT][/]. The port defaults to 65065. (An argparse type: a bad address
+    is a usage error naming the form to use.)"""
+    rest = text.strip()
+    if "://" in rest:
+        scheme, rest = rest.split("://", 1)
+        if scheme.lower() not in ("https", "grpcs"):
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: the server speaks TLS only; give HOST:PORT or https://HOST:PORT"
+            )
+        rest = rest.rstrip("/")
+        if "/" in rest or "?" in rest:
+            raise argparse.ArgumentTypeError(f"{text!r}: give HOST:PORT, without a path")
+    if rest.startswith("["):  # [IPv6] or [IPv6]:PORT
+        host, _, port = rest[1:].partition("]")
+        host, port = f"[{host}]", port.removeprefix(":")
+        ok = bool(host[1:-1]) and (port == "" or rest.endswith("]:" + port))
+    elif rest.count(":") > 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: put an IPv6 address in brackets: [ADDRESS]:PORT"
+        )
+    else:
+        host, _, port = rest.partition(":")
+        ok = bool(host) and not any(c.isspace() for c in host)
+    port = port or str(DEFAULT_PORT)
+    if not ok or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a server address; give HOST:PORT, e.g. pi.local:{DEFAULT_PORT}"
+        )
+    return f"{host}:{int(port)}"
+
+
+def add_server_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--server",
+        required=True,
+        type=server_address,
+        help=f"HOST:PORT of anysync-server (port {DEFAULT_PORT} if left out; "
+        "https://HOST:PORT works too)",
+    )
+
+
+def device_name(text: str) -> str:
+    """An argparse type: a device name the server will take (types.device_name_problem)."""
+    name = text.strip()
+    problem = device_name_problem(name)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return name
+
+
+def add_device_name_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device-name",
+        type=device_name,
+        help="name of this device, shown in `devices` and `snapshots` (default: host name)",
+    )
 
 
 def add_password_option(p: argparse.ArgumentParser) -> None:
@@ -80,7 +143,8 @@ def home() -> ClientHome:
 
 
 def default_device_name() -> str:
-    return socket.gethostname()
+    name = "".join(c for c in socket.gethostname() if c.isprintable()).strip()
+    return name[:MAX_DEVICE_NAME] or "device"
 
 
 @dataclass
@@ -191,7 +255,14 @@ def print_json(doc: object) -> None:
     sys.stdout.write("\n")
 
 
+def shown(text: str) -> str:
+    """`text` safe for a terminal: a control character (an escape sequence in a file or
+    device name from the server) is printed as '?', never obeyed."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else "?" for c in text)
+
+
 def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    rows = [[shown(c) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for r in rows:

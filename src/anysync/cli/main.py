@@ -4,7 +4,8 @@ Exit codes: 0 success, 1 other error, 2 usage, 3 wrong password, 4 server unreac
 or certificate mismatch, 5 not authorised (revoked device, rate limit), 6 integrity
 (tampered or corrupt data), 7 not found / already exists, 8 concurrent change,
 9 quota exceeded, 10 local state unreadable, 11 restore incomplete, 12 disk full,
-13 snapshot saved; some paths could not be read (listed), 130 interrupted.
+13 snapshot saved; some paths could not be read (listed), 130 interrupted,
+141 the reader of the output went away (`anysync ls | head`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -31,6 +33,10 @@ from anysync.errors import AnySyncError
 COMMANDS: dict[str, tuple[str, str]] = {
     "signup": ("cmd_signup", "create an account on a server"),
     "login": ("cmd_login", "log this device in to an existing account"),
+    "logout": (
+        "cmd_logout",
+        "log this device out (its sync state stays for the next login)",
+    ),
     "backup": ("cmd_backup", "back up files and directories as a new snapshot"),
     "snapshots": ("cmd_snapshots", "list snapshots"),
     "ls": ("cmd_ls", "list files in a snapshot"),
@@ -79,11 +85,38 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
             importlib.import_module(f"anysync.cli.{module}").register(sub)
         else:
             sub.add_parser(name, help=help_line)
+    _verbose_anywhere(parser)
     return parser
+
+
+def _verbose_anywhere(parser: argparse.ArgumentParser) -> None:
+    """Let -v/--verbose follow the command too (`anysync backup -v ...`), as users of
+    restic and borg type it. SUPPRESS: a subcommand that is not given -v must not reset
+    the value the top level parsed."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for child in action.choices.values():
+            if "--verbose" not in child._option_string_actions:
+                child.add_argument(
+                    "-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                    help="log more detail to stderr",
+                )  # fmt: skip
+            _verbose_anywhere(child)
+
+
+def _quiet_stdout() -> None:
+    """The reader of our stdout went away (`anysync ls | head`): point stdout at
+    /dev/null so the interpreter's last flush does not report the broken pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # gRPC's C core logs to stderr on its own ("Handshake failed", ...): the one line a
+    # command prints about a failure says it better. Read when grpc is first imported.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     args = build_parser(argv).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -98,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("anysync: interrupted", file=sys.stderr)
         return 130
+    except EOFError:  # Ctrl-D at a prompt
+        print("\nanysync: aborted at the prompt", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141  # as a command killed by SIGPIPE: `set -o pipefail` still sees it
     except OSError as exc:  # a file problem no command put into words: still one line
         logging.getLogger("anysync").debug("unhandled OSError", exc_info=True)
         where = f": {exc.filename}" if exc.filename is not None else ""

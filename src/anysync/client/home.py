@@ -10,6 +10,9 @@ Client home (ANYSYNC_HOME, default ~/.config/anysync), mode 0700:
                   by the desktop keyring or a passphrase (devicekeys.py)  0600
     access.keys   this device's access token, JSON                       0600
     state.db      local SQLite state (statedb.py)                        0600
+    logged-out.json  after `anysync logout`: the config.json of the account this home
+                  was logged in to (no secret in it); `login` takes the same account
+                  back, keeping state.db, and refuses another one          0600
 
 Every file is written atomically (temp file, fsync, rename, fsync of the directory).
 `ClientHome.unlock` lives here, not in session.py: it reads and rewrites the home's own
@@ -108,7 +111,11 @@ def _write_private(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)
     finally:
@@ -118,6 +125,7 @@ def _write_private(path: Path, data: bytes) -> None:
 # Every file a home may hold; each must be a regular file (or absent).
 HOME_FILES = (
     "config.json",
+    "logged-out.json",
     "server.crt",
     "master.keys",
     "device.keys",
@@ -201,9 +209,18 @@ class ClientHome:
     def config(self) -> ClientConfig:
         path = self.root / "config.json"
         if not path.exists():
+            before = self.logged_out_config()
+            if before is not None:
+                raise LocalStateError(
+                    f"this device was logged out of {before.email} on {before.server}; run "
+                    f"`anysync login --server {before.server} --email {before.email}`"
+                )
             raise LocalStateError(
                 f"this device is not logged in (no {path}); run `anysync signup` or `anysync login`"
             )
+        return self._config_file(path)
+
+    def _config_file(self, path: Path) -> ClientConfig:
         try:
             return ClientConfig.from_json(json.loads(path.read_bytes()))
         except (ValueError, KeyError, TypeError, AssertionError) as exc:
@@ -211,6 +228,22 @@ class ClientHome:
                 f"{path} is unreadable ({exc}); move {self.root} aside and run `anysync login` "
                 "again: your data is safe on the server"
             ) from None
+
+    def logged_out_config(self) -> ClientConfig | None:
+        """The account this home was logged out of (`anysync logout`), if it was."""
+        path = self.root / "logged-out.json"
+        return self._config_file(path) if path.exists() else None
+
+    def forget_login(self) -> None:
+        """Log this home out: keep config.json as logged-out.json (which account the
+        local state belongs to), then delete the token and every copy of the keys.
+        Renamed first: a crash halfway leaves a logged-out home with a leftover secret
+        that the next login overwrites, never a logged-in home without its token."""
+        os.replace(self.root / "config.json", self.root / "logged-out.json")
+        _fsync_dir(self.root)
+        for name in ("access.keys", "device.keys", "master.keys"):
+            (self.root / name).unlink(missing_ok=True)
+        _fsync_dir(self.root)
 
     def _read(self, name: str) -> bytes:
         path = self.root / name
@@ -366,6 +399,7 @@ class ClientHome:
         # config.json last: its presence means "logged in", so a crash before it leaves
         # a home that simply looks logged out.
         _write_private(self.root / "config.json", json.dumps(cfg.to_json(), indent=2).encode())
+        (self.root / "logged-out.json").unlink(missing_ok=True)
 
     def save_keys(self, cfg: ClientConfig, master_keys: bytes) -> None:
         """Replace master.keys with a newer copy; never with an older one."""

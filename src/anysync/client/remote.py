@@ -284,6 +284,10 @@ class Remote:
     def revoke_device(self, device_id: int) -> None:
         self._call(self._devices.RevokeDevice, pb.RevokeDeviceRequest(device_id=device_id))
 
+    def rename_device(self, device_id: int, name: str) -> None:
+        req = pb.RenameDeviceRequest(device_id=device_id, name=name)
+        self._call(self._devices.RenameDevice, req)
+
     def whoami(self) -> AccountInfo:
         return account_from(self._call(self._devices.Whoami, pb.WhoamiRequest()))
 

@@ -1,4 +1,4 @@
-"""The account flows: sign-up, log-in, certificate pinning and password change.
+"""The account flows: sign-up, log-in, log-out, certificate pinning, password change.
 
 The home they write is home.py. Nothing is written until the server has accepted the
 signup or login, so a wrong password or an unreachable server leaves the home exactly
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from anysync import crypto, tls
 from anysync.client import devicekeys, keys
@@ -19,24 +19,58 @@ from anysync.client.devicekeys import Protection
 from anysync.client.home import ClientConfig, ClientHome
 from anysync.client.keys import MasterKeys
 from anysync.client.remote import LoginResult, Remote, fetch_certificate
-from anysync.errors import AuthError, IntegrityError, LocalStateError, UsageError, WrongPassword
+from anysync.errors import (
+    AnySyncError,
+    AuthError,
+    IntegrityError,
+    LocalStateError,
+    ServerUnreachable,
+    TlsMismatch,
+    UsageError,
+    WrongPassword,
+)
 
 Confirm = Callable[[str], bool]
 
 
 def pin_certificate(
-    address: str, fingerprint: str | None, trust_new: bool, confirm: Confirm | None
+    address: str,
+    fingerprint: str | None,
+    trust_new: bool,
+    confirm: Confirm | None,
+    *,
+    known: str | None = None,
+    warn: Callable[[str], None] = lambda _: None,
 ) -> bytes:
-    """Fetch the server certificate and decide whether to trust it (like SSH)."""
+    """Fetch the server certificate and decide whether to trust it (like SSH).
+
+    `known`: the fingerprint this home pinned before (a logged-out or revoked home). The
+    same certificate is trusted again without asking; a different one only when
+    `fingerprint` names it, with a warning: never by a prompt or --trust-new, which
+    would make an intercepted connection one keystroke away."""
     cert = fetch_certificate(address)
     actual = tls.fingerprint(cert)
     if fingerprint is not None:
         if tls.normalize_fingerprint(fingerprint) != actual:
-            raise IntegrityError(
+            raise TlsMismatch(
                 f"the server at {address} presented certificate fingerprint {actual}, not the "
                 "expected one; do not continue unless you know why it changed"
             )
+        if known is not None and known != actual:
+            warn(
+                f"the server's certificate changed since this device last logged in (pinned "
+                f"{known}, now {actual}); trusting the new one because --fingerprint names it"
+            )
         return cert
+    if known is not None:
+        if known == actual:
+            return cert
+        raise TlsMismatch(
+            f"the server at {address} presents certificate fingerprint {actual}, not the "
+            f"{known} this device pinned. If the server was reinstalled, compare with "
+            "`anysync-server fingerprint` on it and log in with --fingerprint; if not, "
+            "someone may be intercepting the connection"
+        )
     if trust_new:
         return cert
     if confirm is None:
@@ -95,12 +129,55 @@ def _finish_login(
 
 def _refuse_existing(home: ClientHome) -> None:
     home.check()  # before the server is asked: an account without a home is no use
-    if home.exists():
-        cfg = home.config()
+    before = home.logged_out_config() or (home.config() if home.exists() else None)
+    if before is not None:
         raise UsageError(
-            f"{home.root} is already logged in as {cfg.email} on {cfg.server}; "
-            "use another ANYSYNC_HOME for another account"
+            f"{home.root} holds the sync state of {before.email} on {before.server}; "
+            "use another ANYSYNC_HOME for a new account"
         )
+
+
+def previous_login(home: ClientHome, email: str) -> ClientConfig | None:
+    """The account this home belonged to, if `login` as `email` may take it back: the
+    home was logged out, or its login stopped working (the device was revoked, the
+    server's certificate changed, the token is lost). None for a new home. Refused when
+    the login still works (log out first) or the home is another account's: its sync
+    state describes that account's folders, and would delete files if applied to
+    another's."""
+    home.check()
+    before = home.logged_out_config()
+    if before is None and home.exists():
+        before = home.config()
+        if _login_works(home):
+            raise UsageError(
+                f"{home.root} is already logged in as {before.email} on {before.server}; "
+                "run `anysync logout` first, or use another ANYSYNC_HOME for another account"
+            )
+    if before is not None and before.email != email:
+        raise UsageError(
+            f"{home.root} holds the sync state of {before.email}; log in as {before.email}, "
+            "or use another ANYSYNC_HOME for another account"
+        )
+    return before
+
+
+def _login_works(home: ClientHome) -> bool:
+    try:
+        remote = home.remote()
+    except LocalStateError:  # no readable token or certificate: nothing works
+        return False
+    try:
+        remote.whoami()
+        return True
+    except (AuthError, TlsMismatch):  # revoked, or the server's certificate changed
+        return False
+    except ServerUnreachable as exc:
+        raise ServerUnreachable(
+            f"{exc.message}; this device is logged in to that server: if it moved or is "
+            "gone for good, run `anysync logout` (works offline) and log in again"
+        ) from None
+    finally:
+        remote.close()
 
 
 def signup(
@@ -138,9 +215,19 @@ def signup(
 
 
 def login(
-    home: ClientHome, *, address: str, email: str, password: str, device_name: str, cert: bytes
+    home: ClientHome,
+    *,
+    address: str,
+    email: str,
+    password: str,
+    device_name: str,
+    cert: bytes,
+    previous: ClientConfig | None = None,
 ) -> ClientConfig:
-    _refuse_existing(home)
+    """Log this device in. `previous`: what previous_login returned (the account this
+    home belonged to); the account the server answers for must be that one."""
+    if previous is None:
+        _refuse_existing(home)
     remote = Remote(address, cert)
     try:
         kdf = remote.pre_login(email)
@@ -154,10 +241,73 @@ def login(
                 device_public_key=device_public,
             )
         except AuthError as exc:
-            raise WrongPassword(f"wrong e-mail or password ({exc.message})") from None
+            raise WrongPassword(_wrong_password(exc.message)) from None
     finally:
         remote.close()
+    if previous is not None and result.user_id != previous.user_id:
+        _revoke_quietly(address, cert, result, device_secret)
+        raise UsageError(
+            f"{email} on {address} is a different account from the one {home.root} was "
+            "used with (the server was set up anew?); its sync state does not apply: use "
+            "another ANYSYNC_HOME"
+        )
     return _finish_login(home, address, cert, email, device_name, result, device_secret, kek)
+
+
+def _wrong_password(server_says: str) -> str:
+    """One message, not "wrong e-mail or password (wrong e-mail or password)"."""
+    said = server_says.strip()
+    return (
+        said
+        if said.startswith("wrong e-mail or password")
+        else (f"wrong e-mail or password ({said})" if said else "wrong e-mail or password")
+    )
+
+
+def _revoke_quietly(address: str, cert: bytes, result: LoginResult, device_secret: bytes) -> None:
+    """Undo a login this home cannot use: the new device's token stops working."""
+    token = crypto.open_sealed(device_secret, result.sealed_token)
+    remote = Remote(address, cert, token)
+    try:
+        remote.revoke_device(result.device_id)
+    except AnySyncError:  # the token then only ages unused; the user sees the device listed
+        pass
+    finally:
+        remote.close()
+
+
+@dataclass(frozen=True)
+class LoggedOut:
+    config: ClientConfig
+    revoked: bool  # the server stopped this device's token
+    why_not: str  # when not: what went wrong (the server could not be reached, ...)
+
+
+def logout(home: ClientHome) -> LoggedOut:
+    """Log this device out: its token is revoked at the server when it can be reached,
+    and the token and keys are deleted here (with a keyring entry holding them); the
+    sync state and caches stay for the next `login` of the same account."""
+    cfg = home.config()
+    revoked, why_not = False, ""
+    try:
+        remote = home.remote()
+        try:
+            remote.revoke_device(cfg.device_id)
+        finally:
+            remote.close()
+        revoked = True
+    except AuthError:  # revoked already: what logging out asks for
+        revoked = True
+    except AnySyncError as exc:  # unreachable, certificate changed, token unreadable
+        why_not = exc.message
+    try:
+        key_file = home.device_key_file()
+    except LocalStateError:
+        key_file = None
+    home.forget_login()
+    if key_file is not None and key_file.protection is Protection.KEYRING:
+        devicekeys.keyring_delete(devicekeys.keyring_user(cfg.user_id, home.root))
+    return LoggedOut(cfg, revoked, why_not)
 
 
 def change_password(home: ClientHome, old_password: str, new_password: str) -> None:

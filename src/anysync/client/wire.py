@@ -163,8 +163,9 @@ def error_for(exc: grpc.RpcError, address: str) -> AnySyncError:
     if code is grpc.StatusCode.UNAVAILABLE:
         if any(w in details.lower() for w in ("handshake", "certificate", "ssl", "tls")):
             return TlsMismatch(
-                f"the server at {address} did not present the pinned certificate; "
-                "if the server was re-installed, log in again to pin its new fingerprint"
+                f"the server at {address} did not present the pinned certificate; if it "
+                "was reinstalled, run `anysync login` again with --fingerprint (from "
+                "`anysync-server fingerprint` on the server)"
             )
         return ServerUnreachable(
             f"cannot reach the server at {address} ({details.strip() or 'unavailable'}); "

@@ -28,7 +28,7 @@ from anysync.server import auth
 from anysync.server.config import ServerConfig
 from anysync.server.limiter import PER_LOGIN, Backoff, LoginLimiter
 from anysync.server.metadata import Device, Metadata, NewAccount, NewDevice, User
-from anysync.types import KdfParams
+from anysync.types import KdfParams, device_name_problem
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ class Accounts:
         token, token_hash = auth.new_token()
         user, device = self.db.create_account(
             NewAccount(form.user_id, email, kdf, login_hash, salt, params, master_keys),
-            NewDevice(new_device.name, new_device.public_key, token_hash),
+            NewDevice(device_name(new_device.name), new_device.public_key, token_hash),
             invite_hash,
             _now(),
         )
@@ -199,7 +199,9 @@ class Accounts:
 
         token, token_hash = auth.new_token()
         device = self.db.add_device(
-            user.id, NewDevice(new_device.name, new_device.public_key, token_hash), _now()
+            user.id,
+            NewDevice(device_name(new_device.name), new_device.public_key, token_hash),
+            _now(),
         )
         log.info("login: account %s, new device %d", user.user_id, device.id)
         return Session(user, device, crypto.seal_to(new_device.public_key, token))
@@ -258,6 +260,11 @@ class Accounts:
             caller.device.id,
         )
 
+    def rename_device(self, caller: Caller, device_id: int, name: str) -> None:
+        if device_id != caller.device.id:
+            caller.refuse_append_only("rename other devices")
+        self.db.rename_device(caller.user.id, device_id, device_name(name))
+
     def revoke_device(self, caller: Caller, device_id: int) -> None:
         if device_id != caller.device.id:
             caller.refuse_append_only("revoke other devices")
@@ -268,6 +275,15 @@ class Accounts:
             device_id,
             caller.device.id,
         )
+
+
+def device_name(name: str) -> str:
+    """`name` without surrounding spaces, if it may name a device (types.py)."""
+    name = name.strip()
+    problem = device_name_problem(name)
+    if problem is not None:
+        raise UsageError(problem)
+    return name
 
 
 def checked_kdf(params: KdfParams) -> KdfParams:

@@ -474,6 +474,14 @@ class Metadata:
                 )
             db.execute("UPDATE devices SET rights = ? WHERE id = ?", (rights, device_id))
 
+    def rename_device(self, user: int, device_id: int, name: str) -> None:
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE devices SET name = ? WHERE id = ? AND user = ?", (name, device_id, user)
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"this account has no device {device_id}")
+
     def set_elevated_until(self, device_id: int, until: int) -> None:
         with self.transaction() as db:
             db.execute("UPDATE devices SET elevated_until = ? WHERE id = ?", (until, device_id))
@@ -1062,12 +1070,13 @@ def _ref(row: sqlite3.Row) -> Ref:
 def _insert_device(
     db: sqlite3.Connection, user: int, device: NewDevice, now: int, rights: str
 ) -> Device:
+    # Seen at its creation: a device that just logged in is "now", not "never".
     cur = db.execute(
-        "INSERT INTO devices (user, name, public_key, token_hash, created_at, rights)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (user, device.name, device.public_key, device.token_hash, now, rights),
+        "INSERT INTO devices (user, name, public_key, token_hash, created_at, last_seen_at,"
+        " rights) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (user, device.name, device.public_key, device.token_hash, now, now, rights),
     )
-    return Device(_rowid(cur), user, device.name, now, None, None, rights)
+    return Device(_rowid(cur), user, device.name, now, now, None, rights)
 
 
 def _location(row: sqlite3.Row) -> BlobLocation:

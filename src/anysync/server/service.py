@@ -195,6 +195,14 @@ class DevicesService(pb_grpc.DevicesServicer):
         return pb.SetDeviceRightsResponse()
 
     @rpc
+    async def RenameDevice(
+        self, request: pb.RenameDeviceRequest, context: Ctx
+    ) -> pb.RenameDeviceResponse:
+        caller = await self.core.authenticate(context)
+        await self.run(self.core.accounts.rename_device, caller, request.device_id, request.name)
+        return pb.RenameDeviceResponse()
+
+    @rpc
     async def Elevate(self, request: pb.ElevateRequest, context: Ctx) -> pb.ElevateResponse:
         caller = await self.core.authenticate(context)
         async with self.core.login_calls:

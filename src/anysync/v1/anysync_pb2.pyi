@@ -140,6 +140,18 @@ class RevokeDeviceResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class RenameDeviceRequest(_message.Message):
+    __slots__ = ("device_id", "name")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    device_id: int
+    name: str
+    def __init__(self, device_id: _Optional[int] = ..., name: _Optional[str] = ...) -> None: ...
+
+class RenameDeviceResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class SetDeviceRightsRequest(_message.Message):
     __slots__ = ("device_id", "rights")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]

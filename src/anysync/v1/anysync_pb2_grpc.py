@@ -274,6 +274,11 @@ class DevicesStub:
                 request_serializer=anysync_dot_v1_dot_anysync__pb2.ElevateRequest.SerializeToString,
                 response_deserializer=anysync_dot_v1_dot_anysync__pb2.ElevateResponse.FromString,
                 _registered_method=True)
+        self.RenameDevice = channel.unary_unary(
+                '/anysync.v1.Devices/RenameDevice',
+                request_serializer=anysync_dot_v1_dot_anysync__pb2.RenameDeviceRequest.SerializeToString,
+                response_deserializer=anysync_dot_v1_dot_anysync__pb2.RenameDeviceResponse.FromString,
+                _registered_method=True)
 
 
 class DevicesServicer:
@@ -319,6 +324,13 @@ class DevicesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RenameDevice(self, request, context):
+        """Rename a device of the caller's account (an append-only device: only itself).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DevicesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -346,6 +358,11 @@ def add_DevicesServicer_to_server(servicer, server):
                     servicer.Elevate,
                     request_deserializer=anysync_dot_v1_dot_anysync__pb2.ElevateRequest.FromString,
                     response_serializer=anysync_dot_v1_dot_anysync__pb2.ElevateResponse.SerializeToString,
+            ),
+            'RenameDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenameDevice,
+                    request_deserializer=anysync_dot_v1_dot_anysync__pb2.RenameDeviceRequest.FromString,
+                    response_serializer=anysync_dot_v1_dot_anysync__pb2.RenameDeviceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -485,6 +502,33 @@ class Devices:
             '/anysync.v1.Devices/Elevate',
             anysync_dot_v1_dot_anysync__pb2.ElevateRequest.SerializeToString,
             anysync_dot_v1_dot_anysync__pb2.ElevateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenameDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anysync.v1.Devices/RenameDevice',
+            anysync_dot_v1_dot_anysync__pb2.RenameDeviceRequest.SerializeToString,
+            anysync_dot_v1_dot_anysync__pb2.RenameDeviceResponse.FromString,
             options,
             channel_credentials,
             insecure,
