@@ -7,6 +7,7 @@ import errno
 import io
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from anysync.client.repo.commit import Commit
 from anysync.client.repo.refs import Snapshot
 from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType, TreeEntry
+from anysync.client.restore import Existing, Overwrite
 from anysync.errors import DiskFull, HostilePath, NotFound
 from anysync.types import BlobId, BlobKind
 from tests.unit.fakes import KEYS, MemoryRemote
@@ -368,7 +370,12 @@ def test_a_lost_top_tree_fails_the_whole_snapshot_by_name(tmp_path: Path) -> Non
         del remote.packs[remote.index[root].pack_id]
         snap = Snapshot(BlobId(b"\1" * 32), Commit("backup", root, (), "r-a", 1, 1, 1, "d", "h"))
         stats = restore.run_restore(
-            repo, snap, tmp_path, None, Progress("restored", io.StringIO(), enabled=False)
+            repo,
+            snap,
+            tmp_path,
+            [],
+            Progress("restored", io.StringIO(), enabled=False),
+            restore.Overwrite.NEVER,
         )
     finally:
         repo.close()
@@ -410,3 +417,42 @@ def test_leftover_temp_files_are_removed_where_restore_writes(
     assert (target / "top" / ".anysync-tmp-dir").is_dir()
     assert not os.path.lexists(target / "top" / ".anysync-tmp-link")
     assert (elsewhere / "precious").read_bytes() == b"keep me"
+
+
+# ------------------------------------------------------------ what is already there
+
+
+def test_what_is_already_there_is_compared_by_size_mtime_and_link(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_bytes(b"12345")
+    os.utime(f, ns=(7_000_000_000, 7_000_000_000))
+    (tmp_path / "l").symlink_to("there")
+    st_f, st_l = os.lstat(f), os.lstat(tmp_path / "l")
+    file = TreeEntry(b"f", EntryType.FILE, 0o644, 7_000_000_000, 5)
+    link = TreeEntry(b"l", EntryType.SYMLINK, 0o777, 0, target=b"there")
+    assert restore.compare_existing(None, file, None) is Existing.ABSENT
+    assert restore.compare_existing(st_f, file, None) is Existing.SAME
+    assert restore.compare_existing(st_f, replace(file, size=6), None) is Existing.DIFFERENT
+    assert restore.compare_existing(st_f, replace(file, mtime_ns=1), None) is Existing.DIFFERENT
+    assert restore.compare_existing(st_l, link, b"there") is Existing.SAME
+    assert restore.compare_existing(st_l, link, b"elsewhere") is Existing.DIFFERENT
+    # A symlink where the snapshot has a file (and the reverse) is never "the same".
+    assert restore.compare_existing(st_l, file, b"there") is Existing.DIFFERENT
+    assert restore.compare_existing(st_f, link, None) is Existing.DIFFERENT
+
+
+def test_overwrite_modes() -> None:
+    writes = {(m, e) for m in Overwrite for e in Existing if restore.should_write(m, e)}
+    assert writes == {
+        (Overwrite.NEVER, Existing.ABSENT),
+        (Overwrite.IF_CHANGED, Existing.ABSENT),
+        (Overwrite.IF_CHANGED, Existing.DIFFERENT),
+        (Overwrite.ALWAYS, Existing.ABSENT),
+        (Overwrite.ALWAYS, Existing.DIFFERENT),
+        (Overwrite.ALWAYS, Existing.SAME),
+    }
+
+
+def test_includes_inside_another_include_are_dropped() -> None:
+    assert restore.outermost(["a/b", "a", "/c/", "c/d/e", "ab"]) == ["a", "ab", "c"]
+    assert restore.outermost([]) == []

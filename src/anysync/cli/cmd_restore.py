@@ -10,7 +10,7 @@ from anysync.cli import common
 from anysync.client.forget import CountingEdits
 from anysync.client.progress import human_bytes
 from anysync.client.repo import history
-from anysync.client.restore import run_restore
+from anysync.client.restore import Overwrite, run_restore
 from anysync.errors import RestoreIncomplete
 
 
@@ -18,7 +18,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("restore", help="restore a snapshot into a directory")
     p.add_argument("snapshot", help="snapshot ID (or a prefix of it), or 'latest'")
     p.add_argument("--target", required=True, type=Path, help="directory to restore into")
-    p.add_argument("--include", default=None, help="restore only this path of the snapshot")
+    p.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="restore only this path of the snapshot (repeat for more)",
+    )
+    p.add_argument(
+        "--overwrite",
+        choices=[o.value for o in Overwrite],
+        default=Overwrite.NEVER.value,
+        help="a file already in the target that differs from the snapshot's: keep it and "
+        "list it (never, the default), replace it (if-changed), or write every file "
+        "again (always)",
+    )
     common.add_password_option(p)
     p.set_defaults(run=run)
 
@@ -28,11 +42,21 @@ def run(args: argparse.Namespace) -> int:
         snap = history.resolve(
             s.refs, args.snapshot, common.print_warning, counting=CountingEdits(s.remote)
         )
-        stats = run_restore(s.repo, snap, args.target, args.include, common.progress("restore"))
+        stats = run_restore(
+            s.repo,
+            snap,
+            args.target,
+            args.include,
+            common.progress("restore"),
+            Overwrite(args.overwrite),
+        )
     print(
         f"restored snapshot {snap.id.short()}: {stats.files} files, {stats.dirs} directories, "
         f"{stats.symlinks} symlinks, {human_bytes(stats.bytes)} into {args.target}"
+        + (f"; {stats.unchanged} already there" if stats.unchanged else "")
     )
+    if stats.kept:
+        _report_kept(stats.kept)
     if stats.failed:
         for path, reason in stats.failed:
             print(f"failed: {path}: {reason}", file=sys.stderr)
@@ -41,3 +65,18 @@ def run(args: argparse.Namespace) -> int:
             "the others are complete"
         )
     return 0
+
+
+KEPT_SHOWN = 20
+
+
+def _report_kept(kept: list[str]) -> None:
+    print(
+        f"kept {len(kept)} existing file(s) that differ from the snapshot; "
+        "`--overwrite if-changed` replaces them:",
+        file=sys.stderr,
+    )
+    for path in kept[:KEPT_SHOWN]:
+        print(f"kept: {common.shown(path)}", file=sys.stderr)
+    if len(kept) > KEPT_SHOWN:
+        print(f"kept: … and {len(kept) - KEPT_SHOWN} more", file=sys.stderr)

@@ -22,14 +22,21 @@ The renames themselves are made durable by one more sync at the end, instead of 
 directory fsync per directory. A restore killed at any point leaves complete files
 under final names and `.anysync-tmp-*` files beside them; the next restore removes the
 temp files in every directory it writes into.
+
+What is already at the target is never replaced by surprise (`Overwrite`): by default
+a file or symlink that exists and differs from the snapshot's is kept and reported, one
+that looks the same (size and mtime, or the link target) is left as it is, so running
+an interrupted restore again only writes what is missing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import os
 import secrets
+import stat
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -53,6 +60,45 @@ BATCH_BYTES = 16 * 1024 * 1024
 BATCH_FILES = 256
 
 
+class Overwrite(enum.Enum):
+    """What to do with a file or symlink that already exists at the target (restic's
+    choices). An entry that looks the same as the snapshot's is never rewritten, except
+    by ALWAYS."""
+
+    NEVER = "never"  # keep an existing entry that differs, and report it
+    IF_CHANGED = "if-changed"  # replace an existing entry that differs
+    ALWAYS = "always"  # write every entry, even one that looks the same
+
+
+class Existing(enum.Enum):
+    ABSENT = "absent"
+    SAME = "same"
+    DIFFERENT = "different"
+
+
+def compare_existing(st: os.stat_result | None, entry: TreeEntry, link: bytes | None) -> Existing:
+    """How the entry at the target (`st`, not followed; `link` its target if a symlink)
+    compares with the snapshot's `entry`. Size and mtime decide for files, as for
+    restic and rsync: a restore sets both, so a finished file looks the same."""
+    if st is None:
+        return Existing.ABSENT
+    if entry.type is EntryType.SYMLINK:
+        same = stat.S_ISLNK(st.st_mode) and link == entry.target
+    else:
+        same = (
+            stat.S_ISREG(st.st_mode)
+            and st.st_size == entry.size
+            and st.st_mtime_ns == entry.mtime_ns
+        )
+    return Existing.SAME if same else Existing.DIFFERENT
+
+
+def should_write(mode: Overwrite, existing: Existing) -> bool:
+    if existing is Existing.ABSENT or mode is Overwrite.ALWAYS:
+        return True
+    return existing is Existing.DIFFERENT and mode is Overwrite.IF_CHANGED
+
+
 @dataclass
 class RestoreStats:
     files: int = 0
@@ -60,6 +106,8 @@ class RestoreStats:
     symlinks: int = 0
     bytes: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    unchanged: int = 0  # files and symlinks already at the target as in the snapshot
+    kept: list[str] = field(default_factory=list)  # existing and different, not replaced
 
 
 class _PendingFile(NamedTuple):
@@ -75,8 +123,14 @@ _Written = tuple[_PendingFile, bytes, localfs.StatKey | None]
 
 
 def run_restore(
-    repo: Repository, snap: Snapshot, target: Path, include: str | None, progress: Reporter
+    repo: Repository,
+    snap: Snapshot,
+    target: Path,
+    includes: list[str],
+    progress: Reporter,
+    overwrite: Overwrite,
 ) -> RestoreStats:
+    """Restore `snap` (only the paths `includes`, if any) into `target`."""
     try:
         target.mkdir(parents=True, exist_ok=True)
         root_fd = localfs.open_root(target)
@@ -85,7 +139,7 @@ def run_restore(
         os.unlink(probe, dir_fd=root_fd)
     except OSError as exc:
         raise _os_error(exc, f"cannot write to the target directory {target}") from None
-    r = _Restorer(repo, progress)
+    r = _Restorer(repo, progress, overwrite)
     try:
         try:
             entries = repo.load_tree(snap.commit.tree)
@@ -94,15 +148,26 @@ def run_restore(
             # below it can be named, so the whole snapshot is the failed path.
             r.stats.failed.append(("(every file of the snapshot)", exc.message))
         else:
-            prefix: list[TreeEntry] = []
-            if include:
-                entries, prefix = _select(repo, entries, include)
-            r.restore_into(root_fd, prefix, entries)
+            # Every include is looked up before anything is written: a typo in the
+            # third one must not leave the first two restored and the user guessing.
+            selections = [_select(repo, entries, inc) for inc in outermost(includes)]
+            for selected, leading in selections or [(entries, [])]:
+                r.restore_into(root_fd, leading, selected)
     finally:
         r.close()
         os.close(root_fd)
     progress.done()
     return r.stats
+
+
+def outermost(includes: list[str]) -> list[str]:
+    """The include paths without those inside another one (a/b beside a: a holds it)."""
+    parts = sorted({tuple(p for p in inc.split("/") if p) for inc in includes})
+    kept: list[tuple[str, ...]] = []
+    for p in parts:
+        if not any(p[: len(k)] == k for k in kept):
+            kept.append(p)
+    return ["/".join(p) for p in kept]
 
 
 def _select(
@@ -123,9 +188,12 @@ def _select(
 
 
 class _Restorer:
-    def __init__(self, repo: Repository, progress: Reporter) -> None:
+    def __init__(
+        self, repo: Repository, progress: Reporter, overwrite: Overwrite = Overwrite.ALWAYS
+    ) -> None:
         self.repo = repo
         self.progress = progress
+        self.overwrite = overwrite
         self.stats = RestoreStats()  # failures are appended by both threads
         self._sync_fd = -1  # the target's, during restore_into
         self._pending: list[_PendingFile] = []
@@ -178,6 +246,8 @@ class _Restorer:
             with self._per_file(shown):
                 if entry.type is EntryType.DIR:
                     self._restore_dir(dir_fd, rel, entry, shown)
+                elif not self._wanted(dir_fd, entry, shown):
+                    pass
                 elif entry.type is EntryType.SYMLINK:
                     self._restore_symlink(dir_fd, entry)
                 else:
@@ -196,6 +266,23 @@ class _Restorer:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise _os_error(exc, f"cannot restore {shown}") from None
             self.stats.failed.append((shown, exc.strerror or str(exc)))
+
+    def _wanted(self, dir_fd: int, entry: TreeEntry, shown: str) -> bool:
+        """Whether to write this file or symlink over what the target holds now."""
+        try:
+            st: os.stat_result | None = os.stat(entry.name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        link = os.readlink(entry.name, dir_fd=dir_fd) if st and stat.S_ISLNK(st.st_mode) else None
+        existing = compare_existing(st, entry, link)
+        if should_write(self.overwrite, existing):
+            return True
+        if existing is Existing.SAME:
+            self.stats.unchanged += 1
+            self.progress.add(files=1, nbytes=entry.size)
+        else:
+            self.stats.kept.append(shown)
+        return False
 
     def _open_dir(self, dir_fd: int, name: bytes, shown: str) -> int:
         try:
