@@ -1,6 +1,7 @@
 """anysync sync: two-way sync of folders between devices.
 
 sync add PATH [--name NAME]   new sync folder, or join an existing one by name
+sync remove NAME|PATH         stop syncing a folder here (its files stay)
 sync list                     folders, state, last sync, pending changes
 sync run [--watch]            one pass over every folder, or keep reacting to changes
 sync status [PATH]            per-file state: synced, pending, excluded, conflict
@@ -18,6 +19,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from anysync.cli import cmd_drive, common
@@ -41,6 +43,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add = ssub.add_parser("add", help="sync a folder (new, or join one by name)")
     add.add_argument("path", type=Path)
     add.add_argument("--name", help="the folder's name on every device (default: directory name)")
+    rm = ssub.add_parser(
+        "remove", help="stop syncing a folder on this device (its files and its copy on "
+        "the server stay)",
+    )  # fmt: skip
+    rm.add_argument("folder", metavar="NAME|PATH", help="the folder's name or its path")
     ssub.add_parser("list", help="list sync folders")
     run = ssub.add_parser("run", help="sync now; --watch keeps syncing as things change")
     run.add_argument("--watch", action="store_true")
@@ -58,13 +65,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ret.add_argument("name", help="the folder's name")
     add_policy_options(ret)
     ret.add_argument("--json", action="store_true", help="machine-readable output")
-    for q in (add, run, st, ex, inc, ret, ssub.choices["list"]):
+    for q in (add, rm, run, st, ex, inc, ret, ssub.choices["list"]):
         common.add_password_option(q)
     p.set_defaults(run=run_sync)
 
 
 def run_sync(args: argparse.Namespace) -> int:
-    if args.sync_cmd in ("list", "status"):
+    if args.sync_cmd in ("list", "status", "remove"):
         return _offline(args)  # local state only: no password, no server
     if args.sync_cmd == "retention":
         return _retention(args)
@@ -78,6 +85,8 @@ def run_sync(args: argparse.Namespace) -> int:
             failures = 0
             with pass_lock(s.home.root):
                 for f in folders:
+                    if state.find_folder(f.name) is None:  # `sync remove`d meanwhile
+                        continue
                     changed = watcher.take_changes(f.path) if watcher else None
                     try:
                         r = engine.run_pass(s.repo, s.remote, s.state, f, device, changed)
@@ -93,10 +102,6 @@ def run_sync(args: argparse.Namespace) -> int:
         cmd = args.sync_cmd
         if cmd == "add":
             path = Path(os.path.abspath(args.path))
-            try:
-                path.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise UsageError(f"cannot make the folder {path}: {exc.strerror}") from None
             name = args.name or path.name
             ref = engine.folder_ref(s.repo, name)
             if cmd_drive.mounted_drive(ref) is not None:
@@ -105,7 +110,8 @@ def run_sync(args: argparse.Namespace) -> int:
                     "synced here, not both (`anysync drive umount` it first)"
                 )
             joining = s.refs.head(ref)[1] is not None
-            state.add_folder(name, path, ref)
+            with _made_unless_refused(path):
+                state.add_folder(name, path, ref)
             how = "joined existing folder" if joining else "added new folder"
             print(f"{how} {name!r} at {path}; run `anysync sync run` to sync it")
             return 0
@@ -140,6 +146,48 @@ def run_sync(args: argparse.Namespace) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             watcher.run(lambda: _ignore(one_pass(folders, watcher)))
         return 0
+
+
+@contextlib.contextmanager
+def _made_unless_refused(path: Path) -> Iterator[None]:
+    """Make the directory `path` (and missing parents) for the block; if the block
+    refuses, remove what was made: a refused `sync add` leaves nothing behind."""
+    made = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot make the folder {path}: {exc.strerror}") from None
+    try:
+        yield
+    except BaseException:
+        for p in made:  # deepest first; only if still empty
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        raise
+
+
+def _remove(state: SyncState, which: str, home_root: Path) -> int:
+    folder = state.find_folder(which)
+    if folder is None:
+        try:
+            folder, rel = state.folder_for(Path(which))
+        except NotFound:
+            raise NotFound(
+                f"{which} is neither the name nor the path of a sync folder; see "
+                "`anysync sync list`"
+            ) from None
+        if rel:
+            raise UsageError(
+                f"{which} is inside the sync folder {folder.name!r}; give the folder itself "
+                "(or `anysync sync exclude` a sub-tree)"
+            )
+    with pass_lock(home_root):  # not in the middle of a pass over it
+        state.remove_folder(folder.name)
+    print(
+        f"stopped syncing {folder.name!r} on this device; the files in {folder.path} "
+        "stay, and so does the folder on the server for other devices"
+    )
+    return 0
 
 
 def _retention(args: argparse.Namespace) -> int:
@@ -207,6 +255,8 @@ def _report(f: Folder, r: engine.PassResult) -> None:
         parts.append(f"{r.deleted} deleted")
     if r.stuck:
         parts.append(f"{len(r.stuck)} stuck")
+    if r.deletes_sent:
+        parts.append(f"{r.deletes_sent} deletion(s) sent")
     head = f" → {r.committed.short()}" if r.committed else ""
     print(f"{f.name}: {', '.join(parts) or 'up to date'}{head}", flush=True)
     for c in r.conflicts:
@@ -226,6 +276,8 @@ def _offline(args: argparse.Namespace) -> int:
     db = StateDB(h.state_path)
     try:
         state = SyncState(db)
+        if args.sync_cmd == "remove":
+            return _remove(state, args.folder, h.root)
         return _list(state) if args.sync_cmd == "list" else _status(state, args.path)
     finally:
         db.close()
@@ -259,6 +311,7 @@ def _list(state: SyncState) -> int:
 
 def _status(state: SyncState, path: Path | None) -> int:
     targets = [(f, b"") for f in state.folders()] if path is None else [state.folder_for(path)]
+    shown = 0
     for folder, rel in targets:
         excluded = state.excludes(folder.name)
         records = state.records(folder.name)
@@ -277,7 +330,26 @@ def _status(state: SyncState, path: Path | None) -> int:
             else:
                 label = "synced"
             print(f"{label:20} {folder.name}/{os.fsdecode(p)}")
+            shown += 1
         for p in sorted(excluded):
             if not rel or under(p, {rel}) or under(rel, {p}):
                 print(f"{'excluded':20} {folder.name}/{os.fsdecode(p)}")
+                shown += 1
+        if rel and not shown:
+            _status_of_unknown(folder, rel)
     return 0
+
+
+def _status_of_unknown(folder: Folder, rel: bytes) -> None:
+    """A path the sync state knows nothing about: ignored, or not there at all."""
+    on_disk = folder.path / os.fsdecode(rel)
+    if not os.path.lexists(on_disk):
+        raise NotFound(f"{on_disk} is neither on disk nor in the sync folder {folder.name!r}")
+    rules = IgnoreRules.load(folder.path)
+    parts = rel.split(b"/")
+    is_dir = on_disk.is_dir() and not on_disk.is_symlink()
+    for i in range(1, len(parts) + 1):  # an ignored parent directory ignores the path
+        if rules.ignored(b"/".join(parts[:i]), i < len(parts) or is_dir):
+            print(f"{'ignored':20} {folder.name}/{os.fsdecode(rel)}")
+            return
+    print(f"{'pending (new)':20} {folder.name}/{os.fsdecode(rel)}")

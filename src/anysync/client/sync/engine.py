@@ -62,7 +62,8 @@ class PassResult:
     uploaded_files: int = 0
     downloaded: int = 0
     moved: int = 0
-    deleted: int = 0
+    deleted: int = 0  # here, because another device deleted them
+    deletes_sent: int = 0  # deleted here, now deleted in the folder for every device
     conflicts: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # changed meanwhile: next pass
     warnings: list[str] = field(default_factory=list)
@@ -188,6 +189,11 @@ def _run_pass(
     ).committed
     if made is not None:
         result.committed = made.id
+        result.deletes_sent = sum(
+            1
+            for p, r in records.items()
+            if p not in disk.entries and p not in merged and r.entry.type is not EntryType.DIR
+        )
         result.conflicts = [os.fsdecode(c) for _, c in conflicts]
 
     faults.point("sync.before-apply")

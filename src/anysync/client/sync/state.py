@@ -96,6 +96,12 @@ class SyncState:
         )
         return Folder(name, path, ref, None, None)
 
+    def remove_folder(self, name: str) -> None:
+        """Stop syncing `name` on this device: its records, excludes, journal and stuck
+        paths go with it (ON DELETE CASCADE); the files on disk and the folder on the
+        server stay."""
+        self._db.execute("DELETE FROM sync_folders WHERE name = ?", (name,))
+
     def folders(self) -> list[Folder]:
         rows = self._db.execute(
             "SELECT name, path, ref, last_sync_ns, last_error FROM sync_folders ORDER BY name"
