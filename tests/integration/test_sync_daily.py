@@ -4,9 +4,13 @@ The real CLI, two devices, a real server."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import time
 from pathlib import Path
 
-from tests.integration.harness import Client, Server
+from tests.integration.harness import CLIENT, Client, Server, base_env
+from tests.integration.test_sync import Output
 
 EMAIL = "daily@example.org"
 
@@ -98,3 +102,48 @@ def test_sync_status_of_an_ignored_or_missing_path_says_so(
     ]
     missing = device_a.run("sync", "status", str(fa / "no-such.txt"), check=False)
     assert missing.returncode == 7 and "neither on disk nor in the sync folder" in missing.stderr
+
+
+def test_watch_rides_out_a_server_outage_quietly(
+    server: Server, device_a: Client, device_b: Client, tmp_path: Path
+) -> None:
+    fa, fb = _two_devices(server, device_a, device_b, tmp_path)
+    env = base_env() | {
+        "ANYSYNC_HOME": str(device_a.home),
+        "ANYSYNC_TESTONLY_FAULT": "crypto.scrypt",
+    }
+    proc = subprocess.Popen(
+        [CLIENT, "sync", "run", "--watch"], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    out = Output(proc)
+    try:
+        started = out.wait_for(lambda line: line.startswith("watching "))
+        out.wait_for(lambda line: line.startswith("Notes: "), started + 1)
+        server.stop()
+        down = len(out.lines)
+        for i in range(4):  # edits while the server is down: each wants a pass
+            (fa / f"offline-{i}.txt").write_text(f"written offline {i}\n")
+            time.sleep(2)
+        during = out.lines[down:]
+        # Old behaviour: a warning and a failed pass every second. Now: the stream's
+        # loss once, the passes' error once.
+        assert sum("lost the server's update stream" in line for line in during) == 1, during
+        assert sum("Notes: error:" in line for line in during) <= 1, during
+        assert len(during) <= 3, during
+
+        server.start()
+        back = out.wait_for(lambda line: "reachable again" in line, down)
+        out.wait_for(lambda line: line.startswith("Notes: ") and "read" in line, back)
+        device_b.run("sync", "run")
+        assert sorted(p.name for p in fb.glob("offline-*")) == [
+            f"offline-{i}.txt" for i in range(4)
+        ]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        out.close()

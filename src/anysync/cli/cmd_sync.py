@@ -81,6 +81,8 @@ def run_sync(args: argparse.Namespace) -> int:
         state = SyncState(s.state)
         device = engine.Device(s.config.device_id, s.config.device_name, socket.gethostname())
 
+        said: dict[str, str] = {}  # folder → the error last printed (watch mode)
+
         def one_pass(folders: list[Folder], watcher: Watcher | None = None) -> int:
             failures = 0
             with pass_lock(s.home.root):
@@ -92,9 +94,13 @@ def run_sync(args: argparse.Namespace) -> int:
                         r = engine.run_pass(s.repo, s.remote, s.state, f, device, changed)
                     except AnySyncError as exc:
                         state.finished(f.name, time.time_ns(), exc.message)
-                        print(f"{f.name}: error: {exc.message}", file=sys.stderr)
+                        # Watching through an outage: the same error once, not per pass.
+                        if said.get(f.name) != exc.message:
+                            print(f"{f.name}: error: {exc.message}", file=sys.stderr)
+                            said[f.name] = exc.message
                         failures += 1
                         continue
+                    said.pop(f.name, None)
                     state.finished(f.name, time.time_ns(), None)
                     _report(f, r)
             return failures

@@ -452,6 +452,9 @@ class StorageService(pb_grpc.StorageServicer):
         with self.core.gate.hold_account(caller.user.id):
             watch = self.core.refs.watch(caller, request.names)
             try:
+                # A heartbeat at once: the client learns the stream is open (gRPC
+                # connects lazily) and catches up; registered first, nothing is missed.
+                yield pb.Ref()
                 while True:
                     try:
                         ref = await asyncio.wait_for(watch.next(), WATCH_HEARTBEAT)

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 QUIET = 0.4  # seconds without events before a pass starts
 MAX_DELAY = 3.0  # ...but never postpone a pass longer than this
 RESCAN_EVERY = 300.0
+MAX_BACKOFF = 60.0  # seconds between attempts to reach a server that is down
 
 
 class RefStream(Protocol):
@@ -136,27 +137,46 @@ class Watcher:
             self._cond.notify_all()
 
     def _listen(self) -> None:
-        """Keep a WatchRefs stream open; reconnect with backoff."""
-        delay = 1.0
+        """Keep a WatchRefs stream open; reconnect with backoff (1 s doubling to a
+        minute). Opening a stream proves nothing (gRPC connects lazily): the server's
+        first message, sent at once, says it is there. One line when the stream is lost
+        and one when it is back, not one per attempt."""
+        delay, lost = 1.0, False
         while not self._stop:
             try:
                 stream = self._remote.watch_refs(self._refs)
                 self._stream = stream
-                self._wake(at_once=True)  # catch up on anything missed while away
-                delay = 1.0
+                connected = False
                 for ref in stream:
+                    if not connected:
+                        connected, delay = True, 1.0
+                        if lost:
+                            log.warning("the server is reachable again; syncing")
+                            lost = False
+                        self._wake(at_once=True)  # catch up on anything missed while away
                     if ref is not None:
                         log.info("remote change of %s", ref.name[:12])
                         self._wake(at_once=True)  # a commit is complete: no need to wait
             except AnySyncError as exc:
                 if self._stop:
                     return
-                log.warning(
-                    "lost the server's update stream (%s); retrying in %.0f s", exc.message, delay
-                )
+                if not lost:
+                    log.warning(
+                        "lost the server's update stream (%s); retrying, up to once a "
+                        "minute, until it is back",
+                        exc.message,
+                    )
+                    lost = True
+                else:
+                    log.debug("still no server (%s); next try in %.0f s", exc.message, delay)
             if not self._stop:
-                time.sleep(delay)
-                delay = min(delay * 2, 60.0)
+                self._sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait, but return at once on stop()."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._stop, seconds)
 
     def run(self, sync_pass: Callable[[], None]) -> None:
         """Run passes as events arrive, until stop() (or KeyboardInterrupt)."""
