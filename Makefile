@@ -29,9 +29,19 @@ $(EXTRAS): FORCE
 
 FORCE:
 
-# Install, initialise ~/.AnySync on first run, serve on 0.0.0.0:65065.
-run: install
+# Install, initialise ~/.AnySync on first run, serve on 0.0.0.0:65065. Running needs
+# the runtime only: a venv made here gets no development extras (a fraction of the size
+# and time); `make install`/`make test` add them later, and a venv that has them already
+# is used as it is.
+RUNTIME := $(VENV)/.runtime
+run: $(RUNTIME)
 	$(BIN)/anysync-server run
+
+$(RUNTIME): pyproject.toml
+	@if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ]; then touch $@; exit 0; fi; \
+		echo "installing the AnySync server into $(VENV) (runtime only, about 150 MB)"; \
+		$(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet --upgrade pip && \
+		$(BIN)/pip install --quiet -e . && touch $@
 
 # Everything CI runs: system packages the tests need (root only), lint, types, import
 # rules, then every test, under coverage (the CLI and server child processes included:

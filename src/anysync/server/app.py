@@ -274,8 +274,14 @@ class _StopBeforeServing(BaseException):
     """A stop signal while start() was still running (e.g. waiting for the store)."""
 
 
-def serve(home: Home, listen: str | None = None, gc: GcOverrides | None = None) -> None:
-    """Run until SIGTERM or SIGINT, then stop gracefully."""
+def serve(
+    home: Home,
+    listen: str | None = None,
+    gc: GcOverrides | None = None,
+    welcome: Callable[[RunningServer], None] | None = None,
+) -> None:
+    """Run until SIGTERM or SIGINT, then stop gracefully. `welcome`: called once
+    serving, to tell a new home's owner how to connect."""
     stopping = threading.Event()
     serving = False
 
@@ -296,6 +302,8 @@ def serve(home: Home, listen: str | None = None, gc: GcOverrides | None = None) 
         return
     try:
         _announce(running)
+        if welcome is not None:
+            welcome(running)
         log.info("serving %s", home.root)
         running.metrics_http = _metrics_endpoint(running)
         release = free_memory_releaser()

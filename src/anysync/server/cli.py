@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -76,14 +78,56 @@ def cmd_run(home: Home, args: argparse.Namespace) -> int:
         grace_seconds=_duration_arg(args.gc_grace, "--gc-grace"),
         min_pack_age_seconds=_duration_arg(args.gc_min_pack_age, "--gc-min-pack-age"),
     )
-    if not home.is_initialised():
+    fresh = not home.is_initialised()
+    if fresh:
         init_home(home.root)
         print(f"initialised new server home at {home.root}", flush=True)
     with home.lock():  # held while serving: a second `run` on this home exits
         config = home.load_config()
         logs.configure(config.log_format, config.log_level)
-        app.serve(home, args.listen, gc)
+        invite = _first_invite(home) if fresh and config.registration == "invite" else None
+        welcome = _welcome(home, config.registration, invite) if fresh else None
+        app.serve(home, args.listen, gc, welcome)
     return 0
+
+
+def _first_invite(home: Home) -> str:
+    code = auth.new_invite_code()
+    now = int(time.time())
+    with _db(home) as db:
+        db.add_invite(auth.invite_hash(code), now, now + 7 * 86400)
+    return code
+
+
+def _welcome(
+    home: Home, registration: str, invite: str | None
+) -> Callable[[app.RunningServer], None]:
+    """What the owner of a new home does next, printed once it serves (as the
+    container's first start does): the exact signup line, with a first invite."""
+
+    def show(running: app.RunningServer) -> None:
+        if registration == "closed":
+            return
+        host = running.host
+        if host in ("0.0.0.0", "::", "[::]", ""):  # noqa: S104 (every address: name this machine)
+            host = socket.gethostname()
+        signup = f"anysync signup --server {host}:{running.port} --email YOU@EXAMPLE.ORG"
+        if invite is not None:
+            signup += f" --invite {invite}"
+        signup += f" --fingerprint {running.fingerprint}"
+        lines = [
+            "",
+            "Create your account from a device with the anysync client:",
+            f"  {signup}",
+        ]
+        if invite is not None:
+            lines.append(
+                "(the invite is for one account and valid 7 days; more: "
+                f"anysync-server --home {shlex.quote(str(home.root))} invite create)"
+            )
+        print("\n".join(lines) + "\n", flush=True)
+
+    return show
 
 
 def _duration_arg(text: str | None, option: str) -> int | None:
