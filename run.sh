@@ -165,7 +165,7 @@ create_home() {
         # the packs it stores locally, so only an unchanged, empty one is taken.
         if ! grep -q '^kind = "local"$' "$HOME_DIR/server.toml" ||
             [ -n "$(find "$HOME_DIR/objects" -mindepth 1 -print -quit 2>/dev/null)" ]; then
-            die "$HOME_DIR is a server home that run.sh did not set up, and it stores data or is changed; use another ANYSYNC_SERVER_HOME"
+            die "$HOME_DIR is the home of a server run without the appliance (make run, anysync-server run) and it stores data or was changed. Keep serving it as before (make run), or give the appliance a home of its own: ANYSYNC_SERVER_HOME=$HOME/.AnySync-appliance ./run.sh (moving data between the two is not supported yet)"
         fi
         say "using the existing, empty server home $HOME_DIR"
     else
@@ -277,7 +277,8 @@ configure() {
     say "  log                $LOG_FILE"
     say ""
     say "Run ./run.sh again to start it. Open exactly ports $S3_PORT and $PORT in the firewall"
-    say "(deploy/firewall/anysync.nft, docs/appliance.md). Then: anysync-server invite create"
+    say "(deploy/firewall/anysync.nft, docs/appliance.md). Then, for each account, an invite:"
+    say "  $VENV/bin/anysync-server --home $HOME_DIR invite create"
 }
 
 # Copy supervisor templates from $1 to $2, replacing %(ENV_NAME)s with the variable's value.

@@ -216,3 +216,16 @@ def test_run_refuses_a_bad_gc_duration(home: Home, capsys: pytest.CaptureFixture
     code, _, err = _run(capsys, "--home", str(home.root), "run", "--gc-grace", "soon")
     assert code == 2
     assert "--gc-grace: not a duration: 'soon'" in err
+
+
+def test_run_on_the_appliances_home_says_to_use_run_sh(
+    home: Home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make run` on the home run.sh set up: its packs live in the appliance's object
+    store, which only supervisord starts. Under supervisord the same command serves."""
+    monkeypatch.delenv("SUPERVISOR_ENABLED", raising=False)
+    (home.root / "supervisor").mkdir()
+    (home.root / "supervisor" / "supervisord.conf").write_text("[supervisord]\n")
+    code, _, err = _run(capsys, "--home", str(home.root), "run")
+    assert code == 2
+    assert "appliance's home" in err and "./run.sh" in err and "ANYSYNC_SERVER_HOME" in err

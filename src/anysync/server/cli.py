@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import socket
 import sys
@@ -78,6 +79,7 @@ def cmd_run(home: Home, args: argparse.Namespace) -> int:
         grace_seconds=_duration_arg(args.gc_grace, "--gc-grace"),
         min_pack_age_seconds=_duration_arg(args.gc_min_pack_age, "--gc-min-pack-age"),
     )
+    _refuse_appliance_home(home)
     fresh = not home.is_initialised()
     if fresh:
         init_home(home.root)
@@ -89,6 +91,20 @@ def cmd_run(home: Home, args: argparse.Namespace) -> int:
         welcome = _welcome(home, config.registration, invite) if fresh else None
         app.serve(home, args.listen, gc, welcome)
     return 0
+
+
+def _refuse_appliance_home(home: Home) -> None:
+    """A home run.sh set up stores its packs in the appliance's object store, which
+    supervisord starts beside the server: served alone it would wait for a store that
+    never comes. (supervisord sets SUPERVISOR_ENABLED in its programs' environment.)"""
+    if (home.root / "supervisor" / "supervisord.conf").exists() and not os.environ.get(
+        "SUPERVISOR_ENABLED"
+    ):
+        raise UsageError(
+            f"{home.root} is the appliance's home (run.sh): start it with ./run.sh, which "
+            "runs the server with its object store; to serve a home of its own, set "
+            "ANYSYNC_SERVER_HOME=DIR (or --home DIR)"
+        )
 
 
 def _first_invite(home: Home) -> str:
