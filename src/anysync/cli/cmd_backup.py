@@ -12,6 +12,7 @@ from pathlib import Path
 
 from anysync.cli import common
 from anysync.client.backup import Origin, run_backup
+from anysync.client.exclude import Exclusions, devices_of, read_exclude_file
 from anysync.client.progress import human_bytes
 from anysync.errors import PartialSnapshot
 
@@ -22,16 +23,60 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--message", "-m", default="", help="a note stored (encrypted) with the snapshot"
     )
+    p.add_argument(
+        "--exclude",
+        "-e",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="leave out paths matching PATTERN (gitignore syntax, against the absolute "
+        "path: '*.iso', 'node_modules/', '/home/me/Downloads'); repeatable",
+    )
+    p.add_argument(
+        "--exclude-file",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="read --exclude patterns from FILE, one per line ('#' comments); repeatable",
+    )
+    p.add_argument(
+        "--exclude-caches",
+        action="store_true",
+        help="leave out directories holding a CACHEDIR.TAG (browser and build caches)",
+    )
+    p.add_argument(
+        "--one-file-system",
+        "-x",
+        action="store_true",
+        help="do not cross into other file systems (mount points) below the paths",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     common.add_password_option(p)
     p.set_defaults(run=run)
 
 
+def exclusions(args: argparse.Namespace) -> Exclusions:
+    patterns = list(args.exclude)
+    for f in args.exclude_file:
+        patterns += read_exclude_file(f)
+    devices = devices_of(args.paths) if args.one_file_system else None
+    return Exclusions(patterns, caches=args.exclude_caches, devices=devices)
+
+
 def run(args: argparse.Namespace) -> int:
+    exclude = exclusions(args)  # a bad exclude file is refused before anything else
     with common.open_session(args) as s:
         origin = Origin(s.config.device_id, s.config.device_name, socket.gethostname())
         result = run_backup(
-            s.repo, s.remote, s.state, args.paths, origin, common.progress("backup"), args.message
+            s.repo,
+            s.remote,
+            s.state,
+            args.paths,
+            origin,
+            common.progress("backup"),
+            args.message,
+            exclude,
         )
         st, ws = result.stats, s.repo.stats
     for w in st.warnings:
@@ -49,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
                 "bytes_added": ws.bytes_stored,
                 "warnings": st.warnings,
                 "skipped": [{"path": _shown(k.path), "reason": k.reason} for k in st.skipped],
+                "excluded": st.excluded,
                 "partial": st.partial,
             }
         )
@@ -58,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"  {st.files} files, {st.dirs} directories, {human_bytes(st.bytes)}; "
             f"read {st.files_read} files ({human_bytes(st.bytes_read)})"
+            + (f"; {st.excluded} path{'s' * (st.excluded != 1)} excluded" if st.excluded else "")
         )
         print(
             f"  added {human_bytes(ws.bytes_stored)} in {ws.blobs_new} new blobs, {ws.packs} packs"

@@ -35,6 +35,7 @@ from pathlib import Path
 from anysync import faults
 from anysync.client import localfs
 from anysync.client.chunker import MIN_SIZE, Chunker
+from anysync.client.exclude import Exclusions
 from anysync.client.localfs import stat_key
 from anysync.client.mounts import anysync_mounts
 from anysync.client.progress import Reporter
@@ -72,6 +73,7 @@ class BackupStats:
     files_read: int = 0  # files whose content was read (new or changed)
     bytes_read: int = 0
     skipped: list[Skipped] = field(default_factory=list)  # not in the snapshot
+    excluded: int = 0  # paths left out by --exclude, --exclude-caches, --one-file-system
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -117,6 +119,7 @@ def run_backup(
     origin: Origin,
     progress: Reporter,
     message: str = "",
+    exclude: Exclusions | None = None,
 ) -> BackupResult:
     sources = [Path(os.path.abspath(p)) for p in paths]
     names = [os.fsencode(p.name) for p in sources]
@@ -135,7 +138,7 @@ def run_backup(
     cache_key = local_state_key(repo.keys.id_key)
     state.clear_staged()  # what a crashed run read was never referenced
     chunker = Chunker(repo.keys.chunker_seed())
-    walker = _Walker(repo, state, cache_key, chunker, progress, skip=mounts)
+    walker = _Walker(repo, state, cache_key, chunker, progress, skip=mounts, exclude=exclude)
     ref = backup_ref_name(repo, origin.hostname, sources)
     book = RefBook(refs, repo, state)
     try:
@@ -262,9 +265,11 @@ class _Walker:
         chunker: Chunker,
         progress: Reporter,
         skip: frozenset[bytes] = frozenset(),
+        exclude: Exclusions | None = None,
     ) -> None:
         self.repo = repo
         self.skip_mounts = skip  # paths of AnySync mounts: never entered, not even stat-ed
+        self.exclude = exclude if exclude is not None and exclude.active else None
         self.state = state
         self.cache_key = key  # of the stat cache's row MACs
         self.chunker = chunker
@@ -373,10 +378,14 @@ class _Walker:
             self.stats.skipped.append(Skipped(os.fsdecode(path), "AnySync mount", special=True))
             return None
         try:
-            return path, localfs.lstat_in(dir_fd, name)
+            st = localfs.lstat_in(dir_fd, name)
         except OSError as exc:
             self.skip(path, exc)
             return None
+        if self.exclude is not None and self.exclude.excluded(path, st):
+            self.stats.excluded += 1
+            return None
+        return path, st
 
     def entry(
         self,
