@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("path", nargs="?", default="", help="a directory or file inside the snapshot")
     p.add_argument("--recursive", "-r", action="store_true")
     p.add_argument("--json", action="store_true")
+    common.add_snapshot_filters(p)
     common.add_password_option(p)
     p.set_defaults(run=run)
 
@@ -36,7 +37,11 @@ def run(args: argparse.Namespace) -> int:
     out: list[tuple[str, TreeEntry]] = []
     with common.open_session(args) as s:
         snap = history.resolve(
-            s.refs, args.snapshot, common.print_warning, counting=CountingEdits(s.remote)
+            s.refs,
+            args.snapshot,
+            common.print_warning,
+            counting=CountingEdits(s.remote),
+            match=common.snapshot_filter(args),
         )
         entries = s.repo.load_tree(snap.commit.tree)
         parts = [os.fsencode(p) for p in args.path.strip("/").split("/") if p]

@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "list it (never, the default), replace it (if-changed), or write every file "
         "again (always)",
     )
+    common.add_snapshot_filters(p)
     common.add_password_option(p)
     p.set_defaults(run=run)
 
@@ -40,7 +41,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     with common.open_session(args) as s:
         snap = history.resolve(
-            s.refs, args.snapshot, common.print_warning, counting=CountingEdits(s.remote)
+            s.refs,
+            args.snapshot,
+            common.print_warning,
+            counting=CountingEdits(s.remote),
+            match=common.snapshot_filter(args),
         )
         stats = run_restore(
             s.repo,

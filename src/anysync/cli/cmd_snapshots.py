@@ -17,6 +17,7 @@ from anysync.client.repo import history
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("snapshots", help="list snapshots")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_snapshot_filters(p)
     common.add_password_option(p)
     p.set_defaults(run=run)
 
@@ -25,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
     with common.open_session(args) as s:
         counting = CountingEdits(s.remote)
         snaps = history.snapshots(s.refs, warn=common.print_warning, counting=counting)
+        match = common.snapshot_filter(args)
+        snaps = [sn for sn in snaps if match is None or match(sn.commit)]
         # Today's names: a device renamed since its backups is shown by its new name.
         names = {d.id: d.name for d in s.remote.list_devices()} if not args.json else {}
     if args.json:
@@ -45,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
             ]
         )
         return 0
+    any_message = any(sn.commit.message for sn in snaps)
     rows = [
         [
             sn.id.short(),
@@ -53,8 +57,10 @@ def run(args: argparse.Namespace) -> int:
             human_bytes(sn.commit.stats.get("bytes", 0)),
             ", ".join(sn.commit.paths),
         ]
+        + ([sn.commit.message] if any_message else [])
         for sn in snaps
     ]
-    common.print_table(["ID", "TIME", "DEVICE", "SIZE", "PATHS"], rows)
+    headers = ["ID", "TIME", "DEVICE", "SIZE", "PATHS"] + (["MESSAGE"] if any_message else [])
+    common.print_table(headers, rows)
     print(f"{len(snaps)} snapshots")
     return 0

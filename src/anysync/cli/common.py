@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from anysync import crypto
 from anysync.cli.progress import Progress
@@ -25,6 +26,9 @@ from anysync.client.repo.repository import Repository
 from anysync.client.statedb import StateDB
 from anysync.errors import UsageError
 from anysync.types import MAX_DEVICE_NAME, device_name_problem
+
+if TYPE_CHECKING:
+    from anysync.client.repo.commit import Commit
 
 DEFAULT_PORT = 65065
 
@@ -87,6 +91,31 @@ def add_device_name_option(p: argparse.ArgumentParser) -> None:
         type=device_name,
         help="name of this device, shown in `devices` and `snapshots` (default: host name)",
     )
+
+
+def add_snapshot_filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--path",
+        action="append",
+        default=[],
+        dest="filter_paths",  # `ls` has a positional PATH inside the snapshot
+        metavar="PATH",
+        help="only snapshots that backed up PATH (as given to `backup`); repeatable: all of them",
+    )
+    p.add_argument("--device", metavar="NAME|ID", help="only snapshots made by this device")
+
+
+def snapshot_filter(args: argparse.Namespace) -> Callable[[Commit], bool] | None:
+    """What --path and --device select (history.Match); None when neither is given."""
+    wanted = {os.path.abspath(os.path.expanduser(p)) for p in args.filter_paths}
+    device: str | None = args.device
+
+    def match(c: Commit) -> bool:
+        if not wanted <= set(c.paths):
+            return False
+        return device is None or device in (c.device, str(c.device_id))
+
+    return match if wanted or device is not None else None
 
 
 def add_password_option(p: argparse.ArgumentParser) -> None:

@@ -219,13 +219,23 @@ def _age(s: Snapshot) -> tuple[int, bytes]:
 NO_SNAPSHOTS = "there are no snapshots yet; run `anysync backup PATH` first"
 
 
+# Which snapshots a command means (`--path`, `--device`): None, every one.
+Match = Callable[[Commit], bool] | None
+
+
 def resolve(
-    book: RefBook, spec: str, warn: Warn = log.warning, *, counting: Set[BlobId] = frozenset()
+    book: RefBook,
+    spec: str,
+    warn: Warn = log.warning,
+    *,
+    counting: Set[BlobId] = frozenset(),
+    match: Match = None,
 ) -> Snapshot:
-    """'latest' (the newest snapshot not forgotten), a full commit ID or a unique prefix
-    of one (at least 4 hex digits). A forgotten one is refused, saying when and by whom."""
+    """'latest' (the newest snapshot not forgotten, of those `match` takes), a full
+    commit ID or a unique prefix of one (at least 4 hex digits; `match` does not apply
+    to an ID given). A forgotten one is refused, saying when and by whom."""
     if spec == "latest":
-        return _latest(book, counting, warn)
+        return _latest(book, counting, warn, match)
     spec = spec.lower()
     if len(spec) < 4:
         raise UsageError("give at least 4 hex digits of a snapshot ID, or 'latest'")
@@ -252,7 +262,7 @@ def resolve(
     return next(iter(matches.values()))
 
 
-def _latest(book: RefBook, counting: Set[BlobId], warn: Warn) -> Snapshot:
+def _latest(book: RefBook, counting: Set[BlobId], warn: Warn, match: Match) -> Snapshot:
     listing = book.listing()
     _first_contact(listing.first_contact, warn)
     found: list[Snapshot] = []
@@ -265,4 +275,17 @@ def _latest(book: RefBook, counting: Set[BlobId], warn: Warn) -> Snapshot:
                 found.append(v.latest)
     if not found:
         raise NotFound(NO_SNAPSHOTS)
-    return max(found, key=_age)
+    if match is not None:
+        found = [f for f in found if match(f.commit)]
+        if not found:
+            raise NotFound("no snapshot matches --path/--device; see `anysync snapshots`")
+    newest = max(found, key=_age)
+    sources = {f.commit.ref for f in found}  # one backup ref per (host, set of paths)
+    if match is None and len(sources) > 1:
+        # `ls latest` after backing up one file elsewhere shows that file alone: say so.
+        warn(
+            f"'latest' is the newest of {len(sources)} backup sources: "
+            f"{', '.join(newest.commit.paths)} on {newest.commit.device}; "
+            "pick one with --path (see `anysync snapshots`)"
+        )
+    return newest

@@ -1,0 +1,48 @@
+"""Which snapshot a command means (issue #16): `latest` among several backup sources,
+--path and --device on snapshots, ls and restore, and -m shown in `snapshots`.
+The real CLI, two devices, a real server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.integration.harness import Client, Server
+
+
+def test_latest_per_source_and_the_filters(
+    server: Server, device_a: Client, device_b: Client, tmp_path: Path
+) -> None:
+    device_a.signup(server, "filters@example.org")
+    device_b.login(server, "filters@example.org")
+    docs = tmp_path / "Docs"
+    docs.mkdir()
+    (docs / "report.txt").write_text("report")
+    one = tmp_path / "one.txt"
+    one.write_text("a single file")
+    device_a.run("backup", str(docs), "-m", "before the trip")
+    device_a.run("backup", str(one))  # now the newest snapshot of the account
+
+    # `latest` alone: the newest, with a line saying there are other sources.
+    plain = device_a.run("ls", "latest")
+    assert "one.txt" in plain.stdout
+    assert "newest of 2 backup sources" in plain.stderr and "--path" in plain.stderr
+    # `latest` of one source.
+    by_path = device_a.run("ls", "latest", "--path", str(docs), "-r")
+    assert "report.txt" in by_path.stdout and by_path.stderr == ""
+    target = tmp_path / "restored"
+    device_b.run("restore", "latest", "--path", str(docs), "--target", str(target))
+    assert (target / "Docs" / "report.txt").read_text() == "report"
+
+    listed = device_a.run("snapshots").stdout
+    assert "MESSAGE" in listed and "before the trip" in listed
+    only = json.loads(device_a.run("snapshots", "--json", "--path", str(one)).stdout)
+    assert [s["paths"] for s in only] == [[str(one)]]
+    mine = json.loads(
+        device_b.run("snapshots", "--json", "--device", str(device_a.device_id)).stdout
+    )
+    assert len(mine) == 2
+    assert json.loads(device_b.run("snapshots", "--json", "--device", "nobody").stdout) == []
+
+    none = device_a.run("ls", "latest", "--path", str(tmp_path / "never"), check=False)
+    assert none.returncode == 7 and "no snapshot matches" in none.stderr
