@@ -40,6 +40,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "backup": ("cmd_backup", "back up files and directories as a new snapshot"),
     "snapshots": ("cmd_snapshots", "list snapshots"),
     "ls": ("cmd_ls", "list files in a snapshot"),
+    "dump": ("cmd_dump", "write one file of a snapshot to standard output"),
+    "diff": ("cmd_diff", "what changed between two snapshots"),
     "mount": ("cmd_mount", "browse every snapshot in a read-only directory (FUSE)"),
     "check": ("cmd_check", "verify every snapshot: history, directory listings, index, packs"),
     "forget": ("cmd_forget", "forget snapshots by a retention policy or by ID"),
