@@ -71,3 +71,30 @@ def test_diff_lists_each_change_and_counts_them(
     as_json = json.loads(device_a.run("diff", first, second, "--json").stdout)
     assert {"change": "M", "path": "Proj/src/main.py"} in as_json
     assert device_a.run("diff", second, second).stdout.startswith(f"{second} → {second}: 0 added")
+
+
+def test_find_names_the_snapshots_that_hold_a_match(
+    server: Server, device_a: Client, tmp_path: Path
+) -> None:
+    _snapshots_of_a_changing_tree(device_a, server, tmp_path)
+    first, second = (s["id"] for s in device_a.snapshots())
+    found = json.loads(device_a.run("find", "*.txt", "--json").stdout)
+    assert [(f["snapshot"], f["paths"]) for f in found] == [(first, ["Proj/old.txt"])]
+    by_name = json.loads(device_a.run("find", "main.py", "--json").stdout)
+    assert [f["paths"] for f in by_name] == [["Proj/src/main.py"], ["Proj/src/main.py"]]
+    by_path = json.loads(device_a.run("find", "Proj/docs/*", "--json").stdout)
+    assert [(f["snapshot"], f["paths"]) for f in by_path] == [(second, ["Proj/docs/guide.md"])]
+    assert "no snapshot holds" in device_a.run("find", "*.odt").stdout
+
+
+def test_stats_restore_size_and_raw(server: Server, device_a: Client, tmp_path: Path) -> None:
+    _snapshots_of_a_changing_tree(device_a, server, tmp_path)
+    size = json.loads(device_a.run("stats", "--json").stdout)
+    snaps = device_a.snapshots()
+    assert size["snapshots"] == 2
+    assert size["bytes"] == sum(s["stats"]["bytes"] for s in snaps)
+    assert size["latest_bytes"] == snaps[-1]["stats"]["bytes"]
+    raw = json.loads(device_a.run("stats", "--mode", "raw", "--json").stdout)
+    # Dedup: both snapshots share the random 3 MiB file, stored once.
+    assert 3 * 1024 * 1024 <= raw["stored_bytes"] < size["bytes"]
+    assert "stored on the server" in device_a.run("stats", "--mode", "raw").stdout

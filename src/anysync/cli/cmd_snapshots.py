@@ -9,9 +9,7 @@ import argparse
 import time
 
 from anysync.cli import common
-from anysync.client.forget import CountingEdits
 from anysync.client.progress import human_bytes
-from anysync.client.repo import history
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,10 +22,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with common.open_session(args) as s:
-        counting = CountingEdits(s.remote)
-        snaps = history.snapshots(s.refs, warn=common.print_warning, counting=counting)
-        match = common.snapshot_filter(args)
-        snaps = [sn for sn in snaps if match is None or match(sn.commit)]
+        snaps = common.matching_snapshots(s, args)
         # Today's names: a device renamed since its backups is shown by its new name.
         names = {d.id: d.name for d in s.remote.list_devices()} if not args.json else {}
     if args.json:

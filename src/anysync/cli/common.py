@@ -29,6 +29,7 @@ from anysync.types import MAX_DEVICE_NAME, device_name_problem
 
 if TYPE_CHECKING:
     from anysync.client.repo.commit import Commit
+    from anysync.client.repo.history import Snapshot
 
 DEFAULT_PORT = 65065
 
@@ -116,6 +117,15 @@ def snapshot_filter(args: argparse.Namespace) -> Callable[[Commit], bool] | None
         return device is None or device in (c.device, str(c.device_id))
 
     return match if wanted or device is not None else None
+
+
+def matching_snapshots(s: Session, args: argparse.Namespace) -> list[Snapshot]:
+    """Every snapshot (oldest first) that --path/--device select."""
+    from anysync.client.repo import history  # here: not every command needs it
+
+    snaps = history.snapshots(s.refs, warn=print_warning, counting=forget.CountingEdits(s.remote))
+    match = snapshot_filter(args)
+    return [sn for sn in snaps if match is None or match(sn.commit)]
 
 
 def add_password_option(p: argparse.ArgumentParser) -> None:

@@ -42,6 +42,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ls": ("cmd_ls", "list files in a snapshot"),
     "dump": ("cmd_dump", "write one file of a snapshot to standard output"),
     "diff": ("cmd_diff", "what changed between two snapshots"),
+    "find": ("cmd_find", "which snapshots hold a path matching a pattern"),
+    "stats": ("cmd_stats", "how big the backups are (restore size, or stored)"),
     "mount": ("cmd_mount", "browse every snapshot in a read-only directory (FUSE)"),
     "check": ("cmd_check", "verify every snapshot: history, directory listings, index, packs"),
     "forget": ("cmd_forget", "forget snapshots by a retention policy or by ID"),
