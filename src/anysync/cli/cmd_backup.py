@@ -19,7 +19,7 @@ from anysync.errors import PartialSnapshot
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("backup", help="back up files and directories as a new snapshot")
-    p.add_argument("paths", nargs="+", type=Path)
+    p.add_argument("paths", nargs="+", type=Path, help="files and directories to back up")
     p.add_argument(
         "--message", "-m", default="", help="a note stored (encrypted) with the snapshot"
     )

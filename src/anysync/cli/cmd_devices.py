@@ -17,25 +17,31 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     dsub = p.add_subparsers(dest="devices_cmd")
     r = dsub.add_parser("revoke", help="revoke a device: its token stops working at once")
-    r.add_argument("device_id", type=int)
+    r.add_argument("device_id", type=int, help="the device's ID, from `anysync devices`")
     r.add_argument("--yes", action="store_true", help="revoke this very device without asking")
     n = dsub.add_parser("rename", help="give a device a new name (shown in `snapshots`)")
-    n.add_argument("device_id", type=int)
-    n.add_argument("name", type=common.device_name)
+    n.add_argument("device_id", type=int, help="the device's ID, from `anysync devices`")
+    n.add_argument(
+        "name", type=common.device_name, help="its new name (64 printable characters at most)"
+    )
     s = dsub.add_parser(
         "set-rights",
         help="set what a device may do: append (add only), write (add and move refs back), "
         "manage (also forget and prune)",
     )
-    s.add_argument("device_id", type=int)
-    s.add_argument("rights", choices=RIGHTS)
+    s.add_argument("device_id", type=int, help="the device's ID, from `anysync devices`")
+    s.add_argument(
+        "rights",
+        choices=RIGHTS,
+        help="append: add only; write: also delete; manage: also forget and prune",
+    )
     a = dsub.add_parser("add-rights", help="raise a device's rights (needs manage), e.g. manage")
-    a.add_argument("device_id", type=int)
-    a.add_argument("rights", choices=RIGHTS[1:])
+    a.add_argument("device_id", type=int, help="the device's ID, from `anysync devices`")
+    a.add_argument("rights", choices=RIGHTS[1:], help="the right to add")
     o = dsub.add_parser(
         "append-only", help="let a device only add data: it can never delete or rewind"
     )
-    o.add_argument("device_id", type=int)
+    o.add_argument("device_id", type=int, help="the device's ID, from `anysync devices`")
     p.set_defaults(run=run)
 
 

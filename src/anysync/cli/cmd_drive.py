@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dsub = p.add_subparsers(dest="drive_cmd", required=True, metavar="SUBCOMMAND")
     m = dsub.add_parser("mount", help="mount a sync folder as a drive")
     m.add_argument("name", help="the sync folder's name (as in `anysync sync list`)")
-    m.add_argument("mountpoint", type=Path)
+    m.add_argument("mountpoint", type=Path, help="an empty directory to show the drive in")
     m.add_argument(
         "--cache-size", type=_size, help="cache limit (default: 10G or 10%% of the disk)"
     )
@@ -53,22 +53,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     m.add_argument("--secret-stdin", action="store_true", help=argparse.SUPPRESS)
     common.add_password_option(m)
     u = dsub.add_parser("umount", help="commit pending changes and unmount")
-    u.add_argument("mountpoint", type=Path)
+    u.add_argument("mountpoint", type=Path, help="where the drive is mounted")
     u.add_argument("--force", action="store_true", help="unmount even with uncommitted changes")
     dsub.add_parser("list", help="this device's drives")
     st = dsub.add_parser("status", help="cache use and pending changes, or per-file state")
-    st.add_argument("paths", type=Path, nargs="*")
+    st.add_argument(
+        "paths", type=Path, nargs="*", help="files or directories in a drive (default: every drive)"
+    )
     fl = dsub.add_parser("flush", help="commit every closed change now")
-    fl.add_argument("mountpoint", type=Path, nargs="?")
+    fl.add_argument(
+        "mountpoint", type=Path, nargs="?", help="the drive to flush (default: every drive)"
+    )
     p.set_defaults(run=run_drive)
     pin = sub.add_parser("pin", help="keep files of a drive on this device (downloads them now)")
-    pin.add_argument("paths", type=Path, nargs="+")
+    pin.add_argument("paths", type=Path, nargs="+", help="files or directories in a drive")
     pin.set_defaults(run=lambda a: _set_pins(a.paths, True))
     unpin = sub.add_parser("unpin", help="let pinned files of a drive be evicted again")
-    unpin.add_argument("paths", type=Path, nargs="+")
+    unpin.add_argument("paths", type=Path, nargs="+", help="files or directories in a drive")
     unpin.set_defaults(run=lambda a: _set_pins(a.paths, False))
     ev = sub.add_parser("evict", help="free the local space of files of a drive now")
-    ev.add_argument("paths", type=Path, nargs="+")
+    ev.add_argument("paths", type=Path, nargs="+", help="files or directories in a drive")
     ev.add_argument("--unpin", action="store_true", help="unpin pinned files first")
     ev.set_defaults(run=_evict)
 

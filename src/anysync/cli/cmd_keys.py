@@ -30,7 +30,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "protect",
         help="keep the keys unprotected (none), in the desktop keyring, or under a passphrase",
     )
-    protect.add_argument("protection", choices=[p.value for p in Protection])
+    protect.add_argument(
+        "protection",
+        choices=[p.value for p in Protection],
+        help="none: a 0600 key file; keyring: the desktop keyring holds its key; "
+        "passphrase: asked at each command",
+    )
     protect.add_argument(
         "--from-password",
         action="store_true",

@@ -16,7 +16,7 @@ from anysync.client import session
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("login", help="log this device in to an existing account")
     common.add_server_option(p)
-    p.add_argument("--email", required=True)
+    p.add_argument("--email", required=True, help="the account's e-mail address")
     common.add_device_name_option(p)
     add_trust_options(p)
     common.add_password_option(p)

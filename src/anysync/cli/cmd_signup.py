@@ -11,7 +11,7 @@ from anysync.client import session
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("signup", help="create an account on a server")
     common.add_server_option(p)
-    p.add_argument("--email", required=True)
+    p.add_argument("--email", required=True, help="the new account's e-mail address")
     p.add_argument("--invite", default="", help="invite code from `anysync-server invite create`")
     common.add_device_name_option(p)
     add_trust_options(p)

@@ -17,7 +17,12 @@ from anysync.client.progress import human_bytes
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("stats", help="how big the backups are (restore size, or stored)")
-    p.add_argument("--mode", choices=["restore-size", "raw"], default="restore-size")
+    p.add_argument(
+        "--mode",
+        choices=["restore-size", "raw"],
+        default="restore-size",
+        help="restore-size (default): what restoring would write; raw: what the server stores",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     common.add_snapshot_filters(p)
     common.add_password_option(p)

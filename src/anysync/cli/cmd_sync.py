@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("sync", help="two-way sync of folders between devices")
     ssub = p.add_subparsers(dest="sync_cmd", required=True, metavar="SUBCOMMAND")
     add = ssub.add_parser("add", help="sync a folder (new, or join one by name)")
-    add.add_argument("path", type=Path)
+    add.add_argument("path", type=Path, help="the folder (made if missing)")
     add.add_argument("--name", help="the folder's name on every device (default: directory name)")
     rm = ssub.add_parser(
         "remove", help="stop syncing a folder on this device (its files and its copy on "
@@ -50,14 +50,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rm.add_argument("folder", metavar="NAME|PATH", help="the folder's name or its path")
     ssub.add_parser("list", help="list sync folders")
     run = ssub.add_parser("run", help="sync now; --watch keeps syncing as things change")
-    run.add_argument("--watch", action="store_true")
+    run.add_argument("--watch", action="store_true", help="keep running, syncing as files change")
     run.add_argument("--folder", action="append", help="only this folder (by name); repeatable")
     st = ssub.add_parser("status", help="per-file sync state")
-    st.add_argument("path", type=Path, nargs="?")
+    st.add_argument(
+        "path", type=Path, nargs="?", help="a file or directory (default: every folder)"
+    )
     ex = ssub.add_parser("exclude", help="keep a sub-tree off this device")
-    ex.add_argument("path", type=Path)
+    ex.add_argument("path", type=Path, help="a sub-tree of a sync folder")
     inc = ssub.add_parser("include", help="bring an excluded sub-tree back")
-    inc.add_argument("path", type=Path)
+    inc.add_argument("path", type=Path, help="an excluded sub-tree")
     ret = ssub.add_parser(
         "retention",
         help="show or set how long a folder keeps old versions (applied by `anysync forget`)",

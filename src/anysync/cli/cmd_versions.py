@@ -18,12 +18,12 @@ from anysync.client.sync.versions import restore_version, versions
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("versions", help="list every version of a file in a sync folder")
-    p.add_argument("path", type=Path)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("path", type=Path, help="a file in a sync folder")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     common.add_password_option(p)
     p.set_defaults(run=run_versions)
     r = sub.add_parser("restore-version", help="bring back an earlier version of a file")
-    r.add_argument("path", type=Path)
+    r.add_argument("path", type=Path, help="a file in a sync folder")
     r.add_argument("--version", required=True, help="version ID from `anysync versions`")
     r.add_argument("--to", type=Path, help="write it here instead of over the file")
     common.add_password_option(r)

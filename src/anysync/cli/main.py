@@ -6,6 +6,11 @@ or certificate mismatch, 5 not authorised (revoked device, rate limit), 6 integr
 9 quota exceeded, 10 local state unreadable, 11 restore incomplete, 12 disk full,
 13 snapshot saved; some paths could not be read (listed), 130 interrupted,
 141 the reader of the output went away (`anysync ls | head`).
+
+Environment: ANYSYNC_HOME is this device's state (default ~/.config/anysync);
+ANYSYNC_PASSWORD gives signup, login and passwd the account password without a prompt
+(or --password-file FILE; never on the command line). Every other command unlocks with
+this device's key file and asks for nothing.
 """
 
 from __future__ import annotations
@@ -107,6 +112,10 @@ def _verbose_anywhere(parser: argparse.ArgumentParser) -> None:
                     help="log more detail to stderr",
                 )  # fmt: skip
             _verbose_anywhere(child)
+        for choice in action._choices_actions:  # `anysync X --help` starts with its line
+            child = action.choices[choice.dest]
+            if not child.description and choice.help:
+                child.description = choice.help[0].upper() + choice.help[1:] + "."
 
 
 def _quiet_stdout() -> None:
