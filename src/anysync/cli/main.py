@@ -65,6 +65,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "devices": ("cmd_devices", "list devices and their rights, revoke one, change rights"),
     "keys": ("cmd_keys", "how this device keeps the account keys (device.keys)"),
     "passwd": ("cmd_passwd", "change the account password"),
+    "completion": ("cmd_completion", "print a shell completion script (bash or zsh)"),
 }
 
 
@@ -74,9 +75,10 @@ def command_in(argv: Sequence[str]) -> str | None:
     return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
-def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str], complete: bool = False) -> argparse.ArgumentParser:
     """The parser for `argv`: complete for the command it runs, names and help lines
-    for the others (COMMANDS)."""
+    for the others (COMMANDS); with `complete`, complete for every command (shell
+    completion, man pages)."""
     parser = argparse.ArgumentParser(
         prog="anysync",
         description="End-to-end encrypted backup and sync with your own anysync-server.",
@@ -90,7 +92,7 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     for name, (module, help_line) in COMMANDS.items():
         if name in sub.choices:
             continue  # registered by its module, with an earlier command
-        if module == run_module:
+        if module == run_module or complete:
             importlib.import_module(f"anysync.cli.{module}").register(sub)
         else:
             sub.add_parser(name, help=help_line)
