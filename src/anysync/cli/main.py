@@ -65,6 +65,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "devices": ("cmd_devices", "list devices and their rights, revoke one, change rights"),
     "keys": ("cmd_keys", "how this device keeps the account keys (device.keys)"),
     "passwd": ("cmd_passwd", "change the account password"),
+    "service": ("cmd_service", "run sync and scheduled backups as systemd user units"),
     "completion": ("cmd_completion", "print a shell completion script (bash or zsh)"),
 }
 
