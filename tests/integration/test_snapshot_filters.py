@@ -46,3 +46,25 @@ def test_latest_per_source_and_the_filters(
 
     none = device_a.run("ls", "latest", "--path", str(tmp_path / "never"), check=False)
     assert none.returncode == 7 and "no snapshot matches" in none.stderr
+
+
+def test_tags_are_stored_shown_and_select(server: Server, device_a: Client, tmp_path: Path) -> None:
+    device_a.signup(server, "tags@example.org")
+    docs = tmp_path / "Docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("one")
+    device_a.run("backup", str(docs), "--tag", "work,before-upgrade", "--tag", "work")
+    (docs / "a.txt").write_text("two")
+    device_a.run("backup", str(docs))
+
+    snaps = device_a.snapshots()
+    assert [s["tags"] for s in snaps] == [["before-upgrade", "work"], []]
+    assert "TAGS" in device_a.run("snapshots").stdout
+    tagged = json.loads(device_a.run("snapshots", "--json", "--tag", "work").stdout)
+    assert [s["id"] for s in tagged] == [snaps[0]["id"]]
+    # `latest` among the tagged ones is the older snapshot.
+    target = tmp_path / "r"
+    device_a.run("restore", "latest", "--tag", "before-upgrade", "--target", str(target))
+    assert (target / "Docs" / "a.txt").read_text() == "one"
+    bad = device_a.run("backup", str(docs), "--tag", "a,,b", check=False)
+    assert bad.returncode == 2 and "printable" in bad.stderr

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import replace
 
 import pytest
 
@@ -157,8 +159,18 @@ def test_commit_round_trip() -> None:
         stats={"files": 3},
     )
     assert commit.decode(commit.encode(c)) == c
+    assert json.loads(commit.encode(c))["v"] == 1  # readable by every client
     with pytest.raises(IntegrityError):
         commit.decode(b'{"v": 99}')
+
+    # Tags make it version 3 (sorted, unique); a version-2 reader would refuse it, so an
+    # untagged commit is never written as 3.
+    tagged = replace(c, tags=("work", "before-upgrade", "work"))
+    doc = json.loads(commit.encode(tagged))
+    assert doc["v"] == 3 and doc["tags"] == ["before-upgrade", "work"]
+    assert commit.decode(commit.encode(tagged)).tags == ("before-upgrade", "work")
+    # A version 1 or 2 commit carrying a "tags" key (not written by anyone) has none.
+    assert commit.decode(json.dumps({**doc, "v": 2}).encode()).tags == ()
 
 
 # master.keys test vectors (docs/design.md §3): kek = bytes 0..31, nonce = bytes 100..111,

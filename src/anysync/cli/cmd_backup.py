@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from anysync.cli import common
-from anysync.client.backup import Origin, run_backup
+from anysync.client.backup import Labels, Origin, run_backup
 from anysync.client.exclude import Exclusions, devices_of, read_exclude_file
 from anysync.client.progress import human_bytes
 from anysync.errors import PartialSnapshot
@@ -22,6 +22,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("paths", nargs="+", type=Path, help="files and directories to back up")
     p.add_argument(
         "--message", "-m", default="", help="a note stored (encrypted) with the snapshot"
+    )
+    p.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        type=common.tags,
+        metavar="TAG[,TAG]",
+        help="tag the snapshot (shown in `snapshots`, selected with --tag); repeatable",
     )
     p.add_argument(
         "--exclude",
@@ -75,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             args.paths,
             origin,
             common.progress("backup"),
-            args.message,
+            Labels(args.message, tuple(sorted({t for group in args.tag for t in group}))),
             exclude,
         )
         st, ws = result.stats, s.repo.stats

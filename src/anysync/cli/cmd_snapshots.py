@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
                     "paths": list(sn.commit.paths),
                     "parents": [p.hex() for p in sn.commit.parents],
                     "message": sn.commit.message,
+                    "tags": list(sn.commit.tags),
                     "stats": sn.commit.stats,
                 }
                 for sn in snaps
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     any_message = any(sn.commit.message for sn in snaps)
+    any_tags = any(sn.commit.tags for sn in snaps)
     rows = [
         [
             sn.id.short(),
@@ -52,10 +54,12 @@ def run(args: argparse.Namespace) -> int:
             human_bytes(sn.commit.stats.get("bytes", 0)),
             ", ".join(sn.commit.paths),
         ]
+        + ([",".join(sn.commit.tags)] if any_tags else [])
         + ([sn.commit.message] if any_message else [])
         for sn in snaps
     ]
-    headers = ["ID", "TIME", "DEVICE", "SIZE", "PATHS"] + (["MESSAGE"] if any_message else [])
+    headers = ["ID", "TIME", "DEVICE", "SIZE", "PATHS"]
+    headers += (["TAGS"] if any_tags else []) + (["MESSAGE"] if any_message else [])
     common.print_table(headers, rows)
     print(f"{len(snaps)} snapshots")
     return 0

@@ -104,23 +104,47 @@ def add_snapshot_filters(p: argparse.ArgumentParser) -> None:
         help="only snapshots that backed up PATH (as given to `backup`); repeatable: all of them",
     )
     p.add_argument("--device", metavar="NAME|ID", help="only snapshots made by this device")
+    p.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        dest="filter_tags",
+        type=tags,
+        metavar="TAG[,TAG]",
+        help="only snapshots with these tags (all of them); repeatable",
+    )
+
+
+MAX_TAG = 64
+
+
+def tags(text: str) -> tuple[str, ...]:
+    """An argparse type: TAG or TAG,TAG,... (each 1-64 printable characters)."""
+    found = tuple(t.strip() for t in text.split(","))
+    for t in found:
+        if not (0 < len(t) <= MAX_TAG and t.isprintable()):
+            raise argparse.ArgumentTypeError(
+                f"a tag has 1-{MAX_TAG} printable characters and no comma, not {t[:80]!r}"
+            )
+    return found
 
 
 def snapshot_filter(args: argparse.Namespace) -> Callable[[Commit], bool] | None:
-    """What --path and --device select (history.Match); None when neither is given."""
+    """What --path, --device and --tag select (history.Match); None when none is given."""
     wanted = {os.path.abspath(os.path.expanduser(p)) for p in args.filter_paths}
     device: str | None = args.device
+    tagged = {t for group in args.filter_tags for t in group}
 
     def match(c: Commit) -> bool:
-        if not wanted <= set(c.paths):
+        if not wanted <= set(c.paths) or not tagged <= set(c.tags):
             return False
         return device is None or device in (c.device, str(c.device_id))
 
-    return match if wanted or device is not None else None
+    return match if wanted or tagged or device is not None else None
 
 
 def matching_snapshots(s: Session, args: argparse.Namespace) -> list[Snapshot]:
-    """Every snapshot (oldest first) that --path/--device select."""
+    """Every snapshot (oldest first) that --path/--device/--tag select."""
     from anysync.client.repo import history  # here: not every command needs it
 
     snaps = history.snapshots(s.refs, warn=print_warning, counting=forget.CountingEdits(s.remote))

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from anysync import faults
 from anysync.client import localfs
@@ -105,6 +106,16 @@ class Origin:
     hostname: str
 
 
+class Labels(NamedTuple):
+    """What the user says about a snapshot: `-m` and `--tag`s (stored encrypted)."""
+
+    message: str = ""
+    tags: tuple[str, ...] = ()
+
+
+NO_LABELS = Labels()
+
+
 def backup_ref_name(repo: Repository, hostname: str, paths: list[Path]) -> str:
     """An opaque, stable ref name per (host, set of paths): the server learns neither."""
     ident = b"\0".join([b"backup", hostname.encode(), *sorted(os.fsencode(p) for p in paths)])
@@ -118,7 +129,7 @@ def run_backup(
     paths: list[Path],
     origin: Origin,
     progress: Reporter,
-    message: str = "",
+    labels: Labels = NO_LABELS,
     exclude: Exclusions | None = None,
 ) -> BackupResult:
     sources = [Path(os.path.abspath(p)) for p in paths]
@@ -142,7 +153,7 @@ def run_backup(
     ref = backup_ref_name(repo, origin.hostname, sources)
     book = RefBook(refs, repo, state)
     try:
-        snap = _walk_and_commit(repo, walker, book, ref, sources, names, origin, message)
+        snap = _walk_and_commit(repo, walker, book, ref, sources, names, origin, labels)
     finally:
         walker.close()
     if walker.damaged:
@@ -163,7 +174,7 @@ def _walk_and_commit(
     sources: list[Path],
     names: list[bytes],
     origin: Origin,
-    message: str,
+    labels: Labels,
 ) -> history.Snapshot:
     """Walk, store the packs and commit; again after a prune raced the backup."""
     for _ in range(REVALIDATIONS + 1):
@@ -173,7 +184,7 @@ def _walk_and_commit(
         if not repo.stale:
             try:
                 return history.advance(
-                    book, ref, _commit_maker(repo, walker, root, origin, ref, sources, message)
+                    book, ref, _commit_maker(repo, walker, root, origin, ref, sources, labels)
                 )
             except GcRaced:
                 log.info("packs were condemned during the backup; checking what is left")
@@ -220,7 +231,7 @@ def _commit_maker(
     origin: Origin,
     ref: str,
     sources: list[Path],
-    message: str,
+    labels: Labels,
 ) -> Callable[[history.Snapshot | None], Commit]:
     stats = walker.stats
 
@@ -236,7 +247,8 @@ def _commit_maker(
             device=origin.device,
             hostname=origin.hostname,
             paths=tuple(str(p) for p in sources),
-            message=message,
+            message=labels.message,
+            tags=labels.tags,
             stats={
                 "files": stats.files,
                 "dirs": stats.dirs,

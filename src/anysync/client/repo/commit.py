@@ -21,6 +21,11 @@ An edit commit (kind "edit") forgets or replaces earlier snapshots of its ref wi
 rewriting anything (docs/design.md §14.4). `retention` is a sync folder's policy: an
 edit commit sets it; sync commits copy it forward for the record (only an edit that
 counts decides).
+
+Version 3 is version 2 plus one optional key, written (with "v": 3) only when a backup
+has tags, so untagged commits stay readable by older clients:
+
+    "tags": ["work", "before-upgrade"]      (sorted, unique, each 1-64 printable chars)
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import Any
 from anysync.errors import IntegrityError
 from anysync.types import BlobId
 
-VERSION = 2
+VERSION = 3
 KINDS = ("backup", "sync", "edit")
 
 
@@ -60,11 +65,12 @@ class Commit:
     stats: dict[str, int] = field(default_factory=dict)
     edit: Edit | None = None
     retention: str = ""  # a sync folder's policy (retention.Policy.to_bytes() as text)
+    tags: tuple[str, ...] = ()  # a backup's `--tag`s, sorted (version 3)
 
 
 def encode(c: Commit) -> bytes:
     doc: dict[str, Any] = {
-        "v": 2 if c.edit is not None or c.retention else 1,
+        "v": 3 if c.tags else 2 if c.edit is not None or c.retention else 1,
         "kind": c.kind,
         "tree": c.tree.hex(),
         "parents": [p.hex() for p in c.parents],
@@ -87,13 +93,15 @@ def encode(c: Commit) -> bytes:
         }
     if c.retention:
         doc["retention"] = c.retention
+    if c.tags:
+        doc["tags"] = sorted(set(c.tags))
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
 def decode(data: bytes) -> Commit:
     try:
         doc = json.loads(data)
-        if doc["v"] not in (1, VERSION):
+        if doc["v"] not in (1, 2, VERSION):
             raise ValueError(f"unsupported commit version {doc['v']}")
         edit = doc.get("edit") if doc["v"] >= 2 else None
         return Commit(
@@ -111,6 +119,7 @@ def decode(data: bytes) -> Commit:
             stats={str(k): int(v) for k, v in doc["stats"].items()},
             edit=None if edit is None else _decode_edit(edit),
             retention=str(doc.get("retention", "")) if doc["v"] >= 2 else "",
+            tags=tuple(str(t) for t in doc.get("tags", ())) if doc["v"] >= 3 else (),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise IntegrityError(f"commit is malformed: {exc}") from None

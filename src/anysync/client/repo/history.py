@@ -263,6 +263,11 @@ def resolve(
 
 
 def _latest(book: RefBook, counting: Set[BlobId], warn: Warn, match: Match) -> Snapshot:
+    if match is not None:  # a tag may sit on an older snapshot than the head: all count
+        chosen = [sn for sn in snapshots(book, warn=warn, counting=counting) if match(sn.commit)]
+        if not chosen:
+            raise NotFound("no snapshot matches --path/--device/--tag; see `anysync snapshots`")
+        return max(chosen, key=_age)
     listing = book.listing()
     _first_contact(listing.first_contact, warn)
     found: list[Snapshot] = []
@@ -275,13 +280,9 @@ def _latest(book: RefBook, counting: Set[BlobId], warn: Warn, match: Match) -> S
                 found.append(v.latest)
     if not found:
         raise NotFound(NO_SNAPSHOTS)
-    if match is not None:
-        found = [f for f in found if match(f.commit)]
-        if not found:
-            raise NotFound("no snapshot matches --path/--device; see `anysync snapshots`")
     newest = max(found, key=_age)
     sources = {f.commit.ref for f in found}  # one backup ref per (host, set of paths)
-    if match is None and len(sources) > 1:
+    if len(sources) > 1:
         # `ls latest` after backing up one file elsewhere shows that file alone: say so.
         warn(
             f"'latest' is the newest of {len(sources)} backup sources: "
