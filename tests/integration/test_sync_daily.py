@@ -4,6 +4,7 @@ The real CLI, two devices, a real server."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -147,3 +148,29 @@ def test_watch_rides_out_a_server_outage_quietly(
             proc.kill()
             proc.wait()
         out.close()
+
+
+def test_json_output_of_sync_run_restore_and_login(
+    server: Server, device_a: Client, device_b: Client, tmp_path: Path
+) -> None:
+    fa, _ = _two_devices(server, device_a, device_b, tmp_path)
+    (fa / "n0.txt").unlink()
+    (fa / "new.txt").write_text("new")
+    [line] = device_a.run("sync", "run", "--json").stdout.splitlines()
+    doc = json.loads(line)
+    assert doc["folder"] == "Notes" and doc["files_read"] == 1 and doc["deletes_sent"] == 1
+    assert doc["commit"] and doc["conflicts"] == []
+
+    other = Client(tmp_path / "device-c")
+    logged = json.loads(
+        other.run(
+            "login", "--server", server.address, "--email", EMAIL,
+            "--fingerprint", server.fingerprint(), "--json",
+        ).stdout
+    )  # fmt: skip
+    assert logged["email"] == EMAIL and logged["device_id"] == other.device_id
+    other.run("backup", str(fa))
+    restored = json.loads(
+        other.run("restore", "latest", "--target", str(tmp_path / "r"), "--json").stdout
+    )
+    assert restored["files"] == 5 and restored["failed"] == [] and restored["kept"] == []

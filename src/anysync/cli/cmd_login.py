@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common.add_device_name_option(p)
     add_trust_options(p)
     common.add_password_option(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=run)
 
 
@@ -48,8 +49,5 @@ def run(args: argparse.Namespace) -> int:
         previous=previous,
     )
     again = " again (sync state and caches kept)" if previous else ""
-    print(
-        f"logged in{again} as {cfg.email} on {cfg.server}; "
-        f"this device is #{cfg.device_id} ({cfg.device_name})"
-    )
+    common.print_account(cfg, args.json, f"logged in{again}")
     return 0

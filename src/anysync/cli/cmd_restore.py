@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "list it (never, the default), replace it (if-changed), or write every file "
         "again (always)",
     )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     common.add_snapshot_filters(p)
     common.add_password_option(p)
     p.set_defaults(run=run)
@@ -55,15 +56,30 @@ def run(args: argparse.Namespace) -> int:
             common.progress("restore"),
             Overwrite(args.overwrite),
         )
-    print(
-        f"restored snapshot {snap.id.short()}: {stats.files} files, {stats.dirs} directories, "
-        f"{stats.symlinks} symlinks, {human_bytes(stats.bytes)} into {args.target}"
-        + (f"; {stats.unchanged} already there" if stats.unchanged else "")
-    )
-    if stats.kept:
-        _report_kept(stats.kept)
+    if args.json:
+        common.print_json(
+            {
+                "snapshot": snap.id.hex(),
+                "target": str(args.target),
+                "files": stats.files,
+                "dirs": stats.dirs,
+                "symlinks": stats.symlinks,
+                "bytes": stats.bytes,
+                "unchanged": stats.unchanged,
+                "kept": stats.kept,
+                "failed": [{"path": p, "reason": r} for p, r in stats.failed],
+            }
+        )
+    else:
+        print(
+            f"restored snapshot {snap.id.short()}: {stats.files} files, {stats.dirs} "
+            f"directories, {stats.symlinks} symlinks, {human_bytes(stats.bytes)} into "
+            f"{args.target}" + (f"; {stats.unchanged} already there" if stats.unchanged else "")
+        )
+        if stats.kept:
+            _report_kept(stats.kept)
     if stats.failed:
-        for path, reason in stats.failed:
+        for path, reason in stats.failed if not args.json else []:
             print(f"failed: {path}: {reason}", file=sys.stderr)
         raise RestoreIncomplete(
             f"{len(stats.failed)} file(s) could not be restored (first: {stats.failed[0][0]}); "

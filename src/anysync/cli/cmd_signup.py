@@ -16,6 +16,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common.add_device_name_option(p)
     add_trust_options(p)
     common.add_password_option(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=run)
 
 
@@ -46,8 +47,5 @@ def run(args: argparse.Namespace) -> int:
         device_name=args.device_name or common.default_device_name(),
         cert=cert,
     )
-    print(
-        f"signed up {cfg.email} on {cfg.server}; "
-        f"this device is #{cfg.device_id} ({cfg.device_name})"
-    )
+    common.print_account(cfg, args.json, "signed up")
     return 0

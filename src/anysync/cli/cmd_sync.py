@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -52,6 +53,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = ssub.add_parser("run", help="sync now; --watch keeps syncing as things change")
     run.add_argument("--watch", action="store_true", help="keep running, syncing as files change")
     run.add_argument("--folder", action="append", help="only this folder (by name); repeatable")
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per folder and pass, a line each (JSON Lines)",
+    )
     st = ssub.add_parser("status", help="per-file sync state")
     st.add_argument(
         "path", type=Path, nargs="?", help="a file or directory (default: every folder)"
@@ -84,6 +90,7 @@ def run_sync(args: argparse.Namespace) -> int:
         device = engine.Device(s.config.device_id, s.config.device_name, socket.gethostname())
 
         said: dict[str, str] = {}  # folder → the error last printed (watch mode)
+        as_json = bool(getattr(args, "json", False))
 
         def one_pass(folders: list[Folder], watcher: Watcher | None = None) -> int:
             failures = 0
@@ -96,6 +103,10 @@ def run_sync(args: argparse.Namespace) -> int:
                         r = engine.run_pass(s.repo, s.remote, s.state, f, device, changed)
                     except AnySyncError as exc:
                         state.finished(f.name, time.time_ns(), exc.message)
+                        if as_json:
+                            _print_json_line({"folder": f.name, "error": exc.message})
+                            failures += 1
+                            continue
                         # Watching through an outage: the same error once, not per pass.
                         if said.get(f.name) != exc.message:
                             print(f"{f.name}: error: {exc.message}", file=sys.stderr)
@@ -104,7 +115,10 @@ def run_sync(args: argparse.Namespace) -> int:
                         continue
                     said.pop(f.name, None)
                     state.finished(f.name, time.time_ns(), None)
-                    _report(f, r)
+                    if as_json:
+                        _print_json_line(_as_doc(f, r))
+                    else:
+                        _report(f, r)
             return failures
 
         cmd = args.sync_cmd
@@ -148,7 +162,11 @@ def run_sync(args: argparse.Namespace) -> int:
             raise NotFound("no sync folders; add one with `anysync sync add PATH`")
         if not args.watch:
             return 1 if one_pass(folders) else 0
-        print(f"watching {len(folders)} folder(s); Ctrl-C stops", flush=True)
+        print(
+            f"watching {len(folders)} folder(s); Ctrl-C stops",
+            file=sys.stderr if as_json else sys.stdout,  # stdout: JSON lines only
+            flush=True,
+        )
         watcher = Watcher([f.path for f in folders], s.remote, [f.ref for f in folders])
         _stop_on_signals(watcher)
         with contextlib.suppress(KeyboardInterrupt):
@@ -249,6 +267,26 @@ def _stop_on_signals(watcher: Watcher) -> None:
 
 def _ignore(_: object) -> None:
     """Watch mode keeps going after a failed pass; the failure was printed."""
+
+
+def _as_doc(f: Folder, r: engine.PassResult) -> dict[str, object]:
+    return {
+        "folder": f.name,
+        "commit": r.committed.hex() if r.committed else None,
+        "files_read": r.uploaded_files,
+        "deletes_sent": r.deletes_sent,
+        "downloaded": r.downloaded,
+        "moved": r.moved,
+        "deleted": r.deleted,
+        "conflicts": r.conflicts,
+        "skipped": r.skipped,
+        "stuck": r.stuck,
+        "warnings": r.warnings,
+    }
+
+
+def _print_json_line(doc: dict[str, object]) -> None:
+    print(json.dumps(doc, ensure_ascii=False, separators=(",", ":")), flush=True)
 
 
 def _report(f: Folder, r: engine.PassResult) -> None:

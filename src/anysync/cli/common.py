@@ -152,6 +152,25 @@ def matching_snapshots(s: Session, args: argparse.Namespace) -> list[Snapshot]:
     return [sn for sn in snaps if match is None or match(sn.commit)]
 
 
+def print_account(cfg: ClientConfig, as_json: bool, said: str) -> None:
+    """What signup and login print: `said` ("signed up", "logged in") or JSON."""
+    if as_json:
+        print_json(
+            {
+                "email": cfg.email,
+                "server": cfg.server,
+                "device_id": cfg.device_id,
+                "device_name": cfg.device_name,
+                "fingerprint": cfg.fingerprint,
+            }
+        )
+    else:
+        print(
+            f"{said} as {cfg.email} on {cfg.server}; "
+            f"this device is #{cfg.device_id} ({cfg.device_name})"
+        )
+
+
 def add_password_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--password-file",
