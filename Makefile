@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EXTRAS := $(VENV)/.extras
 
-.PHONY: install run test check FORCE unit integration proto proto-check clean deps test-containers \
+.PHONY: install run test check man FORCE unit integration proto proto-check clean deps test-containers \
 	test-ansible test-image test-image-armhf image coverage-report
 
 install: $(STAMP)
@@ -42,6 +42,11 @@ $(RUNTIME): pyproject.toml
 		echo "installing the AnySync server into $(VENV) (runtime only, about 150 MB)"; \
 		$(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet --upgrade pip && \
 		$(BIN)/pip install --quiet -e . && touch $@
+
+# The man pages in man/, rendered from the CLI's parser (tests/unit/test_manpages.py
+# fails when they are stale). Read one with `man -l man/anysync-backup.1`.
+man: install
+	$(BIN)/python -m anysync.cli.manpage man
 
 # Everything CI runs: system packages the tests need (root only), lint, types, import
 # rules, then every test, under coverage (the CLI and server child processes included:
