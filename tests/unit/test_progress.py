@@ -3,6 +3,9 @@ from __future__ import annotations
 import io
 import time
 
+import pytest
+
+from anysync.cli import common
 from anysync.cli.progress import Progress
 from anysync.client.progress import NullReporter, Reporter, human_bytes
 
@@ -45,3 +48,29 @@ def test_the_terminal_line_and_the_null_reporter_are_reporters() -> None:
     for r in reporters:
         r.add(files=1, nbytes=1)
         r.done()
+
+
+def test_with_a_total_the_line_shows_the_share_and_the_time_left() -> None:
+    p = Progress("backup", _Tty())
+    p.total(100, 1000 * 1024 * 1024)
+    p._start = 100.0
+    p.add(files=25, nbytes=250 * 1024 * 1024)
+    line = p.line(now=130.0)  # a quarter in 30 s: 90 s to go
+    assert "25/100 files" in line and "250.0 MiB/1000.0 MiB (25%)" in line
+    assert line.endswith("1:30 left")
+    p.total(100, 0)  # nothing to read: done, not a division by zero
+    assert "(100%)" in p.line(now=131.0)
+
+
+def test_a_warning_or_an_error_clears_the_line_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = _Tty()
+    monkeypatch.setattr("sys.stderr", out)
+    p = Progress("restore", out)
+    p._last = -1.0
+    p.add(files=1, nbytes=10)
+    common.print_warning("a skipped old snapshot")
+    text = out.getvalue()
+    drawn = text.index("restore: 1 files")
+    blanked = text.index("\r" + " " * 10, drawn)  # the line overwritten with spaces
+    assert drawn < blanked < text.index("warning: a skipped old snapshot")
+    p.done()

@@ -48,12 +48,15 @@ def run(args: argparse.Namespace) -> int:
             counting=CountingEdits(s.remote),
             match=common.snapshot_filter(args),
         )
+        progress = common.progress("restore")
+        if not args.include:  # the whole snapshot: its size is in its commit
+            progress.total(snap.commit.stats.get("files", 0), snap.commit.stats.get("bytes", 0))
         stats = run_restore(
             s.repo,
             snap,
             args.target,
             args.include,
-            common.progress("restore"),
+            progress,
             Overwrite(args.overwrite),
         )
     if args.json:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from anysync import crypto
-from anysync.cli.progress import Progress
+from anysync.cli.progress import Progress, clear_active
 from anysync.client import forget
 from anysync.client.home import ClientConfig, ClientHome, default_home
 from anysync.client.keys import MasterKeys
@@ -329,6 +329,7 @@ def progress(verb: str) -> Progress:
 
 def print_warning(message: str) -> None:
     """What a command tells the user besides its answer (a skipped old snapshot, say)."""
+    clear_active()
     print(f"warning: {message}", file=sys.stderr)
 
 

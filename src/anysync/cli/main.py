@@ -121,6 +121,14 @@ def _verbose_anywhere(parser: argparse.ArgumentParser) -> None:
                 child.description = choice.help[0].upper() + choice.help[1:] + "."
 
 
+def _clear_progress() -> None:
+    """Blank a progress line before the error is printed. Looked up, not imported: a
+    command that drew one has imported the module; `--help` must import nothing more."""
+    progress = sys.modules.get("anysync.cli.progress")
+    if progress is not None:
+        progress.clear_active()
+
+
 def _quiet_stdout() -> None:
     """The reader of our stdout went away (`anysync ls | head`): point stdout at
     /dev/null so the interpreter's last flush does not report the broken pipe."""
@@ -142,9 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.run(args)
         return code
     except AnySyncError as exc:
+        _clear_progress()
         print(f"anysync: error: {exc.message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        _clear_progress()
         print("anysync: interrupted", file=sys.stderr)
         return 130
     except EOFError:  # Ctrl-D at a prompt

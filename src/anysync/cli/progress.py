@@ -1,4 +1,10 @@
-"""Progress on a terminal: one line, rewritten in place; silent when stderr is piped."""
+"""Progress on a terminal: one line, rewritten in place; silent when stderr is piped.
+
+With a total (the backup scans ahead, as restic does; a full restore knows its
+snapshot's size) the line shows the share done and an estimate of the time left. Any
+message for the user clears the line first (`clear_active`), so an error or a warning
+never shares a line with a half-drawn progress line.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,14 @@ from typing import TextIO
 
 from anysync.client.progress import human_bytes
 
+_active: Progress | None = None  # the line on the terminal now, if any
+
+
+def clear_active() -> None:
+    """Blank the progress line before another message is written to the terminal."""
+    if _active is not None:
+        _active.clear()
+
 
 class Progress:
     """A Reporter (anysync.client.progress) that draws on a terminal."""
@@ -15,14 +29,23 @@ class Progress:
     def __init__(
         self, verb: str, stream: TextIO | None = None, enabled: bool | None = None
     ) -> None:
+        global _active
         self.verb = verb
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.files = 0
         self.bytes = 0
+        self.total_files: int | None = None
+        self.total_bytes: int | None = None
         self._start = time.monotonic()
         self._last = 0.0
         self._width = 0
+        if self.enabled:
+            _active = self
+
+    def total(self, files: int, nbytes: int) -> None:
+        """What the whole run will count (may come in while it runs)."""
+        self.total_files, self.total_bytes = files, nbytes
 
     def add(self, files: int = 0, nbytes: int = 0) -> None:
         self.files += files
@@ -32,15 +55,43 @@ class Progress:
             self._last = now
             self._draw(now)
 
+    def line(self, now: float) -> str:
+        elapsed = max(now - self._start, 1e-6)
+        rate = self.bytes / elapsed
+        if self.total_files is None or self.total_bytes is None:
+            return (
+                f"{self.verb}: {self.files} files, {human_bytes(self.bytes)}, {human_bytes(rate)}/s"
+            )
+        share = min(self.bytes / self.total_bytes, 1.0) if self.total_bytes else 1.0
+        left = elapsed * (1 - share) / share if share > 0 else None
+        eta = "" if left is None else f", {_clock(left)} left"
+        return (
+            f"{self.verb}: {self.files}/{self.total_files} files, "
+            f"{human_bytes(self.bytes)}/{human_bytes(self.total_bytes)} ({share:.0%}), "
+            f"{human_bytes(rate)}/s{eta}"
+        )
+
     def _draw(self, now: float) -> None:
-        rate = self.bytes / max(now - self._start, 1e-6)
-        line = f"{self.verb}: {self.files} files, {human_bytes(self.bytes)}, {human_bytes(rate)}/s"
-        pad = max(self._width - len(line), 0)
-        self._width = len(line)
-        self.stream.write("\r" + line + " " * pad)
+        text = self.line(now)
+        pad = max(self._width - len(text), 0)
+        self._width = len(text)
+        self.stream.write("\r" + text + " " * pad)
         self.stream.flush()
 
-    def done(self) -> None:
+    def clear(self) -> None:
         if self.enabled and self._width:
             self.stream.write("\r" + " " * self._width + "\r")
             self.stream.flush()
+            self._width = 0
+            self._last = time.monotonic()  # the message just written stays readable a while
+
+    def done(self) -> None:
+        global _active
+        self.clear()
+        if _active is self:
+            _active = None
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02}:{s % 60:02}" if s >= 3600 else f"{s // 60}:{s % 60:02}"
