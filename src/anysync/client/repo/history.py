@@ -219,7 +219,7 @@ def _age(s: Snapshot) -> tuple[int, bytes]:
 NO_SNAPSHOTS = "there are no snapshots yet; run `anysync backup PATH` first"
 
 
-# Which snapshots a command means (`--path`, `--device`): None, every one.
+# Which snapshots a command means (`--path`, `--device`, `--tag`): None, every one.
 Match = Callable[[Commit], bool] | None
 
 
