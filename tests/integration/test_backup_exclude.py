@@ -4,6 +4,7 @@ and (as root) a real tmpfs mount."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -94,3 +95,32 @@ def test_one_file_system_stays_on_the_paths_file_system(
     assert "1 path excluded" in out
     names = _listed(device_a)
     assert any("here.txt" in n for n in names) and not any("mnt" in n for n in names)
+
+
+def test_dry_run_says_what_would_be_read_and_writes_nothing(
+    server: Server, device_a: Client, tmp_path: Path
+) -> None:
+    device_a.signup(server, "dry@example.org")
+    root = tmp_path / "Home"
+    _tree(root)  # 6 files, one of them under node_modules, one in a cache dir
+
+    def dry(*extra: str) -> dict[str, object]:
+        out: dict[str, object] = json.loads(
+            device_a.run("backup", str(root), "--dry-run", "--json", *extra).stdout
+        )
+        return out
+
+    before = json.loads(device_a.run("stats", "--mode", "raw", "--json").stdout)
+    first = dry("--exclude", "node_modules/")
+    assert (first["files"], first["to_read"], first["excluded"]) == (6, 6, 1)
+    assert device_a.snapshots() == []
+    assert json.loads(device_a.run("stats", "--mode", "raw", "--json").stdout) == before
+
+    device_a.run("backup", str(root))
+    assert dry()["to_read"] == 0 and dry()["files"] == 7
+    (root / "notes.txt").write_text("changed since the backup")
+    changed = dry()
+    assert changed["to_read"] == 1 and changed["to_read_bytes"] == len("changed since the backup")
+    assert len(device_a.snapshots()) == 1
+    text = device_a.run("backup", str(root), "-n").stdout
+    assert "1 new or changed" in text and "nothing was read, uploaded or committed" in text

@@ -6,6 +6,7 @@ snapshot was saved without them. Skipped special files are listed but exit 0."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import socket
 import stat
@@ -15,9 +16,12 @@ from pathlib import Path
 
 from anysync.cli import common
 from anysync.cli.progress import Progress
-from anysync.client.backup import Labels, Origin, run_backup
+from anysync.client.backup import Labels, Origin, mounts_to_skip, run_backup
+from anysync.client.backup_dry import dry_run
 from anysync.client.exclude import Exclusions, devices_of, read_exclude_file
+from anysync.client.mounts import anysync_mounts
 from anysync.client.progress import human_bytes
+from anysync.client.statedb import local_state_key
 from anysync.errors import PartialSnapshot
 
 
@@ -62,6 +66,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "-x",
         action="store_true",
         help="do not cross into other file systems (mount points) below the paths",
+    )
+    p.add_argument(
+        "--dry-run",
+        "-n",
+        action="store_true",
+        help="say what the backup would hold and read; read, upload and commit nothing",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     common.add_password_option(p)
@@ -114,6 +124,8 @@ def scan_ahead(paths: list[Path], exclude: Exclusions, progress: Progress) -> No
 
 def run(args: argparse.Namespace) -> int:
     exclude = exclusions(args)  # a bad exclude file is refused before anything else
+    if args.dry_run:
+        return _dry_run(args, exclude)
     with common.open_session(args) as s:
         origin = Origin(s.config.device_id, s.config.device_name, socket.gethostname())
         progress = common.progress("backup")
@@ -164,6 +176,25 @@ def run(args: argparse.Namespace) -> int:
             for k in st.skipped:
                 print(f"    {_shown(k.path)} ({k.reason})")
     return PartialSnapshot.exit_code if st.partial else 0
+
+
+def _dry_run(args: argparse.Namespace, exclude: Exclusions) -> int:
+    with common.open_session(args) as s:
+        sources = [Path(os.path.abspath(p)) for p in args.paths]
+        skip = mounts_to_skip(sources, anysync_mounts())
+        plan = dry_run(s.state, local_state_key(s.repo.keys.id_key), sources, exclude, skip)
+    if args.json:
+        common.print_json({"dry_run": True, **dataclasses.asdict(plan)})
+        return 0
+    print(
+        f"dry run: the snapshot would hold {plan.files} files ({human_bytes(plan.bytes)}); "
+        f"{plan.to_read} new or changed ({human_bytes(plan.to_read_bytes)}) would be read"
+        + (f"; {plan.excluded} paths excluded" if plan.excluded else "")
+    )
+    for u in plan.unreadable:
+        print(f"  could not read {_shown(u)}", file=sys.stderr)
+    print("nothing was read, uploaded or committed")
+    return 0
 
 
 def _shown(path: str) -> str:
