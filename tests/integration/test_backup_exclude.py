@@ -124,3 +124,16 @@ def test_dry_run_says_what_would_be_read_and_writes_nothing(
     assert len(device_a.snapshots()) == 1
     text = device_a.run("backup", str(root), "-n").stdout
     assert "1 new or changed" in text and "nothing was read, uploaded or committed" in text
+
+
+def test_json_progress_lines_on_stderr_for_scripts(
+    server: Server, device_a: Client, tmp_path: Path
+) -> None:
+    device_a.signup(server, "progress@example.org")
+    root = tmp_path / "Home"
+    _tree(root)
+    proc = device_a.run("backup", str(root), "--json", env={"ANYSYNC_PROGRESS": "json"})
+    assert json.loads(proc.stdout)["files"] == 7  # stdout: the answer alone
+    lines = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert lines and lines[-1]["done"] is True and lines[-1]["progress"] == "backup"
+    assert lines[-1]["files"] == 7

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import io
+import json
 import time
 
 import pytest
 
 from anysync.cli import common
-from anysync.cli.progress import Progress
+from anysync.cli.progress import JsonProgress, Progress
 from anysync.client.progress import NullReporter, Reporter, human_bytes
 
 
@@ -74,3 +75,17 @@ def test_a_warning_or_an_error_clears_the_line_first(monkeypatch: pytest.MonkeyP
     blanked = text.index("\r" + " " * 10, drawn)  # the line overwritten with spaces
     assert drawn < blanked < text.index("warning: a skipped old snapshot")
     p.done()
+
+
+def test_json_progress_writes_lines_a_script_can_read() -> None:
+    out = io.StringIO()  # not a terminal: JSON lines are for pipes
+    p = JsonProgress("backup", out)
+    p.total(4, 4000)
+    p._last = -10.0  # the next update writes a line
+    p.add(files=1, nbytes=1000)
+    p.add(files=3, nbytes=3000)  # within the second: no line
+    p.done()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(d["files"], d.get("done", False)) for d in lines] == [(1, False), (4, True)]
+    assert lines[0]["percent"] == 25.0 and lines[0]["total_bytes"] == 4000
+    assert "seconds_left" in lines[0] and "seconds_left" not in lines[1]

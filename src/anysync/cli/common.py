@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from anysync import crypto
-from anysync.cli.progress import Progress, clear_active
+from anysync.cli.progress import JsonProgress, Progress, clear_active
 from anysync.client import forget
 from anysync.client.home import ClientConfig, ClientHome, default_home
 from anysync.client.keys import MasterKeys
@@ -324,6 +324,10 @@ def secret_for_child(args: argparse.Namespace) -> str:
 
 
 def progress(verb: str) -> Progress:
+    """The progress of a long command: a line on a terminal, or with
+    ANYSYNC_PROGRESS=json a JSON object per line on stderr (for scripts and front ends)."""
+    if os.environ.get("ANYSYNC_PROGRESS") == "json":
+        return JsonProgress(verb)
     return Progress(verb)
 
 

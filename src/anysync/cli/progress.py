@@ -3,11 +3,13 @@
 With a total (the backup scans ahead, as restic does; a full restore knows its
 snapshot's size) the line shows the share done and an estimate of the time left. Any
 message for the user clears the line first (`clear_active`), so an error or a warning
-never shares a line with a half-drawn progress line.
+never shares a line with a half-drawn progress line. ANYSYNC_PROGRESS=json gives
+scripts and front ends JSON lines instead (JsonProgress).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import TextIO
@@ -90,6 +92,58 @@ class Progress:
         self.clear()
         if _active is self:
             _active = None
+
+
+class JsonProgress(Progress):
+    """Progress for scripts and front ends (ANYSYNC_PROGRESS=json): a JSON object per
+    line on stderr, at most one a second, and a last one with "done": true. Standard
+    output keeps only the command's answer."""
+
+    INTERVAL = 1.0
+
+    def __init__(self, verb: str, stream: TextIO | None = None) -> None:
+        super().__init__(verb, stream, enabled=True)
+        self._last = time.monotonic() - self.INTERVAL / 2  # the first line after 0.5 s
+
+    def add(self, files: int = 0, nbytes: int = 0) -> None:
+        self.files += files
+        self.bytes += nbytes
+        now = time.monotonic()
+        if now - self._last >= self.INTERVAL:
+            self._last = now
+            self._emit(now, done=False)
+
+    def doc(self, now: float, done: bool) -> dict[str, object]:
+        elapsed = max(now - self._start, 1e-6)
+        out: dict[str, object] = {
+            "progress": self.verb,
+            "files": self.files,
+            "bytes": self.bytes,
+            "seconds": round(elapsed, 1),
+        }
+        if self.total_files is not None and self.total_bytes is not None:
+            share = min(self.bytes / self.total_bytes, 1.0) if self.total_bytes else 1.0
+            out |= {
+                "total_files": self.total_files,
+                "total_bytes": self.total_bytes,
+                "percent": round(100 * share, 1),
+            }
+            if 0 < share < 1 and not done:
+                out["seconds_left"] = round(elapsed * (1 - share) / share, 1)
+        if done:
+            out["done"] = True
+        return out
+
+    def _emit(self, now: float, done: bool) -> None:
+        self.stream.write(json.dumps(self.doc(now, done), separators=(",", ":")) + "\n")
+        self.stream.flush()
+
+    def clear(self) -> None:
+        pass  # lines, not a line redrawn in place: nothing to blank
+
+    def done(self) -> None:
+        self._emit(time.monotonic(), done=True)
+        super().done()
 
 
 def _clock(seconds: float) -> str:
