@@ -5,6 +5,7 @@ address is taken in the forms users paste. The real CLI against a real server.""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
 import subprocess
@@ -118,3 +119,28 @@ def test_the_server_address_in_the_forms_users_paste(
     # argparse's usage, then the one error line: no traceback, no connection attempt
     assert plain.stderr.strip().splitlines()[-1].startswith("anysync login: error:")
     assert "Traceback" not in plain.stderr
+
+
+def test_json_with_a_name_that_is_not_utf8_stays_valid_and_gives_the_bytes_back(
+    server: Server, device_a: Client, tmp_path: Path
+) -> None:
+    device_a.signup(server, EMAIL)
+    tree = tmp_path / "names"
+    tree.mkdir()
+    raw = os.fsencode(tree) + b"/caf\xe9.txt"  # Latin-1 é: not UTF-8
+    with open(raw, "wb") as f:
+        f.write(b"x")
+    device_a.run("backup", str(tree))
+    env = base_env() | {
+        "ANYSYNC_HOME": str(device_a.home),
+        "ANYSYNC_TESTONLY_FAULT": "crypto.scrypt",
+    }
+    for locale in ("C.UTF-8", "C"):
+        proc = subprocess.run(
+            [CLIENT, "ls", "-r", "latest", "--json"],
+            env=env | {"LC_ALL": locale}, capture_output=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        listing = json.loads(proc.stdout.decode("utf-8"))  # strict: valid UTF-8
+        paths = [os.fsencode(e["path"]) for e in listing]
+        assert b"names/caf\xe9.txt" in paths, paths

@@ -56,3 +56,15 @@ def test_the_exit_codes_in_help_are_readmes() -> None:
     helped = cli_main.build_parser([]).epilog or ""
     helped = helped[helped.index("Exit codes:") :].split("\n\n")[0]
     assert _exit_codes(para) == _exit_codes(helped) == {*range(0, 14), 130, 141}
+
+
+def test_every_json_output_has_its_schema_in_docs() -> None:
+    """docs/json.md has a section for each command (and sub-command) with --json."""
+    documented = (README.parent / "docs" / "json.md").read_text()
+    with_json = []
+    for command in cli_main.COMMANDS:
+        for path, parser in _parsers(cli_main.build_parser([command]), "anysync"):
+            if any("--json" in a.option_strings for a in parser._actions):
+                with_json.append(path)
+    missing = [p for p in with_json if f"## {p}" not in documented]
+    assert len(with_json) > 15 and not missing, missing

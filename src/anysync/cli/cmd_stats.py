@@ -13,6 +13,7 @@ import argparse
 
 from anysync.cli import common
 from anysync.client.progress import human_bytes
+from anysync.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,6 +31,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.mode == "raw" and common.snapshot_filter(args) is not None:
+        raise UsageError(
+            "--mode raw is the account's whole storage; --path, --device and --tag select "
+            "snapshots, for the restore size"
+        )
     with common.open_session(args) as s:
         if args.mode == "raw":
             me = s.remote.whoami()

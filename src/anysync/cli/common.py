@@ -212,7 +212,11 @@ def interactive_confirm() -> Callable[[str], bool] | None:
         return None
 
     def ask(question: str) -> bool:
-        return input(f"{question} [yes/no] ").strip().lower() in ("y", "yes")
+        # The question on stderr, as getpass does: stdout holds the answer (--json).
+        clear_active()
+        sys.stderr.write(f"{question} [yes/no] ")
+        sys.stderr.flush()
+        return input().strip().lower() in ("y", "yes")
 
     return ask
 
@@ -338,8 +342,14 @@ def print_warning(message: str) -> None:
 
 
 def print_json(doc: object) -> None:
-    json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
-    sys.stdout.write("\n")
+    """`doc` as UTF-8 JSON on stdout. A name that is not UTF-8 (held by os.fsdecode as
+    surrogates) is written as the JSON escape of its surrogate (`\\udcff`): valid UTF-8
+    and valid JSON whatever the locale, and Python's json.loads + os.fsencode give the
+    original bytes back."""
+    text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    sys.stdout.flush()
+    sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))
+    sys.stdout.buffer.flush()
 
 
 def shown(text: str) -> str:
