@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shlex
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -59,3 +60,20 @@ def test_the_first_start_prints_a_signup_line_that_works(tmp_path: Path) -> None
     out = _stop(proc)
     assert "initialised" not in "\n".join(lines)
     assert "anysync signup" not in out and "--invite" not in out
+
+
+def test_a_first_start_that_cannot_serve_still_welcomes_at_the_next(tmp_path: Path) -> None:
+    home = tmp_path / "server-home"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        failed = subprocess.run(
+            [SERVER, "--home", str(home), "run", "--listen", f"127.0.0.1:{port}"],
+            env=base_env(), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert failed.returncode != 0 and "anysync signup" not in failed.stdout
+    proc, lines = _start(home)
+    out = _stop(proc)
+    assert "initialised" not in "\n".join(lines)  # the home was made by the failed start
+    assert "anysync signup" in out and "--invite" in out

@@ -11,6 +11,12 @@ from pathlib import Path
 from tests.integration.harness import Client, Server, base_env
 
 
+def _systemd_words(value: str) -> list[str]:
+    """A command line or assignment as systemd splits and unescapes it (the subset
+    `anysync service` writes: double quotes, backslash escapes, $$ and %%)."""
+    return [w.replace("$$", "$").replace("%%", "%") for w in shlex.split(value)]
+
+
 def _unit(path: Path) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for line in path.read_text().splitlines():
@@ -24,7 +30,7 @@ def test_install_writes_units_systemd_accepts_and_that_back_up(
     server: Server, device_a: Client, tmp_path: Path
 ) -> None:
     device_a.signup(server, "service@example.org")
-    docs = tmp_path / "My Documents"
+    docs = tmp_path / "My $Docs 100%"  # systemd expands $ and % unless doubled
     docs.mkdir()
     (docs / "a.txt").write_text("backed up by the timer")
     config = tmp_path / "xdg"
@@ -49,9 +55,9 @@ def test_install_writes_units_systemd_accepts_and_that_back_up(
     # The backup unit's command, with its environment, as systemd runs it.
     backup = _unit(units / "anysync-backup.service")
     [environment] = backup["Environment"]
-    key, home = shlex.split(environment)[0].split("=", 1)
+    key, home = _systemd_words(environment)[0].split("=", 1)
     assert (key, home) == ("ANYSYNC_HOME", str(device_a.home))
-    argv = shlex.split(backup["ExecStart"][0])
+    argv = _systemd_words(backup["ExecStart"][0])
     assert Path(argv[0]).is_absolute() and argv[1:] == ["backup", str(docs)]
     ran = subprocess.run(
         argv, env=base_env() | {key: home}, capture_output=True, text=True, timeout=120,
@@ -81,6 +87,11 @@ def test_install_refuses_what_would_only_fail_in_the_background(
         "--no-enable", env=env, check=False,
     )  # fmt: skip
     assert bad.returncode == 2 and "OnCalendar" not in bad.stderr and "systemd.time" in bad.stderr
+    injected = device_a.run(
+        "service", "install", "--backup", str(tmp_path) + "/a\nExecStart=/bin/touch /tmp/x",
+        "--no-enable", env=env, check=False,
+    )  # fmt: skip
+    assert injected.returncode == 2 and "control character" in injected.stderr
     missing = device_a.run(
         "service", "install", "--backup", str(tmp_path / "nope"), "--no-enable", env=env,
         check=False,

@@ -68,3 +68,19 @@ def test_tags_are_stored_shown_and_select(server: Server, device_a: Client, tmp_
     assert (target / "Docs" / "a.txt").read_text() == "one"
     bad = device_a.run("backup", str(docs), "--tag", "a,,b", check=False)
     assert bad.returncode == 2 and "printable" in bad.stderr
+
+
+def test_device_filter_takes_the_name_shown_today(
+    server: Server, device_a: Client, tmp_path: Path
+) -> None:
+    device_a.signup(server, "renamed@example.org")
+    docs = tmp_path / "Docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("one")
+    device_a.run("backup", str(docs))
+    device_a.run("devices", "rename", str(device_a.device_id), "laptop-2026")
+    listed = device_a.run("snapshots").stdout
+    assert "laptop-2026" in listed  # `snapshots` shows today's name ...
+    found = json.loads(device_a.run("snapshots", "--json", "--device", "laptop-2026").stdout)
+    assert len(found) == 1  # ... and --device takes it
+    device_a.run("ls", "latest", "--device", "laptop-2026")

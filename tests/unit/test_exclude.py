@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from anysync.client.exclude import CACHEDIR_SIGNATURE, Exclusions
+from anysync.errors import UsageError
 
 
 def _ex(ex: Exclusions, path: Path) -> bool:
@@ -49,3 +52,16 @@ def test_other_devices_are_left_out_only_with_one_file_system(tmp_path: Path) ->
     assert _ex(Exclusions(devices=frozenset({here + 1})), tmp_path / "d")
     # A file is never a mount point the walk could descend into.
     assert not _ex(Exclusions(devices=frozenset({here + 1})), tmp_path / "f")
+
+
+def test_a_fifo_named_cachedir_tag_neither_hangs_nor_counts(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    os.mkfifo(d / "CACHEDIR.TAG")  # opening it for reading would wait for a writer
+    assert not _ex(Exclusions(caches=True), d)
+
+
+def test_a_pattern_pathspec_cannot_read_is_a_usage_error() -> None:
+    for bad in ("!", "a\\"):  # a lone "!", a trailing backslash
+        with pytest.raises(UsageError, match="is not a pattern"):
+            Exclusions(["*.iso", bad])

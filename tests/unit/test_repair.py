@@ -373,3 +373,19 @@ def test_a_damaged_sync_state_is_left_for_the_devices_that_hold_it(
     assert ref.state.lost == ["lost"]
     assert [r.original.id for r in ref.snapshots] == [old.id]
     assert ref.edit is not None and ref.edit.commit.tree == old.commit.tree
+
+
+def test_a_repaired_snapshot_keeps_its_tags(
+    remote: RepairRemote, state: StateDB, src: Path
+) -> None:
+    repo = Repository(remote, KEYS)
+    try:
+        backup.run_backup(
+            repo, remote, state, [src], ORIGIN, Progress("b", io.StringIO(), enabled=False),
+            backup.Labels(tags=("before-upgrade",)),
+        )  # fmt: skip
+    finally:
+        repo.close()
+    remote.index.pop(chunk_of(A_TXT))
+    run_repair(remote, state)
+    assert [s.commit.tags for s in listing(remote, state)][-1] == ("before-upgrade",)

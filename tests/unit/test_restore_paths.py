@@ -456,3 +456,36 @@ def test_overwrite_modes() -> None:
 def test_includes_inside_another_include_are_dropped() -> None:
     assert restore.outermost(["a/b", "a", "/c/", "c/d/e", "ab"]) == ["a", "ab", "c"]
     assert restore.outermost([]) == []
+
+
+def test_two_includes_under_a_read_only_directory_are_both_written(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--include go/mod/a --include go/mod/b` with mod at 0o555 (Go's module cache):
+    the modes are applied once, after every include, never between them. (Root ignores
+    the mode, so the modes applied are recorded rather than tripped over.)"""
+    a = directory(repo, b"a", [file(repo, b"f", b"1")])
+    b = directory(repo, b"b", [file(repo, b"g", b"2")])
+    mod = directory(repo, b"mod", [a, b], mode=0o555)
+    entries = [directory(repo, b"go", [mod])]
+    repo.finish()
+    applied: list[tuple[str, int]] = []
+    real_fchmod = os.fchmod
+
+    def fchmod(fd: int, mode: int) -> None:
+        applied.append((os.readlink(f"/proc/self/fd/{fd}"), mode))
+        real_fchmod(fd, mode)
+
+    monkeypatch.setattr(restore.os, "fchmod", fchmod)
+    snap = Snapshot(
+        BlobId(b"\2" * 32), Commit("backup", repo.save_tree(entries), (), "r", 1, 1, 1, "d", "h")
+    )
+    repo.finish()
+    stats = restore.run_restore(
+        repo, snap, tmp_path, ["go/mod/a", "go/mod/b"],
+        Progress("restored", io.StringIO(), enabled=False), Overwrite.NEVER,
+    )  # fmt: skip
+    assert stats.failed == [] and stats.files == 2
+    assert files_under(tmp_path) == {"go/mod/a/f": b"1", "go/mod/b/g": b"2"}
+    modes = [m for path, m in applied if path.endswith("/go/mod")]
+    assert modes == [0o555]  # once, at the end

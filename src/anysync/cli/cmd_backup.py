@@ -86,7 +86,9 @@ def exclusions(args: argparse.Namespace) -> Exclusions:
     return Exclusions(patterns, caches=args.exclude_caches, devices=devices)
 
 
-def scan_ahead(paths: list[Path], exclude: Exclusions, progress: Progress) -> None:
+def scan_ahead(
+    paths: list[Path], exclude: Exclusions, progress: Progress, skip: frozenset[bytes]
+) -> None:
     """Count the files and bytes the backup will go through, on a thread beside it,
     for the progress line's share and time left (stat only, as restic does)."""
 
@@ -107,6 +109,8 @@ def scan_ahead(paths: list[Path], exclude: Exclusions, progress: Progress) -> No
             try:
                 with os.scandir(top) as it:
                     for e in it:
+                        if e.path in skip:  # an AnySync mount: never entered
+                            continue
                         child_st = e.stat(follow_symlinks=False)
                         if exclude.active and exclude.excluded(e.path, child_st):
                             continue
@@ -129,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
     with common.open_session(args) as s:
         origin = Origin(s.config.device_id, s.config.device_name, socket.gethostname())
         progress = common.progress("backup")
-        scan_ahead(args.paths, exclude, progress)
+        sources = [Path(os.path.abspath(p)) for p in args.paths]
+        scan_ahead(args.paths, exclude, progress, mounts_to_skip(sources, anysync_mounts()))
         result = run_backup(
             s.repo,
             s.remote,

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
             args.snapshot,
             common.print_warning,
             counting=CountingEdits(s.remote),
-            match=common.snapshot_filter(args),
+            match=common.snapshot_filter(args, s),
         )
         parts = [os.fsencode(p) for p in args.path.strip("/").split("/") if p]
         found = trail(s.repo, s.repo.load_tree(snap.commit.tree), parts)

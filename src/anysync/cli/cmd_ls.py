@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
             args.snapshot,
             common.print_warning,
             counting=CountingEdits(s.remote),
-            match=common.snapshot_filter(args),
+            match=common.snapshot_filter(args, s),
         )
         entries = s.repo.load_tree(snap.commit.tree)
         parts = [os.fsencode(p) for p in args.path.strip("/").split("/") if p]

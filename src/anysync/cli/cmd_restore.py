@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             args.snapshot,
             common.print_warning,
             counting=CountingEdits(s.remote),
-            match=common.snapshot_filter(args),
+            match=common.snapshot_filter(args, s),
         )
         progress = common.progress("restore")
         if not args.include:  # the whole snapshot: its size is in its commit
@@ -83,10 +83,10 @@ def run(args: argparse.Namespace) -> int:
             _report_kept(stats.kept)
     if stats.failed:
         for path, reason in stats.failed if not args.json else []:
-            print(f"failed: {path}: {reason}", file=sys.stderr)
+            print(f"failed: {common.shown(path)}: {common.shown(reason)}", file=sys.stderr)
         raise RestoreIncomplete(
-            f"{len(stats.failed)} file(s) could not be restored (first: {stats.failed[0][0]}); "
-            "the others are complete"
+            f"{len(stats.failed)} file(s) could not be restored (first: "
+            f"{common.shown(stats.failed[0][0])}); the others are complete"
         )
     return 0
 

@@ -58,19 +58,35 @@ def unit_dir() -> Path:
     return Path(base) / "systemd" / "user"
 
 
-def quote(arg: str) -> str:
-    """One argument for a systemd command line or assignment: `%` and `$` are systemd's
-    own specifiers, doubled; spaces, quotes and backslashes get double quotes."""
-    arg = arg.replace("%", "%%").replace("$", "$$")
+def quote(arg: str, command_line: bool = True) -> str:
+    """One argument of an ExecStart= command line (`command_line`) or the value of an
+    Environment= assignment: `%` is a specifier everywhere, doubled; `$` is expanded on
+    command lines only, doubled there; spaces, quotes and backslashes get double quotes.
+    (Control characters are refused before: see `unit_text`.)"""
+    arg = arg.replace("%", "%%")
+    if command_line:
+        arg = arg.replace("$", "$$")
     if arg and not any(c.isspace() or c in "\"'\\;" for c in arg):
         return arg
     return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def unit_text(what: str, value: str) -> str:
+    """`value`, if a unit file can hold it: a line break would start a new key (an
+    injected ExecStart=), and the file is UTF-8."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{what} {value!r} is not UTF-8; systemd units cannot name it") from None
+    if not value.isprintable():
+        raise UsageError(f"{what} {value!r} holds a control character; rename it first")
+    return value
+
+
 def units(exe: str, home: str, backup: list[str], schedule: str, sync: bool) -> dict[str, str]:
     """The unit files (name → text) for these choices. Pure: tested as text and with
     systemd-analyze verify."""
-    env = f"Environment={quote('ANYSYNC_HOME=' + home)}"
+    env = f"Environment={quote('ANYSYNC_HOME=' + home, command_line=False)}"
     out: dict[str, str] = {}
     if sync:
         out[SYNC] = "\n".join([
@@ -94,6 +110,17 @@ def units(exe: str, home: str, backup: list[str], schedule: str, sync: bool) -> 
     return out
 
 
+def this_program() -> str:
+    """The `anysync` running now (its entry-point script), not another one on PATH."""
+    me = os.path.abspath(sys.argv[0])
+    if os.path.basename(me) == "anysync" and os.access(me, os.X_OK):
+        return me
+    found = shutil.which("anysync")
+    if found is None:
+        raise UsageError("cannot tell where the anysync program is; run it by its path")
+    return os.path.abspath(found)
+
+
 def run(args: argparse.Namespace) -> int:
     where = unit_dir()
     if args.service_cmd == "install":
@@ -109,12 +136,13 @@ def _install(args: argparse.Namespace, where: Path) -> int:
     _check_schedule(args.schedule)
     h = common.home()
     h.config()  # logged in here: else the units would only fail in the background
-    backup = [os.path.abspath(p) for p in args.backup]
+    backup = [unit_text("the path", os.path.abspath(p)) for p in args.backup]
     for p in backup:
         if not os.path.lexists(p):
             raise UsageError(f"{p} does not exist; give the paths to back up")
-    exe = shutil.which("anysync") or os.path.abspath(sys.argv[0])
-    made = units(os.path.abspath(exe), str(h.root), backup, args.schedule, not args.no_sync)
+    exe = unit_text("the program", this_program())
+    home = unit_text("ANYSYNC_HOME", str(h.root))
+    made = units(exe, home, backup, unit_text("--schedule", args.schedule), not args.no_sync)
     where.mkdir(parents=True, exist_ok=True)
     for name in UNITS:  # a unit of an earlier install that this one leaves out goes
         if name not in made and _ours(where / name):

@@ -96,8 +96,9 @@ def run_sync(args: argparse.Namespace) -> int:
             failures = 0
             with pass_lock(s.home.root):
                 for f in folders:
-                    if state.find_folder(f.name) is None:  # `sync remove`d meanwhile
-                        continue
+                    now = state.find_folder(f.name)
+                    if now is None or (now.path, now.ref) != (f.path, f.ref):
+                        continue  # removed meanwhile (or removed and added anew elsewhere)
                     changed = watcher.take_changes(f.path) if watcher else None
                     try:
                         r = engine.run_pass(s.repo, s.remote, s.state, f, device, changed)
@@ -286,7 +287,11 @@ def _as_doc(f: Folder, r: engine.PassResult) -> dict[str, object]:
 
 
 def _print_json_line(doc: dict[str, object]) -> None:
-    print(json.dumps(doc, ensure_ascii=False, separators=(",", ":")), flush=True)
+    # As common.print_json: a name that is not UTF-8 as its surrogate's JSON escape.
+    line = json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n"
+    sys.stdout.flush()
+    sys.stdout.buffer.write(line.encode("utf-8", "backslashreplace"))
+    sys.stdout.buffer.flush()
 
 
 def _report(f: Folder, r: engine.PassResult) -> None:

@@ -129,16 +129,23 @@ def tags(text: str) -> tuple[str, ...]:
     return found
 
 
-def snapshot_filter(args: argparse.Namespace) -> Callable[[Commit], bool] | None:
-    """What --path, --device and --tag select (history.Match); None when none is given."""
+def snapshot_filter(
+    args: argparse.Namespace, s: Session | None = None
+) -> Callable[[Commit], bool] | None:
+    """What --path, --device and --tag select (history.Match); None when none is given.
+    --device is an ID, the name a snapshot was made under, or (asked of the server
+    through `s`) a device's name today: `snapshots` shows today's names."""
     wanted = {os.path.abspath(os.path.expanduser(p)) for p in args.filter_paths}
     device: str | None = args.device
     tagged = {t for group in args.filter_tags for t in group}
+    renamed: set[int] = set()
+    if device is not None and s is not None and not device.isdigit():
+        renamed = {d.id for d in s.remote.list_devices() if d.name == device}
 
     def match(c: Commit) -> bool:
         if not wanted <= set(c.paths) or not tagged <= set(c.tags):
             return False
-        return device is None or device in (c.device, str(c.device_id))
+        return device is None or device in (c.device, str(c.device_id)) or c.device_id in renamed
 
     return match if wanted or tagged or device is not None else None
 
@@ -148,7 +155,7 @@ def matching_snapshots(s: Session, args: argparse.Namespace) -> list[Snapshot]:
     from anysync.client.repo import history  # here: not every command needs it
 
     snaps = history.snapshots(s.refs, warn=print_warning, counting=forget.CountingEdits(s.remote))
-    match = snapshot_filter(args)
+    match = snapshot_filter(args, s)
     return [sn for sn in snaps if match is None or match(sn.commit)]
 
 
@@ -338,7 +345,7 @@ def progress(verb: str) -> Progress:
 def print_warning(message: str) -> None:
     """What a command tells the user besides its answer (a skipped old snapshot, say)."""
     clear_active()
-    print(f"warning: {message}", file=sys.stderr)
+    print(f"warning: {shown(message)}", file=sys.stderr)  # it may quote names from the server
 
 
 def print_json(doc: object) -> None:

@@ -151,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except AnySyncError as exc:
         _clear_progress()
-        print(f"anysync: error: {exc.message}", file=sys.stderr)
+        # A message may quote a name from a snapshot: its control characters as '?'.
+        said = "".join(c if c.isprintable() else "?" for c in exc.message)
+        print(f"anysync: error: {said}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         _clear_progress()

@@ -32,6 +32,11 @@ class Exclusions:
         devices: frozenset[int] | None = None,
     ) -> None:
         lines = [p for p in patterns if p.strip() and not p.lstrip().startswith("#")]
+        for line in lines:  # one at a time, to name the one that is wrong
+            try:
+                pathspec.GitIgnoreSpec.from_lines([line])
+            except ValueError as exc:
+                raise UsageError(f"--exclude {line!r} is not a pattern: {exc}") from None
         self._spec = pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
         self._caches = caches
         self._devices = devices  # None: any file system
@@ -55,11 +60,16 @@ class Exclusions:
 
 
 def _is_cache_dir(path: bytes) -> bool:
+    # O_NONBLOCK: a FIFO named CACHEDIR.TAG must not hang the backup; only a regular
+    # file counts.
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
     try:
-        fd = os.open(os.path.join(path, CACHEDIR_TAG), os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(os.path.join(path, CACHEDIR_TAG), flags)
     except OSError:
         return False
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
         return os.read(fd, len(CACHEDIR_SIGNATURE)) == CACHEDIR_SIGNATURE
     except OSError:
         return False

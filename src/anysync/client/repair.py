@@ -375,6 +375,7 @@ def _replacement(original: Commit, tree: BlobId, lost: int) -> Commit:
         message=f"repaired: {lost} files lost",
         stats=original.stats,
         retention=original.retention,
+        tags=original.tags,  # `--tag` still finds it
     )
 
 

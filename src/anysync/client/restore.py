@@ -115,6 +115,7 @@ class _PendingFile(NamedTuple):
     name: bytes
     entry: TreeEntry
     path: str  # for messages, relative to the target
+    before: localfs.StatKey | None  # what its name held when it was decided (None: nothing)
 
 
 # A file written under a temp name: (the file, the temp name, the stat of what its
@@ -150,9 +151,13 @@ def run_restore(
         else:
             # Every include is looked up before anything is written: a typo in the
             # third one must not leave the first two restored and the user guessing.
-            selections = [_select(repo, entries, inc) for inc in outermost(includes)]
-            for selected, leading in selections or [(entries, [])]:
-                r.restore_into(root_fd, leading, selected)
+            selections = [_select(repo, entries, inc) for inc in outermost(includes)] or [
+                (entries, [])
+            ]
+            for i, (selected, leading) in enumerate(selections):
+                # Directory modes last of all: a read-only directory shared by two
+                # includes must not be made read-only before the second is written.
+                r.restore_into(root_fd, leading, selected, last=i == len(selections) - 1)
     finally:
         r.close()
         os.close(root_fd)
@@ -213,8 +218,10 @@ class _Restorer:
         self._pending.clear()
 
     def restore_into(
-        self, root_fd: int, leading: list[TreeEntry], entries: list[TreeEntry]
+        self, root_fd: int, leading: list[TreeEntry], entries: list[TreeEntry], last: bool = True
     ) -> None:
+        """Restore `entries` below the directories `leading`; with `last`, then make it
+        all durable and give the directories their recorded modes and times."""
         self._sync_fd = root_fd
         fd = os.dup(root_fd)
         path: list[bytes] = []
@@ -232,8 +239,11 @@ class _Restorer:
             self._wait_for_writer()
         finally:
             os.close(fd)
+        if not last:
+            return
         self._sync()  # the renames (directory entries) of the last batches
-        for rel, entry in sorted(self._dir_meta, key=lambda m: -len(m[0])):
+        once = {tuple(rel): (rel, entry) for rel, entry in self._dir_meta}  # includes share
+        for rel, entry in sorted(once.values(), key=lambda m: -len(m[0])):
             self._apply_dir_meta(root_fd, rel, entry)
 
     def _restore_entries(self, dir_fd: int, path: list[bytes], entries: list[TreeEntry]) -> None:
@@ -246,12 +256,14 @@ class _Restorer:
             with self._per_file(shown):
                 if entry.type is EntryType.DIR:
                     self._restore_dir(dir_fd, rel, entry, shown)
-                elif not self._wanted(dir_fd, entry, shown):
-                    pass
-                elif entry.type is EntryType.SYMLINK:
-                    self._restore_symlink(dir_fd, entry)
+                    continue
+                write, before = self._wanted(dir_fd, entry, shown)
+                if not write:
+                    continue
+                if entry.type is EntryType.SYMLINK:
+                    self._restore_symlink(dir_fd, entry, before)
                 else:
-                    self._queue_file(dir_fd, entry, shown)
+                    self._queue_file(dir_fd, entry, shown, before)
 
     @contextlib.contextmanager
     def _per_file(self, shown: str) -> Iterator[None]:
@@ -267,8 +279,12 @@ class _Restorer:
                 raise _os_error(exc, f"cannot restore {shown}") from None
             self.stats.failed.append((shown, exc.strerror or str(exc)))
 
-    def _wanted(self, dir_fd: int, entry: TreeEntry, shown: str) -> bool:
-        """Whether to write this file or symlink over what the target holds now."""
+    def _wanted(
+        self, dir_fd: int, entry: TreeEntry, shown: str
+    ) -> tuple[bool, localfs.StatKey | None]:
+        """Whether to write this file or symlink over what the target holds now, and the
+        stat of what it holds: the rename happens only if that is still there (a file
+        made meanwhile is never replaced)."""
         try:
             st: os.stat_result | None = os.stat(entry.name, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
@@ -276,13 +292,13 @@ class _Restorer:
         link = os.readlink(entry.name, dir_fd=dir_fd) if st and stat.S_ISLNK(st.st_mode) else None
         existing = compare_existing(st, entry, link)
         if should_write(self.overwrite, existing):
-            return True
+            return True, None if st is None else localfs.stat_key(st)
         if existing is Existing.SAME:
             self.stats.unchanged += 1
             self.progress.add(files=1, nbytes=entry.size)
         else:
             self.stats.kept.append(shown)
-        return False
+        return False, None
 
     def _open_dir(self, dir_fd: int, name: bytes, shown: str) -> int:
         try:
@@ -305,19 +321,21 @@ class _Restorer:
         finally:
             os.close(fd)
 
-    def _restore_symlink(self, dir_fd: int, entry: TreeEntry) -> None:
-        # Replaces whatever is there: the stat taken now only guards against a change
-        # made while the symlink is being written. A symlink is never partial.
-        before = localfs.current(dir_fd, entry.name)
+    def _restore_symlink(
+        self, dir_fd: int, entry: TreeEntry, before: localfs.StatKey | None
+    ) -> None:
+        # Replaces what `_wanted` saw there, nothing that came after. Never partial.
         localfs.write_symlink(
             dir_fd, entry.name, entry.target, entry.mtime_ns, before, fsync_dir=False
         )
         self.stats.symlinks += 1
 
-    def _queue_file(self, dir_fd: int, entry: TreeEntry, shown: str) -> None:
+    def _queue_file(
+        self, dir_fd: int, entry: TreeEntry, shown: str, before: localfs.StatKey | None
+    ) -> None:
         # The pending file holds its own descriptor of the directory, which may be
         # finished (and its descriptor closed) before the file is written.
-        p = _PendingFile(os.dup(dir_fd), entry.name, entry, shown)
+        p = _PendingFile(os.dup(dir_fd), entry.name, entry, shown, before)
         if entry.size > BATCH_BYTES:
             self._stream_file(p)
             return
@@ -330,12 +348,11 @@ class _Restorer:
         """A large file, written here while its next window downloads; the writer
         syncs and renames it."""
         try:
-            before = localfs.current(p.dir_fd, p.name)
             tmp = self._write_temp(p, self.repo.stream(p.entry.chunks, p.entry.size))
         except BaseException:
             os.close(p.dir_fd)
             raise
-        self._hand_over(self._commit_streamed, (p, tmp, before))
+        self._hand_over(self._commit_streamed, (p, tmp, p.before))
 
     def _flush(self) -> None:
         pending, self._pending, self._pending_bytes = self._pending, [], 0
@@ -370,10 +387,9 @@ class _Restorer:
         try:
             for p in pending:
                 with self._per_file(p.path):
-                    # Replaces whatever file is there (see _restore_symlink).
-                    before = localfs.current(p.dir_fd, p.name)
+                    # Replaces what `_wanted` saw there (see _restore_symlink).
                     written.append(
-                        (p, self._write_temp(p, chunks_of(blobs, p.entry.chunks)), before)
+                        (p, self._write_temp(p, chunks_of(blobs, p.entry.chunks)), p.before)
                     )
             self._commit(written)
         except BaseException:

@@ -80,17 +80,22 @@ def cmd_run(home: Home, args: argparse.Namespace) -> int:
         min_pack_age_seconds=_duration_arg(args.gc_min_pack_age, "--gc-min-pack-age"),
     )
     _refuse_appliance_home(home)
-    fresh = not home.is_initialised()
-    if fresh:
+    pending = home.root / WELCOME_PENDING
+    if not home.is_initialised():
         init_home(home.root)
+        pending.touch(mode=0o600)  # until the welcome is shown, even if this start fails
         print(f"initialised new server home at {home.root}", flush=True)
     with home.lock():  # held while serving: a second `run` on this home exits
         config = home.load_config()
         logs.configure(config.log_format, config.log_level)
-        invite = _first_invite(home) if fresh and config.registration == "invite" else None
-        welcome = _welcome(home, config.registration, invite) if fresh else None
+        welcome = _welcome(home, config.registration) if pending.exists() else None
         app.serve(home, args.listen, gc, welcome)
     return 0
+
+
+# A new home's owner has not been shown how to connect yet (the first start may fail
+# before serving: a port in use). Removed once the welcome is printed.
+WELCOME_PENDING = ".welcome-pending"
 
 
 def _refuse_appliance_home(home: Home) -> None:
@@ -115,15 +120,16 @@ def _first_invite(home: Home) -> str:
     return code
 
 
-def _welcome(
-    home: Home, registration: str, invite: str | None
-) -> Callable[[app.RunningServer], None]:
+def _welcome(home: Home, registration: str) -> Callable[[app.RunningServer], None]:
     """What the owner of a new home does next, printed once it serves (as the
-    container's first start does): the exact signup line, with a first invite."""
+    container's first start does): the exact signup line, with a first invite made
+    then (a start that fails earlier leaves no unused invite behind)."""
 
     def show(running: app.RunningServer) -> None:
+        (home.root / WELCOME_PENDING).unlink(missing_ok=True)
         if registration == "closed":
             return
+        invite = _first_invite(home) if registration == "invite" else None
         host = running.host
         if host in ("0.0.0.0", "::", "[::]", ""):  # noqa: S104 (every address: name this machine)
             host = socket.gethostname()
