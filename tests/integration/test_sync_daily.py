@@ -174,3 +174,13 @@ def test_json_output_of_sync_run_restore_and_login(
         other.run("restore", "latest", "--target", str(tmp_path / "r"), "--json").stdout
     )
     assert restored["files"] == 5 and restored["failed"] == [] and restored["kept"] == []
+
+    [folder] = json.loads(device_a.run("sync", "list", "--json").stdout)
+    assert (folder["name"], folder["path"], folder["pending"]) == ("Notes", str(fa), 0)
+    assert isinstance(folder["last_sync"], float)
+    (fa / "later.txt").write_text("not synced yet")
+    states = json.loads(device_a.run("sync", "status", "--json").stdout)
+    assert {"path": "Notes/later.txt", "state": "pending", "detail": "new"} in states
+    assert {"path": "Notes/new.txt", "state": "synced", "detail": ""} in states
+    keys = json.loads(device_a.run("keys", "status", "--json").stdout)
+    assert keys == {"path": str(device_a.home / "device.keys"), "protection": "none"}

@@ -25,7 +25,8 @@ _SAID = {
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("keys", help="how this device keeps the account keys (device.keys)")
     ksub = p.add_subparsers(dest="keys_cmd", required=True, metavar="ACTION")
-    ksub.add_parser("status", help="say how this device's keys are kept")
+    st = ksub.add_parser("status", help="say how this device's keys are kept")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
     protect = ksub.add_parser(
         "protect",
         help="keep the keys unprotected (none), in the desktop keyring, or under a passphrase",
@@ -51,7 +52,14 @@ def run(args: argparse.Namespace) -> int:
     if args.keys_cmd == "status":
         key_file = home.device_key_file()
         path = home.root / "device.keys"
-        if key_file is None:
+        if args.json:
+            common.print_json(
+                {
+                    "path": str(path),
+                    "protection": None if key_file is None else key_file.protection.value,
+                }
+            )
+        elif key_file is None:
             print(f"{path}: not written yet (the next command writes it, with the password)")
         else:
             print(f"{path}: {_SAID[key_file.protection]}")

@@ -49,7 +49,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "the server stay)",
     )  # fmt: skip
     rm.add_argument("folder", metavar="NAME|PATH", help="the folder's name or its path")
-    ssub.add_parser("list", help="list sync folders")
+    ls = ssub.add_parser("list", help="list sync folders")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
     run = ssub.add_parser("run", help="sync now; --watch keeps syncing as things change")
     run.add_argument("--watch", action="store_true", help="keep running, syncing as files change")
     run.add_argument("--folder", action="append", help="only this folder (by name); repeatable")
@@ -62,6 +63,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     st.add_argument(
         "path", type=Path, nargs="?", help="a file or directory (default: every folder)"
     )
+    st.add_argument("--json", action="store_true", help="machine-readable output")
     ex = ssub.add_parser("exclude", help="keep a sub-tree off this device")
     ex.add_argument("path", type=Path, help="a sub-tree of a sync folder")
     inc = ssub.add_parser("include", help="bring an excluded sub-tree back")
@@ -73,7 +75,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ret.add_argument("name", help="the folder's name")
     add_policy_options(ret)
     ret.add_argument("--json", action="store_true", help="machine-readable output")
-    for q in (add, rm, run, st, ex, inc, ret, ssub.choices["list"]):
+    for q in (add, rm, run, st, ex, inc, ret, ls):
         common.add_password_option(q)
     p.set_defaults(run=run_sync)
 
@@ -329,13 +331,16 @@ def _offline(args: argparse.Namespace) -> int:
         state = SyncState(db)
         if args.sync_cmd == "remove":
             return _remove(state, args.folder, h.root)
-        return _list(state) if args.sync_cmd == "list" else _status(state, args.path)
+        if args.sync_cmd == "list":
+            return _list(state, args.json)
+        return _status(state, args.path, args.json)
     finally:
         db.close()
 
 
-def _list(state: SyncState) -> int:
+def _list(state: SyncState, as_json: bool) -> int:
     rows = []
+    docs: list[dict[str, object]] = []
     for f in state.folders():
         changes = (
             pending(f.path, IgnoreRules.load(f.path), state.excludes(f.name), state.records(f.name))
@@ -356,42 +361,64 @@ def _list(state: SyncState) -> int:
         if stuck and not f.last_error:
             status = f"{len(stuck)} stuck"
         rows.append([f.name, str(f.path), status, when, str(len(changes))])
-    common.print_table(["NAME", "PATH", "STATE", "LAST SYNC", "PENDING"], rows)
+        docs.append(
+            {
+                "name": f.name,
+                "path": str(f.path),
+                "state": status,
+                "last_sync": f.last_sync_ns / 1e9 if f.last_sync_ns else None,
+                "pending": len(changes),
+            }
+        )
+    if as_json:
+        common.print_json(docs)
+    else:
+        common.print_table(["NAME", "PATH", "STATE", "LAST SYNC", "PENDING"], rows)
     return 0
 
 
-def _status(state: SyncState, path: Path | None) -> int:
+def _status(state: SyncState, path: Path | None, as_json: bool) -> int:
+    found = _states(state, path)
+    if as_json:
+        common.print_json([{"path": p, "state": st, "detail": why} for st, why, p in found])
+        return 0
+    for st, why, p in found:
+        label = f"{st} ({why})" if why else st
+        print(f"{label:20} {common.shown(p)}")
+    return 0
+
+
+def _states(state: SyncState, path: Path | None) -> list[tuple[str, str, str]]:
+    """(state, detail, FOLDER/path) of every path `sync status` reports."""
+    out: list[tuple[str, str, str]] = []
     targets = [(f, b"") for f in state.folders()] if path is None else [state.folder_for(path)]
-    shown = 0
     for folder, rel in targets:
+        before = len(out)
         excluded = state.excludes(folder.name)
         records = state.records(folder.name)
         stuck = state.stuck(folder.name)
         changes = pending(folder.path, IgnoreRules.load(folder.path), excluded, records)
-        paths = sorted(records.keys() | changes.keys() | stuck.keys())
-        for p in paths:
+        for p in sorted(records.keys() | changes.keys() | stuck.keys()):
             if rel and not under(p, {rel}):
                 continue
             if p in stuck:
-                label = f"stuck ({stuck[p]})"
+                st, why = "stuck", stuck[p]
             elif p in changes:
-                label = f"pending ({changes[p]})"
+                st, why = "pending", str(changes[p])
             elif is_conflict_name(p.rpartition(b"/")[2]):
-                label = "conflict"
+                st, why = "conflict", ""
             else:
-                label = "synced"
-            print(f"{label:20} {folder.name}/{os.fsdecode(p)}")
-            shown += 1
+                st, why = "synced", ""
+            out.append((st, why, f"{folder.name}/{os.fsdecode(p)}"))
         for p in sorted(excluded):
             if not rel or under(p, {rel}) or under(rel, {p}):
-                print(f"{'excluded':20} {folder.name}/{os.fsdecode(p)}")
-                shown += 1
-        if rel and not shown:
-            _status_of_unknown(folder, rel)
-    return 0
+                out.append(("excluded", "", f"{folder.name}/{os.fsdecode(p)}"))
+        if rel and len(out) == before:
+            out.append(_status_of_unknown(folder, rel))
+    return out
 
 
-def _status_of_unknown(folder: Folder, rel: bytes) -> None:
+def _status_of_unknown(folder: Folder, rel: bytes) -> tuple[str, str, str]:
     """A path the sync state knows nothing about: ignored, or not there at all."""
     on_disk = folder.path / os.fsdecode(rel)
     if not os.path.lexists(on_disk):
@@ -399,8 +426,8 @@ def _status_of_unknown(folder: Folder, rel: bytes) -> None:
     rules = IgnoreRules.load(folder.path)
     parts = rel.split(b"/")
     is_dir = on_disk.is_dir() and not on_disk.is_symlink()
+    shown = f"{folder.name}/{os.fsdecode(rel)}"
     for i in range(1, len(parts) + 1):  # an ignored parent directory ignores the path
         if rules.ignored(b"/".join(parts[:i]), i < len(parts) or is_dir):
-            print(f"{'ignored':20} {folder.name}/{os.fsdecode(rel)}")
-            return
-    print(f"{'pending (new)':20} {folder.name}/{os.fsdecode(rel)}")
+            return ("ignored", "", shown)
+    return ("pending", "new", shown)
