@@ -9,7 +9,6 @@ import argparse
 import dataclasses
 import os
 import socket
-import stat
 import sys
 import threading
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 from anysync.cli import common
 from anysync.cli.progress import Progress
 from anysync.client.backup import Labels, Origin, mounts_to_skip, run_backup
-from anysync.client.backup_dry import dry_run
+from anysync.client.backup_dry import TreeWalk, dry_run
 from anysync.client.exclude import Exclusions, devices_of, read_exclude_file
 from anysync.client.mounts import anysync_mounts
 from anysync.client.progress import human_bytes
@@ -94,32 +93,8 @@ def scan_ahead(
 
     def count() -> None:
         files = nbytes = 0
-        pending = [os.fsencode(os.path.abspath(p)) for p in paths]
-        while pending:
-            top = pending.pop()
-            try:
-                st = os.lstat(top)
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                files, nbytes = files + 1, nbytes + st.st_size
-                continue
-            if not stat.S_ISDIR(st.st_mode):
-                continue
-            try:
-                with os.scandir(top) as it:
-                    for e in it:
-                        if e.path in skip:  # an AnySync mount: never entered
-                            continue
-                        child_st = e.stat(follow_symlinks=False)
-                        if exclude.active and exclude.excluded(e.path, child_st):
-                            continue
-                        if stat.S_ISDIR(child_st.st_mode):
-                            pending.append(e.path)
-                        elif stat.S_ISREG(child_st.st_mode):
-                            files, nbytes = files + 1, nbytes + child_st.st_size
-            except OSError:
-                continue  # the backup itself reports what it cannot read
+        for _, _, st in TreeWalk(paths, exclude, skip).files():
+            files, nbytes = files + 1, nbytes + st.st_size
         progress.total(files, nbytes)
 
     if progress.enabled:

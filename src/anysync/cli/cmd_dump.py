@@ -10,8 +10,6 @@ import os
 import sys
 
 from anysync.cli import common
-from anysync.client.forget import CountingEdits
-from anysync.client.repo import history
 from anysync.client.repo.tree import EntryType, trail
 from anysync.errors import NotFound, UsageError
 
@@ -30,13 +28,7 @@ def run(args: argparse.Namespace) -> int:
         # A binary file on a terminal can leave it unusable; restic refuses the same way.
         raise UsageError("standard output is a terminal: redirect it (> FILE) or pipe it (| less)")
     with common.open_session(args) as s:
-        snap = history.resolve(
-            s.refs,
-            args.snapshot,
-            common.print_warning,
-            counting=CountingEdits(s.remote),
-            match=common.snapshot_filter(args, s),
-        )
+        snap = common.resolve_snapshot(s, args)
         parts = [os.fsencode(p) for p in args.path.strip("/").split("/") if p]
         found = trail(s.repo, s.repo.load_tree(snap.commit.tree), parts)
         if not parts or len(found) < len(parts):

@@ -8,8 +8,6 @@ import stat
 import time
 
 from anysync.cli import common
-from anysync.client.forget import CountingEdits
-from anysync.client.repo import history
 from anysync.client.repo.tree import EntryType, TreeEntry, trail
 from anysync.errors import NotFound
 
@@ -36,13 +34,7 @@ _MODE_CHAR = {
 def run(args: argparse.Namespace) -> int:
     out: list[tuple[str, TreeEntry]] = []
     with common.open_session(args) as s:
-        snap = history.resolve(
-            s.refs,
-            args.snapshot,
-            common.print_warning,
-            counting=CountingEdits(s.remote),
-            match=common.snapshot_filter(args, s),
-        )
+        snap = common.resolve_snapshot(s, args)
         entries = s.repo.load_tree(snap.commit.tree)
         parts = [os.fsencode(p) for p in args.path.strip("/").split("/") if p]
         found = trail(s.repo, entries, parts)

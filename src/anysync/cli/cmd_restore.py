@@ -7,9 +7,7 @@ import sys
 from pathlib import Path
 
 from anysync.cli import common
-from anysync.client.forget import CountingEdits
 from anysync.client.progress import human_bytes
-from anysync.client.repo import history
 from anysync.client.restore import Overwrite, run_restore
 from anysync.errors import RestoreIncomplete
 
@@ -41,13 +39,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with common.open_session(args) as s:
-        snap = history.resolve(
-            s.refs,
-            args.snapshot,
-            common.print_warning,
-            counting=CountingEdits(s.remote),
-            match=common.snapshot_filter(args, s),
-        )
+        snap = common.resolve_snapshot(s, args)
         progress = common.progress("restore")
         if not args.include:  # the whole snapshot: its size is in its commit
             progress.total(snap.commit.stats.get("files", 0), snap.commit.stats.get("bytes", 0))

@@ -150,6 +150,20 @@ def snapshot_filter(
     return match if wanted or tagged or device is not None else None
 
 
+def resolve_snapshot(s: Session, args: argparse.Namespace) -> Snapshot:
+    """The snapshot `args.snapshot` names (an ID prefix, or 'latest' of those that
+    --path/--device/--tag select)."""
+    from anysync.client.repo import history  # here: not every command needs it
+
+    return history.resolve(
+        s.refs,
+        args.snapshot,
+        print_warning,
+        counting=forget.CountingEdits(s.remote),
+        match=snapshot_filter(args, s),
+    )
+
+
 def matching_snapshots(s: Session, args: argparse.Namespace) -> list[Snapshot]:
     """Every snapshot (oldest first) that --path/--device/--tag select."""
     from anysync.client.repo import history  # here: not every command needs it

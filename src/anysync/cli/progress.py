@@ -49,23 +49,36 @@ class Progress:
         """What the whole run will count (may come in while it runs)."""
         self.total_files, self.total_bytes = files, nbytes
 
+    INTERVAL = 0.2  # seconds between two updates
+
     def add(self, files: int = 0, nbytes: int = 0) -> None:
         self.files += files
         self.bytes += nbytes
         now = time.monotonic()
-        if self.enabled and now - self._last >= 0.2:
+        if self.enabled and now - self._last >= self.INTERVAL:
             self._last = now
             self._draw(now)
+
+    def share(self) -> float | None:
+        """The part of the total done (bytes), or None without a total."""
+        if self.total_files is None or self.total_bytes is None:
+            return None
+        return min(self.bytes / self.total_bytes, 1.0) if self.total_bytes else 1.0
+
+    @staticmethod
+    def left(elapsed: float, share: float) -> float | None:
+        """Seconds to go at the rate so far; None before anything is done."""
+        return elapsed * (1 - share) / share if share > 0 else None
 
     def line(self, now: float) -> str:
         elapsed = max(now - self._start, 1e-6)
         rate = self.bytes / elapsed
-        if self.total_files is None or self.total_bytes is None:
+        share = self.share()
+        if share is None or self.total_bytes is None:
             return (
                 f"{self.verb}: {self.files} files, {human_bytes(self.bytes)}, {human_bytes(rate)}/s"
             )
-        share = min(self.bytes / self.total_bytes, 1.0) if self.total_bytes else 1.0
-        left = elapsed * (1 - share) / share if share > 0 else None
+        left = self.left(elapsed, share)
         eta = "" if left is None else f", {_clock(left)} left"
         return (
             f"{self.verb}: {self.files}/{self.total_files} files, "
@@ -105,13 +118,8 @@ class JsonProgress(Progress):
         super().__init__(verb, stream, enabled=True)
         self._last = time.monotonic() - self.INTERVAL / 2  # the first line after 0.5 s
 
-    def add(self, files: int = 0, nbytes: int = 0) -> None:
-        self.files += files
-        self.bytes += nbytes
-        now = time.monotonic()
-        if now - self._last >= self.INTERVAL:
-            self._last = now
-            self._emit(now, done=False)
+    def _draw(self, now: float) -> None:
+        self._emit(now, done=False)
 
     def doc(self, now: float, done: bool) -> dict[str, object]:
         elapsed = max(now - self._start, 1e-6)
@@ -121,15 +129,16 @@ class JsonProgress(Progress):
             "bytes": self.bytes,
             "seconds": round(elapsed, 1),
         }
-        if self.total_files is not None and self.total_bytes is not None:
-            share = min(self.bytes / self.total_bytes, 1.0) if self.total_bytes else 1.0
+        share = self.share()
+        if share is not None:
             out |= {
                 "total_files": self.total_files,
                 "total_bytes": self.total_bytes,
                 "percent": round(100 * share, 1),
             }
-            if 0 < share < 1 and not done:
-                out["seconds_left"] = round(elapsed * (1 - share) / share, 1)
+            left = self.left(elapsed, share)
+            if left is not None and share < 1 and not done:
+                out["seconds_left"] = round(left, 1)
         if done:
             out["done"] = True
         return out

@@ -45,7 +45,7 @@ from anysync.client.repo.commit import Commit
 from anysync.client.repo.refs import RefBook, RefStore
 from anysync.client.repo.repository import Repository
 from anysync.client.repo.tree import EntryType, TreeEntry
-from anysync.client.statedb import CachedStat, StateDB, local_state_key
+from anysync.client.statedb import CachedStat, StateDB, local_state_key, unchanged
 from anysync.errors import GcRaced, UsageError
 from anysync.types import BlobId, BlobKind
 
@@ -475,9 +475,9 @@ class _Walker:
         self, st: os.stat_result, cached: CachedStat | None, fresh: CachedStat | None
     ) -> bool:
         """Neither read by an earlier walk of this run nor cached, as _file decides."""
-        if fresh is not None and _unchanged(fresh, st):
+        if fresh is not None and unchanged(fresh, st):
             return False
-        return cached is None or not _unchanged(cached, st)
+        return cached is None or not unchanged(cached, st)
 
     def _file(
         self,
@@ -489,9 +489,9 @@ class _Walker:
         ahead: _ReadAhead | None = None,
         fresh: CachedStat | None = None,
     ) -> TreeEntry | None:
-        if fresh is not None and _unchanged(fresh, st):
+        if fresh is not None and unchanged(fresh, st):
             content = fresh  # read by an earlier walk of this run
-        elif cached is not None and _unchanged(cached, st):
+        elif cached is not None and unchanged(cached, st):
             # A sound row (its MAC verified): reuse without reading. run_backup asks the
             # server about every reused chunk before it commits.
             content = cached
@@ -608,8 +608,3 @@ def _read_small(repo: Repository, dir_fd: int, name: bytes) -> _Small | None:
     if len(data) > SMALL_FILE:
         return None
     return data, after, repo.blob_id(data)
-
-
-def _unchanged(cached: CachedStat, st: os.stat_result) -> bool:
-    """Unchanged since it was read: same inode, size, mtime and ctime (localfs.StatKey)."""
-    return (cached.ino, cached.size, cached.mtime_ns, cached.ctime_ns) == stat_key(st)

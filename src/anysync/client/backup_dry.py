@@ -1,22 +1,69 @@
-"""`anysync backup --dry-run`: what a backup would go through and what it would read,
-with nothing read, uploaded or committed.
+"""What a backup will go through, without reading any content: the files it meets
+(`TreeWalk`, also the progress line's scan-ahead) and, for `anysync backup --dry-run`,
+what it would read.
 
 The same decisions as the backup walker, on the same inputs: the exclusions
-(client/exclude.py) and the stat cache (a file whose inode, size, mtime and ctime match
-its row is reused, client/backup.py `_unchanged`). Special files and AnySync mounts are
-not counted, as the backup skips them; a path that cannot be read is listed.
+(client/exclude.py), AnySync mounts never entered, special files skipped, and the stat
+cache (a file whose inode, size, mtime and ctime match its row is reused, not read).
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from anysync.client.exclude import Exclusions
-from anysync.client.localfs import stat_key
-from anysync.client.statedb import CachedStat, StateDB
+from anysync.client.statedb import StateDB, unchanged
+
+
+class TreeWalk:
+    """The regular files below `paths`, as (directory, name, lstat), a directory's files
+    together. The given paths themselves are never excluded (as in the backup); what
+    was excluded and what could not be read is counted as the walk goes."""
+
+    def __init__(self, paths: list[Path], exclude: Exclusions, skip: frozenset[bytes]) -> None:
+        self.paths = [os.fsencode(os.path.abspath(p)) for p in paths]
+        self.exclude = exclude
+        self.skip = skip  # AnySync mounts
+        self.excluded = 0
+        self.unreadable: list[str] = []
+
+    def files(self) -> Iterator[tuple[bytes, bytes, os.stat_result]]:
+        pending: list[bytes] = []
+        for top in self.paths:
+            st = self._lstat(top)
+            if st is not None and stat.S_ISREG(st.st_mode):
+                yield (*os.path.split(top), st)
+            elif st is not None and stat.S_ISDIR(st.st_mode):
+                pending.append(top)
+        while pending:
+            directory = pending.pop()
+            try:
+                names = sorted(os.listdir(directory))
+            except OSError as exc:
+                self.unreadable.append(f"{os.fsdecode(directory)}: {exc.strerror}")
+                continue
+            for name in names:
+                path = os.path.join(directory, name)
+                st = None if path in self.skip else self._lstat(path)
+                if st is None:
+                    continue
+                if self.exclude.active and self.exclude.excluded(path, st):
+                    self.excluded += 1
+                elif stat.S_ISREG(st.st_mode):
+                    yield directory, name, st
+                elif stat.S_ISDIR(st.st_mode):
+                    pending.append(path)
+
+    def _lstat(self, path: bytes) -> os.stat_result | None:
+        try:
+            return os.lstat(path)
+        except OSError as exc:
+            self.unreadable.append(f"{os.fsdecode(path)}: {exc.strerror}")
+            return None
 
 
 @dataclass
@@ -37,73 +84,16 @@ def dry_run(
     skip: frozenset[bytes] = frozenset(),
 ) -> DryRun:
     out = DryRun()
-    pending = [os.fsencode(os.path.abspath(p)) for p in paths]
-    first = True  # the given paths themselves are never excluded (as in the backup)
-    while pending:
-        batch, pending = pending, []
-        for path in batch:
-            pending += _visit(state, cache_key, path, exclude, skip, out, first)
-        first = False
+    walk = TreeWalk(paths, exclude, skip)
+    rows_of, rows = None, {}
+    for directory, name, st in walk.files():
+        if directory != rows_of:  # one stat-cache query per directory, as the backup
+            rows_of, rows = directory, state.stats_in(directory, cache_key)[0]
+        out.files += 1
+        out.bytes += st.st_size
+        cached = rows.get(name)
+        if cached is None or not unchanged(cached, st):
+            out.to_read += 1
+            out.to_read_bytes += st.st_size
+    out.excluded, out.unreadable = walk.excluded, walk.unreadable
     return out
-
-
-def _visit(
-    state: StateDB,
-    key: bytes,
-    path: bytes,
-    exclude: Exclusions,
-    skip: frozenset[bytes],
-    out: DryRun,
-    given: bool,
-) -> list[bytes]:
-    """Count `path`; the directories below it to visit next."""
-    if path in skip:
-        return []
-    try:
-        st = os.lstat(path)
-    except OSError as exc:
-        out.unreadable.append(f"{os.fsdecode(path)}: {exc.strerror}")
-        return []
-    if not given and exclude.active and exclude.excluded(path, st):
-        out.excluded += 1
-        return []
-    if stat.S_ISREG(st.st_mode):
-        directory, name = os.path.split(path)
-        cached = state.stats_in(directory, key)[0].get(name)
-        _count_file(out, st, cached)
-        return []
-    if not stat.S_ISDIR(st.st_mode):
-        return []
-    try:
-        names = sorted(os.listdir(path))
-    except OSError as exc:
-        out.unreadable.append(f"{os.fsdecode(path)}: {exc.strerror}")
-        return []
-    cached_here = state.stats_in(path, key)[0]
-    below: list[bytes] = []
-    for name in names:
-        child = os.path.join(path, name)
-        if child in skip:
-            continue
-        try:
-            child_st = os.lstat(child)
-        except OSError as exc:
-            out.unreadable.append(f"{os.fsdecode(child)}: {exc.strerror}")
-            continue
-        if exclude.active and exclude.excluded(child, child_st):
-            out.excluded += 1
-        elif stat.S_ISREG(child_st.st_mode):
-            _count_file(out, child_st, cached_here.get(name))
-        elif stat.S_ISDIR(child_st.st_mode):
-            below.append(child)
-    return below
-
-
-def _count_file(out: DryRun, st: os.stat_result, cached: CachedStat | None) -> None:
-    out.files += 1
-    out.bytes += st.st_size
-    if cached is None or (cached.ino, cached.size, cached.mtime_ns, cached.ctime_ns) != stat_key(
-        st
-    ):
-        out.to_read += 1
-        out.to_read_bytes += st.st_size

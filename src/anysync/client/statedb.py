@@ -46,6 +46,17 @@ class CachedStat:
     chunk_sizes: tuple[int, ...] = ()  # as tree.TreeEntry.chunk_sizes
 
 
+def unchanged(cached: CachedStat, st: os.stat_result) -> bool:
+    """The file is as it was when its row was made: same inode, size, mtime and ctime
+    (localfs.StatKey's fields). Then its chunks are reused, not read again."""
+    return (cached.ino, cached.size, cached.mtime_ns, cached.ctime_ns) == (
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+    )
+
+
 def _ids(raw: bytes) -> tuple[BlobId, ...]:
     return tuple(BlobId(raw[i : i + BLOB_ID_SIZE]) for i in range(0, len(raw), BLOB_ID_SIZE))
 
